@@ -1,0 +1,101 @@
+package outlast
+
+import (
+	"context"
+	"fmt"
+	"time"
+)
+
+// Client is an API client (a merchant or an internal service). It
+// authenticates with an API key that is stored only as a SHA-256 hash.
+type Client struct {
+	ID        string    `json:"id"`
+	CreatedAt time.Time `json:"created_at"`
+}
+
+// Account holds money for one client in one currency. The buckets obey, at
+// every committed state: Available + Held + PaidOut == Funded, Available >= 0,
+// Held >= 0.
+type Account struct {
+	ID        string       `json:"id"`
+	ClientID  string       `json:"client_id"`
+	Currency  string       `json:"currency"`
+	Funded    int64        `json:"funded"`
+	Available int64        `json:"available"`
+	Held      int64        `json:"held"`
+	PaidOut   int64        `json:"paid_out"`
+	Flags     AccountFlags `json:"flags"`
+	// Version increases by one on every change; caches use it to keep an
+	// older copy from overwriting a newer one.
+	Version   int64     `json:"version"`
+	CreatedAt time.Time `json:"created_at"`
+	UpdatedAt time.Time `json:"updated_at"`
+}
+
+// AccountFlags are per-account settings. They live in the database (seed
+// 001: settings kept only in Redis vanished with it); caches sit above them.
+type AccountFlags struct {
+	// PayoutsDisabled stops new payouts from this account. The zero value
+	// (payouts allowed) is the default.
+	PayoutsDisabled bool `json:"payouts_disabled"`
+	// DailyLimit, if > 0, caps the sum of payouts created per UTC day.
+	DailyLimit int64 `json:"daily_limit,omitempty"`
+}
+
+// Validate checks a new account's fields.
+func (a *Account) Validate() error {
+	switch {
+	case !validID(a.ID):
+		return Errorf(EVALIDATION, "id must be 1-%d characters of [A-Za-z0-9._:-]", IDBytesMax)
+	case !validID(a.ClientID):
+		return Errorf(EVALIDATION, "client_id must be 1-%d characters of [A-Za-z0-9._:-]", IDBytesMax)
+	case !ValidCurrency(a.Currency):
+		return Errorf(EVALIDATION, "currency %q is not an ISO 4217 code", a.Currency)
+	case a.Flags.DailyLimit < 0:
+		return Errorf(EVALIDATION, "flags.daily_limit must not be negative")
+	}
+	return nil
+}
+
+// CheckInvariant reports a violated balance invariant. The ledger panics on a
+// non-nil result before committing: a violation is a bug, never bad input.
+func (a *Account) CheckInvariant() error {
+	if a.Available+a.Held+a.PaidOut != a.Funded {
+		return fmt.Errorf("account %s: available %d + held %d + paid_out %d != funded %d",
+			a.ID, a.Available, a.Held, a.PaidOut, a.Funded)
+	}
+	if a.Available < 0 || a.Held < 0 || a.PaidOut < 0 || a.Funded < 0 {
+		return fmt.Errorf("account %s: negative bucket: funded %d available %d held %d paid_out %d",
+			a.ID, a.Funded, a.Available, a.Held, a.PaidOut)
+	}
+	return nil
+}
+
+// ValidateAmount checks a positive amount in minor units.
+func ValidateAmount(amount int64) error {
+	if amount <= 0 {
+		return Errorf(EVALIDATION, "amount must be a positive integer of minor units")
+	}
+	if amount > AmountMax {
+		return Errorf(EVALIDATION, "amount must be at most %d", AmountMax)
+	}
+	return nil
+}
+
+// AccountService manages clients, accounts and funding.
+type AccountService interface {
+	// CreateClient stores a new client with the SHA-256 hash of its API key.
+	// ECONFLICT if the id exists.
+	CreateClient(ctx context.Context, c *Client, keyHash []byte) error
+	// ClientByKeyHash finds the client owning an API key hash; ENOTFOUND.
+	ClientByKeyHash(ctx context.Context, keyHash []byte) (*Client, error)
+	// CreateAccount creates a zero-balance account. ECONFLICT if the id
+	// exists, EVALIDATION if the client does not.
+	CreateAccount(ctx context.Context, a *Account) error
+	// FundAccount adds amount to funded and available, with journal rows.
+	FundAccount(ctx context.Context, id string, amount int64) (*Account, error)
+	// Account returns an account; ENOTFOUND.
+	Account(ctx context.Context, id string) (*Account, error)
+	// SetAccountFlags replaces an account's flags.
+	SetAccountFlags(ctx context.Context, id string, flags AccountFlags) (*Account, error)
+}

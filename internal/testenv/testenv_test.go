@@ -1,0 +1,10 @@
+package testenv
+
+import "testing"
+
+func TestPostgresDSN(t *testing.T) {
+	dsn := PostgresDSN(t)
+	if dsn == "" {
+		t.Fatal("PostgresDSN returned empty DSN")
+	}
+}

@@ -1,0 +1,86 @@
+// Package outlast is the domain of the Outlast payout service: accounts,
+// payouts and their state machine, the journal, partner notifications, error
+// codes and the interfaces the adapters (store, jetstream, channel, http)
+// implement. It imports only the standard library; a test keeps it that way.
+//
+// Money is always int64 minor units of an ISO 4217 currency. A payout moves
+// money between an account's buckets (available → held → paid_out, or back to
+// available when it fails); every move is a pair of journal rows that sum to
+// zero, so balances can always be recomputed from the journal.
+package outlast
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"time"
+)
+
+// Limits that are part of the contract; adapters validate against them.
+const (
+	// IDBytesMax bounds every identifier: account, client, payout, event ids,
+	// idempotency keys, partner refs and channel names.
+	IDBytesMax = 128
+	// DestinationBytesMax bounds a payout's destination (an account number,
+	// IBAN or similar opaque string).
+	DestinationBytesMax = 256
+	// AmountMax bounds a single amount in minor units, so that sums over many
+	// payouts stay far from int64 overflow.
+	AmountMax = int64(1) << 50
+)
+
+// NewID returns a time-ordered UUIDv7 string (RFC 9562): 48 bits of unix
+// milliseconds, then random bits. Time order keeps index inserts appending.
+func NewID() string {
+	return newUUIDv7(time.Now())
+}
+
+func newUUIDv7(now time.Time) string {
+	var b [16]byte
+	if _, err := rand.Read(b[6:]); err != nil {
+		// crypto/rand never fails on supported platforms (Go 1.24+ panics
+		// inside Read itself); keep the branch for older toolchains.
+		panic(err)
+	}
+	ms := uint64(now.UnixMilli())
+	b[0] = byte(ms >> 40)
+	b[1] = byte(ms >> 32)
+	b[2] = byte(ms >> 24)
+	b[3] = byte(ms >> 16)
+	b[4] = byte(ms >> 8)
+	b[5] = byte(ms)
+	b[6] = 0x70 | (b[6] & 0x0f) // version 7
+	b[8] = 0x80 | (b[8] & 0x3f) // variant 10
+	var s [36]byte
+	hex.Encode(s[0:8], b[0:4])
+	s[8] = '-'
+	hex.Encode(s[9:13], b[4:6])
+	s[13] = '-'
+	hex.Encode(s[14:18], b[6:8])
+	s[18] = '-'
+	hex.Encode(s[19:23], b[8:10])
+	s[23] = '-'
+	hex.Encode(s[24:], b[10:])
+	return string(s[:])
+}
+
+// validID reports whether s is a usable identifier: 1..IDBytesMax bytes of
+// printable ASCII without spaces or path separators, so ids are safe in URLs,
+// log lines and NATS subjects.
+func validID(s string) bool {
+	if len(s) == 0 || len(s) > IDBytesMax {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+		case c == '-' || c == '_' || c == '.' || c == ':':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// ValidID reports whether s is a valid identifier (see IDBytesMax).
+func ValidID(s string) bool { return validID(s) }

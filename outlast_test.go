@@ -1,0 +1,166 @@
+package outlast_test
+
+import (
+	"go/build"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/outlast/outlast"
+)
+
+// TestDependencies keeps the domain package free of adapters: only the
+// standard library, and none of the packages that would tie it to one.
+func TestDependencies(t *testing.T) {
+	pkg, err := build.ImportDir(".", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	forbidden := []string{"database/sql", "net/http", "net"}
+	for _, imp := range pkg.Imports {
+		if strings.Contains(strings.SplitN(imp, "/", 2)[0], ".") {
+			t.Errorf("root package imports %q; it must use the standard library only", imp)
+		}
+		for _, f := range forbidden {
+			if imp == f {
+				t.Errorf("root package imports %q; adapters belong in their own package", imp)
+			}
+		}
+	}
+}
+
+func TestNextTransition(t *testing.T) {
+	P, D, S, F := outlast.StatusPending, outlast.StatusDispatched, outlast.StatusSucceeded, outlast.StatusFailed
+	tests := []struct {
+		from, to outlast.PayoutStatus
+		want     outlast.Transition
+	}{
+		{P, D, outlast.TransitionApply},
+		{P, S, outlast.TransitionApply},
+		{P, F, outlast.TransitionApply},
+		{D, S, outlast.TransitionApply},
+		{D, F, outlast.TransitionApply},
+		{D, D, outlast.TransitionStale},
+		{S, D, outlast.TransitionStale},
+		{F, D, outlast.TransitionStale},
+		{S, S, outlast.TransitionStale},
+		{D, P, outlast.TransitionStale},
+		{S, F, outlast.TransitionConflict},
+		{F, S, outlast.TransitionConflict},
+		{P, "paid", outlast.TransitionInvalid},
+		{"", S, outlast.TransitionInvalid},
+	}
+	for _, tt := range tests {
+		if got := outlast.NextTransition(tt.from, tt.to); got != tt.want {
+			t.Errorf("NextTransition(%q, %q) = %v, want %v", tt.from, tt.to, got, tt.want)
+		}
+	}
+}
+
+func TestNewIDTimeOrdered(t *testing.T) {
+	prev := outlast.NewID()
+	for i := 0; i < 1000; i++ {
+		id := outlast.NewID()
+		if len(id) != 36 || id[14] != '7' {
+			t.Fatalf("NewID() = %q, want a UUIDv7", id)
+		}
+		if !outlast.ValidID(id) {
+			t.Fatalf("ValidID(%q) = false", id)
+		}
+		if id[:13] < prev[:13] {
+			t.Fatalf("NewID() = %q after %q: time prefix went backwards", id, prev)
+		}
+		prev = id
+	}
+}
+
+func TestPayoutRequestValidate(t *testing.T) {
+	ok := outlast.PayoutRequest{ClientID: "c1", IdempotencyKey: "k1", AccountID: "a1", Amount: 100, Currency: "USD", Destination: "DE89370400440532013000"}
+	if err := ok.Validate(); err != nil {
+		t.Fatalf("Validate(%+v) = %v, want nil", ok, err)
+	}
+	tests := []struct {
+		name string
+		mod  func(*outlast.PayoutRequest)
+		code string
+	}{
+		{"zero amount", func(r *outlast.PayoutRequest) { r.Amount = 0 }, outlast.EVALIDATION},
+		{"negative amount", func(r *outlast.PayoutRequest) { r.Amount = -5 }, outlast.EVALIDATION},
+		{"huge amount", func(r *outlast.PayoutRequest) { r.Amount = outlast.AmountMax + 1 }, outlast.EVALIDATION},
+		{"unknown currency", func(r *outlast.PayoutRequest) { r.Currency = "XXQ" }, outlast.EVALIDATION},
+		{"lower-case currency", func(r *outlast.PayoutRequest) { r.Currency = "usd" }, outlast.EVALIDATION},
+		{"no key", func(r *outlast.PayoutRequest) { r.IdempotencyKey = "" }, outlast.EINVALID},
+		{"bad account id", func(r *outlast.PayoutRequest) { r.AccountID = "a/b" }, outlast.EVALIDATION},
+		{"no destination", func(r *outlast.PayoutRequest) { r.Destination = "" }, outlast.EVALIDATION},
+	}
+	for _, tt := range tests {
+		r := ok
+		tt.mod(&r)
+		if got := outlast.ErrorCode(r.Validate()); got != tt.code {
+			t.Errorf("%s: Validate() code = %q, want %q", tt.name, got, tt.code)
+		}
+	}
+}
+
+func TestFingerprint(t *testing.T) {
+	a := outlast.PayoutRequest{ClientID: "c", IdempotencyKey: "k", AccountID: "a", Amount: 1, Currency: "USD", Destination: "d"}
+	b := a
+	b.IdempotencyKey = "other"
+	b.Channel = "tcb"
+	if a.Fingerprint() != b.Fingerprint() {
+		t.Errorf("Fingerprint differs for same body with different key/channel")
+	}
+	c := a
+	c.Amount = 2
+	if a.Fingerprint() == c.Fingerprint() {
+		t.Errorf("Fingerprint equal for different amounts")
+	}
+	// Length-prefixing keeps field boundaries: "ab"+"c" != "a"+"bc".
+	d := a
+	d.AccountID, d.Currency = "aU", "SD"
+	if a.Fingerprint() == d.Fingerprint() {
+		t.Errorf("Fingerprint ignores field boundaries")
+	}
+}
+
+func TestErrorCode(t *testing.T) {
+	err := outlast.Errorf(outlast.ENOTFOUND, "payout %q not found", "x")
+	if got := outlast.ErrorCode(err); got != outlast.ENOTFOUND {
+		t.Errorf("ErrorCode = %q, want %q", got, outlast.ENOTFOUND)
+	}
+	if got := outlast.ErrorMessage(errPlain{}); got != "internal error" {
+		t.Errorf("ErrorMessage(plain) = %q, want internal error", got)
+	}
+	if got := outlast.ErrorCode(errPlain{}); got != outlast.EINTERNAL {
+		t.Errorf("ErrorCode(plain) = %q, want %q", got, outlast.EINTERNAL)
+	}
+}
+
+type errPlain struct{}
+
+func (errPlain) Error() string { return "pq: syntax error at or near SELECT" }
+
+func TestVerifySignature(t *testing.T) {
+	secret := []byte("s3cret")
+	now := time.Unix(1_700_000_000, 0)
+	body := []byte(`{"event_id":"e1"}`)
+	ts := strconv.FormatInt(now.Unix(), 10)
+	sig := outlast.Sign(secret, now.Unix(), body)
+	if err := outlast.VerifySignature(secret, ts, sig, body, now); err != nil {
+		t.Fatalf("VerifySignature(valid) = %v", err)
+	}
+	stale := strconv.FormatInt(now.Add(-6*time.Minute).Unix(), 10)
+	cases := map[string]error{
+		"tampered body": outlast.VerifySignature(secret, ts, sig, []byte(`{"event_id":"e2"}`), now),
+		"wrong secret":  outlast.VerifySignature([]byte("other"), ts, sig, body, now),
+		"stale":         outlast.VerifySignature(secret, stale, outlast.Sign(secret, now.Add(-6*time.Minute).Unix(), body), body, now),
+		"bad ts":        outlast.VerifySignature(secret, "yesterday", sig, body, now),
+		"bad hex":       outlast.VerifySignature(secret, ts, "zz", body, now),
+	}
+	for name, err := range cases {
+		if got := outlast.ErrorCode(err); got != outlast.EUNAUTHORIZED {
+			t.Errorf("%s: code = %q, want %q", name, got, outlast.EUNAUTHORIZED)
+		}
+	}
+}

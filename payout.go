@@ -1,0 +1,191 @@
+package outlast
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"time"
+)
+
+// PayoutStatus is where a payout is in its life.
+type PayoutStatus string
+
+// Payout states: pending → dispatched → succeeded | failed. A partner may
+// report the outcome before the dispatcher has recorded the hand-over, so
+// pending may also move straight to a terminal state.
+const (
+	StatusPending    PayoutStatus = "pending"
+	StatusDispatched PayoutStatus = "dispatched"
+	StatusSucceeded  PayoutStatus = "succeeded"
+	StatusFailed     PayoutStatus = "failed"
+)
+
+// Valid reports whether s is one of the four states.
+func (s PayoutStatus) Valid() bool {
+	switch s {
+	case StatusPending, StatusDispatched, StatusSucceeded, StatusFailed:
+		return true
+	}
+	return false
+}
+
+// Terminal reports whether s can never change again.
+func (s PayoutStatus) Terminal() bool { return s == StatusSucceeded || s == StatusFailed }
+
+// Transition is the outcome of applying a reported status to a payout.
+type Transition int
+
+const (
+	// TransitionApply: the payout moves to the new status.
+	TransitionApply Transition = iota
+	// TransitionStale: the report is older than what is known (a late
+	// "dispatched" after "succeeded", a repeat of the current state); a
+	// counted no-op.
+	TransitionStale
+	// TransitionConflict: the report contradicts a terminal state (failed
+	// after succeeded, or the reverse). A counted no-op that the audit and
+	// the reconciler must look at: terminal states never change.
+	TransitionConflict
+	// TransitionInvalid: the report can never apply (e.g. back to pending).
+	TransitionInvalid
+)
+
+// NextTransition decides what reporting status to on a payout in from does.
+// It is the whole state machine; the ledger calls nothing else.
+func NextTransition(from, to PayoutStatus) Transition {
+	switch {
+	case !from.Valid() || !to.Valid():
+		return TransitionInvalid
+	case from.Terminal() && to.Terminal() && from != to:
+		return TransitionConflict
+	case from == to, from.Terminal(), to == StatusPending:
+		return TransitionStale
+	}
+	return TransitionApply
+}
+
+// Payout is a request to send money from an account to a destination via a
+// partner bank channel.
+type Payout struct {
+	ID          string       `json:"id"`
+	ClientID    string       `json:"-"`
+	AccountID   string       `json:"account_id"`
+	Amount      int64        `json:"amount"`
+	Currency    string       `json:"currency"`
+	Destination string       `json:"destination"`
+	Status      PayoutStatus `json:"status"`
+	// Channel is the partner the payout was (or will be) sent through;
+	// PartnerRef is that partner's reference once it accepted it.
+	Channel    string `json:"channel"`
+	PartnerRef string `json:"partner_ref"`
+	// FailureReason says why a failed payout failed.
+	FailureReason  string    `json:"failure_reason,omitempty"`
+	IdempotencyKey string    `json:"-"`
+	Version        int64     `json:"version"`
+	CreatedAt      time.Time `json:"created_at"`
+	UpdatedAt      time.Time `json:"updated_at"`
+}
+
+// PayoutRequest is what a client asks for in POST /v1/payouts.
+type PayoutRequest struct {
+	ClientID       string `json:"-"`
+	IdempotencyKey string `json:"-"`
+	AccountID      string `json:"account_id"`
+	Amount         int64  `json:"amount"`
+	Currency       string `json:"currency"`
+	Destination    string `json:"destination"`
+	// Channel is the partner channel chosen for the payout at creation; the
+	// router fills it in.
+	Channel string `json:"-"`
+}
+
+// Validate checks the request's fields (not the account's state).
+func (r *PayoutRequest) Validate() error {
+	switch {
+	case !validID(r.ClientID):
+		return Errorf(EUNAUTHORIZED, "missing client")
+	case !validID(r.IdempotencyKey):
+		return Errorf(EINVALID, "Idempotency-Key header must be 1-%d characters of [A-Za-z0-9._:-]", IDBytesMax)
+	case !validID(r.AccountID):
+		return Errorf(EVALIDATION, "account_id must be 1-%d characters of [A-Za-z0-9._:-]", IDBytesMax)
+	case !ValidCurrency(r.Currency):
+		return Errorf(EVALIDATION, "currency %q is not an ISO 4217 code", r.Currency)
+	case r.Destination == "" || len(r.Destination) > DestinationBytesMax:
+		return Errorf(EVALIDATION, "destination must be 1-%d bytes", DestinationBytesMax)
+	case r.Channel != "" && !validID(r.Channel):
+		return Errorf(EVALIDATION, "channel %q is not a valid name", r.Channel)
+	}
+	return ValidateAmount(r.Amount)
+}
+
+// Fingerprint identifies the request's content, so a reused Idempotency-Key
+// with a different body is told apart from an honest retry. Channel is left
+// out: it is the service's choice, not the client's.
+func (r *PayoutRequest) Fingerprint() string {
+	h := sha256.New()
+	for _, s := range []string{r.ClientID, r.AccountID, r.Currency, r.Destination} {
+		var n [8]byte
+		binary.BigEndian.PutUint64(n[:], uint64(len(s)))
+		h.Write(n[:])
+		h.Write([]byte(s))
+	}
+	var a [8]byte
+	binary.BigEndian.PutUint64(a[:], uint64(r.Amount))
+	h.Write(a[:])
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// PayoutFilter selects a page of payouts, newest first.
+type PayoutFilter struct {
+	ClientID  string       // required: a client sees only its own payouts
+	AccountID string       // optional
+	Status    PayoutStatus // optional
+	Cursor    string       // opaque; from the previous page's next cursor
+	// Limit is the page size; if <= 0, 50 is used; at most PageLimitMax.
+	Limit int
+}
+
+// PageLimitMax bounds a page of payouts.
+const PageLimitMax = 500
+
+// PayoutService creates and reads payouts.
+type PayoutService interface {
+	// CreatePayout, in one transaction, stores the payout (pending), moves
+	// the amount from available to held with journal rows, and queues it in
+	// the outbox. A repeated (client, idempotency key) returns the original
+	// payout with created == false, or EIDEMPOTENCY if the fingerprint
+	// differs. Errors: EVALIDATION (unknown account of this client, currency
+	// mismatch, payouts disabled), EINSUFFICIENT.
+	CreatePayout(ctx context.Context, req *PayoutRequest) (p *Payout, created bool, err error)
+	// Payout returns a payout by id; ENOTFOUND.
+	Payout(ctx context.Context, id string) (*Payout, error)
+	// Payouts returns a page and the cursor of the next page ("" at the end).
+	Payouts(ctx context.Context, f PayoutFilter) ([]*Payout, string, error)
+}
+
+// Dispatch is a payout waiting in the outbox to be handed to a partner.
+type Dispatch struct {
+	Payout   *Payout
+	Attempts int // attempts made before this claim
+}
+
+// OutboxService is the dispatcher's view of the ledger. Claims are leases:
+// a dispatcher that dies mid-call loses its claim when the lease ends and
+// another instance retries; partners are idempotent on payout id, so a retry
+// after an unseen success is safe.
+type OutboxService interface {
+	// ClaimDispatches leases up to limit due outbox entries for lease.
+	ClaimDispatches(ctx context.Context, limit int, lease time.Duration) ([]*Dispatch, error)
+	// MarkDispatched records that channel accepted the payout under
+	// partnerRef: pending → dispatched and the outbox entry is removed. A
+	// payout already past pending only loses its outbox entry.
+	MarkDispatched(ctx context.Context, payoutID, channel, partnerRef string) (*Payout, error)
+	// RetryDispatch records a failed attempt: attempts+1, next try at
+	// notBefore, lastError kept for operators.
+	RetryDispatch(ctx context.Context, payoutID string, notBefore time.Time, lastError string) error
+	// RejectDispatch fails a payout that channel definitively did not
+	// accept (never for an ambiguous outcome): failed, hold released,
+	// outbox entry removed.
+	RejectDispatch(ctx context.Context, payoutID, channel, reason string) (*Payout, error)
+}
