@@ -1,0 +1,331 @@
+package channel
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/outlast/outlast"
+)
+
+// Defaults for DispatcherConfig.
+const (
+	BatchMaxDefault      = 64
+	ConcurrencyDefault   = 16
+	LeaseDefault         = 30 * time.Second
+	PollIntervalDefault  = 100 * time.Millisecond
+	BackoffBaseDefault   = 200 * time.Millisecond
+	BackoffMaxDefault    = 30 * time.Second
+	AttemptsMaxDefault   = 12
+	OutboxTimeoutDefault = 5 * time.Second
+	// outboxWriteAttemptsMax bounds how often one outcome is written before
+	// it is left to the lease.
+	outboxWriteAttemptsMax = 3
+	// lastErrorBytesMax bounds the error text kept on an outbox entry.
+	lastErrorBytesMax = 512
+)
+
+// DispatcherConfig configures a Dispatcher.
+type DispatcherConfig struct {
+	// BatchMax bounds the dispatches claimed per poll and held (claimed,
+	// queued or in flight) at once. If <= 0, 64 is used.
+	BatchMax int
+	// Concurrency bounds parallel partner calls. If <= 0, 16 is used.
+	Concurrency int
+	// Lease is how long a claim lasts; a dispatch claimed by an instance
+	// that died, or left unstarted when Run stopped, is retried when it
+	// ends. It should exceed (BatchMax/Concurrency + 1) × the client
+	// timeout. If <= 0, 30 s is used.
+	Lease time.Duration
+	// PollInterval is the wait after a claim that was not full. If <= 0,
+	// 100 ms is used.
+	PollInterval time.Duration
+	// BackoffBase and BackoffMax shape retries: a payout that failed n
+	// times waits uniform [0, min(BackoffMax, BackoffBase×2^(n-1))] (full
+	// jitter). If <= 0, 200 ms and 30 s are used.
+	BackoffBase time.Duration
+	BackoffMax  time.Duration
+	// AttemptsMax is the number of attempts after which a payout is
+	// parked: still retried, about every BackoffMax (uniform in
+	// [BackoffMax/2, BackoffMax]), and counted in
+	// outlast_dispatch_parked_total, never failed — its outcome is
+	// ambiguous and only the partner can settle it. If <= 0, 12 is used.
+	AttemptsMax int
+	// OutboxTimeout bounds one outbox call. If <= 0, 5 s is used.
+	OutboxTimeout time.Duration
+	// Logger; if nil, slog.Default() is used.
+	Logger *slog.Logger
+	// Now is the clock for retry times. If nil, time.Now is used.
+	Now func() time.Time
+	// Rand returns a number in [0, 1] for jitter. If nil, math/rand/v2's
+	// Float64 is used.
+	Rand func() float64
+}
+
+func (c DispatcherConfig) withDefaults() DispatcherConfig {
+	setInt := func(p *int, def int) {
+		if *p <= 0 {
+			*p = def
+		}
+	}
+	setDur := func(p *time.Duration, def time.Duration) {
+		if *p <= 0 {
+			*p = def
+		}
+	}
+	setInt(&c.BatchMax, BatchMaxDefault)
+	setInt(&c.Concurrency, ConcurrencyDefault)
+	setInt(&c.AttemptsMax, AttemptsMaxDefault)
+	setDur(&c.Lease, LeaseDefault)
+	setDur(&c.PollInterval, PollIntervalDefault)
+	setDur(&c.BackoffBase, BackoffBaseDefault)
+	setDur(&c.BackoffMax, BackoffMaxDefault)
+	setDur(&c.OutboxTimeout, OutboxTimeoutDefault)
+	c.BackoffBase = min(c.BackoffBase, c.BackoffMax)
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.Rand == nil {
+		c.Rand = rand.Float64
+	}
+	return c
+}
+
+// Dispatcher drains the outbox: it claims due dispatches, submits each
+// through the router on the payout's own channel, and records the outcome.
+// It never fails a payout on an ambiguous outcome.
+type Dispatcher struct {
+	outbox outlast.OutboxService
+	router *Router
+	cfg    DispatcherConfig // defaults applied; written once
+	log    *slog.Logger
+}
+
+// NewDispatcher returns a dispatcher; call Run.
+func NewDispatcher(outbox outlast.OutboxService, router *Router, cfg DispatcherConfig) *Dispatcher {
+	cfg = cfg.withDefaults()
+	return &Dispatcher{outbox: outbox, router: router, cfg: cfg, log: cfg.Logger}
+}
+
+// Run dispatches until ctx is done. It then stops claiming, lets calls
+// already made finish (each bounded by the client's timeout) and records
+// their outcomes, and returns nil once every goroutine has stopped. Outbox
+// failures are retried with backoff; they never end Run.
+func (d *Dispatcher) Run(ctx context.Context) error {
+	work := make(chan *outlast.Dispatch, d.cfg.BatchMax)
+	// held has a token per dispatch claimed and not yet finished, so no
+	// more than BatchMax leases are ever held by this instance.
+	held := make(chan struct{}, d.cfg.BatchMax)
+	freed := make(chan struct{}, 1)
+	var wg sync.WaitGroup
+	for range d.cfg.Concurrency {
+		wg.Go(func() {
+			for dp := range work {
+				d.handle(ctx, dp)
+				<-held
+				signal(freed)
+			}
+		})
+	}
+	d.poll(ctx, work, held, freed)
+	close(work)
+	wg.Wait()
+	return nil
+}
+
+// poll claims at its own pace: again at once after a full claim, after
+// PollInterval otherwise, and with backoff while the outbox fails.
+func (d *Dispatcher) poll(ctx context.Context, work chan<- *outlast.Dispatch, held chan struct{}, freed <-chan struct{}) {
+	// Claim in chunks of at least half a batch: one-at-a-time claims as
+	// calls finish would cost a query each.
+	claimMin := max(1, d.cfg.BatchMax/2)
+	failures := 0
+	for ctx.Err() == nil {
+		free := cap(held) - len(held)
+		if free < claimMin && len(held) > 0 {
+			select {
+			case <-ctx.Done():
+			case <-freed:
+			}
+			continue
+		}
+		batch, err := d.claim(ctx, free)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			failures++
+			// At least half the capped delay: a database that is down
+			// should not be asked again at once.
+			c := expCap(max(d.cfg.BackoffBase, d.cfg.PollInterval), d.cfg.BackoffMax, failures-1)
+			wait := c/2 + fullJitter(c-c/2, d.rand())
+			d.log.Warn("outbox claim failed; backing off", "err", err, "failures", failures, "wait", wait)
+			sleep(ctx, wait)
+			continue
+		}
+		failures = 0
+		for _, dp := range batch {
+			held <- struct{}{}
+			work <- dp
+		}
+		if len(batch) < free {
+			sleep(ctx, d.cfg.PollInterval)
+		}
+	}
+}
+
+func (d *Dispatcher) claim(ctx context.Context, limit int) ([]*outlast.Dispatch, error) {
+	ctx, cancel := context.WithTimeout(ctx, d.cfg.OutboxTimeout)
+	defer cancel()
+	batch, err := d.outbox.ClaimDispatches(ctx, limit, d.cfg.Lease)
+	if err != nil {
+		dispatchOutboxErrorsTotal.WithLabelValues("claim").Inc()
+		return nil, err
+	}
+	if len(batch) > limit { // a misbehaving outbox must not break the bound
+		batch = batch[:limit]
+	}
+	dispatchClaimedTotal.Add(float64(len(batch)))
+	return batch, nil
+}
+
+// handle makes one attempt and records its outcome.
+func (d *Dispatcher) handle(ctx context.Context, dp *outlast.Dispatch) {
+	if ctx.Err() != nil || dp == nil || dp.Payout == nil {
+		return // not started: the lease brings it back
+	}
+	p := dp.Payout
+	// The call is not cut short by ctx: a call in flight at shutdown
+	// finishes within the client's timeout, so its outcome is known and
+	// recorded instead of left ambiguous.
+	callCtx := context.WithoutCancel(ctx)
+	ref, err := d.router.Submit(callCtx, p.Channel, p)
+	switch {
+	case err == nil:
+		dispatchOutcomesTotal.WithLabelValues(p.Channel, "dispatched").Inc()
+		d.write(ctx, "mark", p.ID, func(ctx context.Context) error {
+			_, err := d.outbox.MarkDispatched(ctx, p.ID, p.Channel, ref)
+			return err
+		})
+	case errors.Is(err, ErrRejected):
+		reason, _ := RejectionReason(err)
+		dispatchOutcomesTotal.WithLabelValues(p.Channel, "rejected").Inc()
+		d.log.Info("partner rejected payout", "payout_id", p.ID, "channel", p.Channel, "reason", reason)
+		d.write(ctx, "reject", p.ID, func(ctx context.Context) error {
+			_, err := d.outbox.RejectDispatch(ctx, p.ID, p.Channel, reason)
+			return err
+		})
+	default:
+		d.retry(ctx, dp, err)
+	}
+}
+
+func (d *Dispatcher) retry(ctx context.Context, dp *outlast.Dispatch, cause error) {
+	p := dp.Payout
+	delay, parked := d.retryDelay(dp.Attempts, cause)
+	dispatchOutcomesTotal.WithLabelValues(p.Channel, "retried").Inc()
+	if parked {
+		dispatchParkedTotal.WithLabelValues(p.Channel).Inc()
+		d.log.Warn("payout stuck: partner outcome still unknown", "payout_id", p.ID, "channel", p.Channel, "attempts", dp.Attempts+1, "err", cause)
+	} else {
+		d.log.Debug("dispatch ambiguous; will retry", "payout_id", p.ID, "channel", p.Channel, "attempts", dp.Attempts+1, "in", delay, "err", cause)
+	}
+	notBefore := d.cfg.Now().Add(delay)
+	msg := truncate(cause.Error(), lastErrorBytesMax)
+	d.write(ctx, "retry", p.ID, func(ctx context.Context) error {
+		return d.outbox.RetryDispatch(ctx, p.ID, notBefore, msg)
+	})
+}
+
+// retryDelay is the wait before the next attempt of a payout that has now
+// failed attempts+1 times, and whether it is parked.
+func (d *Dispatcher) retryDelay(attempts int, cause error) (time.Duration, bool) {
+	if attempts+1 >= d.cfg.AttemptsMax {
+		m := d.cfg.BackoffMax
+		return m/2 + time.Duration(d.rand()*float64(m-m/2)), true
+	}
+	delay := d.backoff(attempts)
+	if errors.Is(cause, ErrBreakerOpen) {
+		// No point coming back before the breaker lets a call through.
+		delay = max(delay, min(outlast.ErrorRetryAfter(cause), d.cfg.BackoffMax))
+	}
+	return delay, false
+}
+
+// backoff is full jitter: uniform in [0, min(BackoffMax, BackoffBase×2^n)].
+func (d *Dispatcher) backoff(n int) time.Duration {
+	return fullJitter(expCap(d.cfg.BackoffBase, d.cfg.BackoffMax, n), d.rand())
+}
+
+func (d *Dispatcher) rand() float64 {
+	return min(max(d.cfg.Rand(), 0), 1)
+}
+
+// expCap returns min(maxDelay, base×2^n) without overflowing.
+func expCap(base, maxDelay time.Duration, n int) time.Duration {
+	if n < 0 {
+		n = 0
+	}
+	for i := 0; i < n && base < maxDelay; i++ {
+		base *= 2
+	}
+	return min(base, maxDelay)
+}
+
+// fullJitter scales ceiling by r in [0, 1].
+func fullJitter(ceiling time.Duration, r float64) time.Duration {
+	return time.Duration(r * float64(ceiling))
+}
+
+// write records an outcome, trying a few times with short backoff. If the
+// outbox stays down the entry keeps its lease and is claimed again when it
+// ends; the partner's idempotency on payout id makes that repeat safe.
+func (d *Dispatcher) write(ctx context.Context, op, payoutID string, fn func(context.Context) error) {
+	// Detached from ctx: an outcome learned during shutdown is still worth
+	// writing; OutboxTimeout bounds each try.
+	wctx := context.WithoutCancel(ctx)
+	var err error
+	for i := range outboxWriteAttemptsMax {
+		if i > 0 {
+			time.Sleep(d.backoff(i))
+		}
+		cctx, cancel := context.WithTimeout(wctx, d.cfg.OutboxTimeout)
+		err = fn(cctx)
+		cancel()
+		if err == nil {
+			return
+		}
+		dispatchOutboxErrorsTotal.WithLabelValues(op).Inc()
+		if code := outlast.ErrorCode(err); code != outlast.EUNAVAILABLE && code != outlast.EINTERNAL {
+			break // e.g. ENOTFOUND: trying again cannot help
+		}
+	}
+	d.log.Error("recording dispatch outcome failed; the lease will bring it back", "op", op, "payout_id", payoutID, "err", err)
+}
+
+// signal does a non-blocking send on a 1-buffered channel.
+func signal(c chan<- struct{}) {
+	select {
+	case c <- struct{}{}:
+	default:
+	}
+}
+
+// sleep waits for wait or until ctx is done.
+func sleep(ctx context.Context, wait time.Duration) {
+	if wait <= 0 {
+		return
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}

@@ -1,0 +1,394 @@
+package channel
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/outlast/outlast"
+	"github.com/outlast/outlast/internal/testenv"
+	"github.com/outlast/outlast/partnersim"
+)
+
+// fakeOutbox is an in-memory outlast.OutboxService with leases, safe for
+// concurrent use, that records every call.
+type fakeOutbox struct {
+	mu       sync.Mutex
+	entries  map[string]*outboxEntry
+	marks    map[string][]string // payout id → refs marked
+	rejects  map[string][]string // payout id → reasons
+	retries  map[string][]retryCall
+	claimErr error
+	claims   int
+}
+
+type outboxEntry struct {
+	p          *outlast.Payout
+	attempts   int
+	notBefore  time.Time
+	leaseUntil time.Time
+}
+
+type retryCall struct {
+	attemptsBefore int
+	notBefore      time.Time
+	lastError      string
+}
+
+var _ outlast.OutboxService = (*fakeOutbox)(nil)
+
+func newFakeOutbox(ps ...*outlast.Payout) *fakeOutbox {
+	o := &fakeOutbox{entries: map[string]*outboxEntry{}, marks: map[string][]string{}, rejects: map[string][]string{}, retries: map[string][]retryCall{}}
+	for _, p := range ps {
+		o.entries[p.ID] = &outboxEntry{p: p}
+	}
+	return o
+}
+
+func (o *fakeOutbox) ClaimDispatches(ctx context.Context, limit int, lease time.Duration) ([]*outlast.Dispatch, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.claims++
+	if o.claimErr != nil {
+		return nil, o.claimErr
+	}
+	now := time.Now()
+	var ids []string
+	for id, e := range o.entries {
+		if !e.notBefore.After(now) && !e.leaseUntil.After(now) {
+			ids = append(ids, id)
+		}
+	}
+	slices.Sort(ids)
+	var out []*outlast.Dispatch
+	for _, id := range ids[:min(limit, len(ids))] {
+		e := o.entries[id]
+		e.leaseUntil = now.Add(lease)
+		p := *e.p
+		out = append(out, &outlast.Dispatch{Payout: &p, Attempts: e.attempts})
+	}
+	return out, nil
+}
+
+func (o *fakeOutbox) MarkDispatched(ctx context.Context, payoutID, channel, partnerRef string) (*outlast.Payout, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.marks[payoutID] = append(o.marks[payoutID], partnerRef)
+	e, ok := o.entries[payoutID]
+	if !ok {
+		return &outlast.Payout{ID: payoutID}, nil
+	}
+	delete(o.entries, payoutID)
+	p := *e.p
+	p.Status, p.PartnerRef = outlast.StatusDispatched, partnerRef
+	return &p, nil
+}
+
+func (o *fakeOutbox) RetryDispatch(ctx context.Context, payoutID string, notBefore time.Time, lastError string) error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	e, ok := o.entries[payoutID]
+	if !ok {
+		return outlast.Errorf(outlast.ENOTFOUND, "no outbox entry %s", payoutID)
+	}
+	o.retries[payoutID] = append(o.retries[payoutID], retryCall{attemptsBefore: e.attempts, notBefore: notBefore, lastError: lastError})
+	e.attempts++
+	e.notBefore, e.leaseUntil = notBefore, time.Time{}
+	return nil
+}
+
+func (o *fakeOutbox) RejectDispatch(ctx context.Context, payoutID, channel, reason string) (*outlast.Payout, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.rejects[payoutID] = append(o.rejects[payoutID], reason)
+	delete(o.entries, payoutID)
+	return &outlast.Payout{ID: payoutID, Status: outlast.StatusFailed}, nil
+}
+
+func (o *fakeOutbox) pending() int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return len(o.entries)
+}
+
+func (o *fakeOutbox) retriesOf(id string) []retryCall {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return slices.Clone(o.retries[id])
+}
+
+func (o *fakeOutbox) totalRetries() int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	n := 0
+	for _, r := range o.retries {
+		n += len(r)
+	}
+	return n
+}
+
+// runDispatcher runs d until the returned stop is called (or the test
+// ends); stop fails the test if Run does not return within 5 s.
+func runDispatcher(t *testing.T, d *Dispatcher) (stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- d.Run(ctx) }()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Errorf("Run = %v, want nil", err)
+				}
+			case <-time.After(5 * time.Second):
+				t.Errorf("Run did not return within 5s of cancel")
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return stop
+}
+
+func payoutsOn(channel string, n int) []*outlast.Payout {
+	ps := make([]*outlast.Payout, n)
+	for i := range ps {
+		ps[i] = testPayout(fmt.Sprintf("%s-p%04d", channel, i))
+		ps[i].Channel = channel
+	}
+	return ps
+}
+
+var quietLogger = slog.New(slog.DiscardHandler)
+
+func TestDispatcherEndToEndMarksEachPayoutOnce(t *testing.T) {
+	const ch = "e2e"
+	bank, srv := startBank(t, ch, partnersim.Faults{ErrorRate: 0.2, AmbiguousRate: 0.2})
+	client := NewClient(ch, srv.URL, ClientOptions{Timeout: 2 * time.Second, BreakerFailures: 1000})
+	router, err := NewRouter(ch, client)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ps := payoutsOn(ch, 200)
+	ob := newFakeOutbox(ps...)
+	d := NewDispatcher(ob, router, DispatcherConfig{BatchMax: 32, Concurrency: 8, PollInterval: 5 * time.Millisecond, BackoffBase: time.Millisecond, BackoffMax: 20 * time.Millisecond, Logger: quietLogger})
+	stop := runDispatcher(t, d)
+	testenv.WaitFor(t, 20*time.Second, "outbox to drain", func() bool { return ob.pending() == 0 })
+	stop()
+
+	ob.mu.Lock()
+	defer ob.mu.Unlock()
+	if len(ob.rejects) != 0 {
+		t.Errorf("RejectDispatch called for %d payouts, want none", len(ob.rejects))
+	}
+	if len(ob.retries) == 0 {
+		t.Error("no RetryDispatch calls at 40% faults; the test exercised nothing")
+	}
+	for _, p := range ps {
+		refs := ob.marks[p.ID]
+		if len(refs) != 1 {
+			t.Fatalf("MarkDispatched(%s) called %d times, want exactly 1", p.ID, len(refs))
+		}
+		st, err := client.Status(context.Background(), p.ID)
+		if err != nil || st.PartnerRef != refs[0] {
+			t.Fatalf("bank Status(%s) = %+v, %v; want ref %q", p.ID, st, err, refs[0])
+		}
+	}
+	if got := bank.Stats().Accepted; got != int64(len(ps)) {
+		t.Errorf("bank accepted %d payouts, want %d (once each)", got, len(ps))
+	}
+}
+
+func TestDispatcherRejectsOnlyDefinitiveRefusals(t *testing.T) {
+	const ch = "rej"
+	_, srv := startBank(t, ch, partnersim.Faults{})
+	router, err := NewRouter(ch, NewClient(ch, srv.URL, ClientOptions{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ps := payoutsOn(ch, 2)
+	ps[0].Destination = "REJECT-closed-account"
+	ob := newFakeOutbox(ps...)
+	runDispatcher(t, NewDispatcher(ob, router, DispatcherConfig{PollInterval: 5 * time.Millisecond, Logger: quietLogger}))
+	testenv.WaitFor(t, 10*time.Second, "outbox to drain", func() bool { return ob.pending() == 0 })
+	ob.mu.Lock()
+	defer ob.mu.Unlock()
+	if got := ob.rejects[ps[0].ID]; !slices.Equal(got, []string{"invalid destination"}) {
+		t.Errorf("RejectDispatch reasons for the rejected payout = %v, want [invalid destination]", got)
+	}
+	if len(ob.marks[ps[0].ID]) != 0 || len(ob.marks[ps[1].ID]) != 1 || len(ob.rejects[ps[1].ID]) != 0 {
+		t.Errorf("marks = %v, rejects = %v; want only the good payout marked", ob.marks, ob.rejects)
+	}
+}
+
+func TestDispatcherRetriesAmbiguousWithGrowingDelays(t *testing.T) {
+	const ch = "amb"
+	fs := &flakyServer{code: http.StatusServiceUnavailable}
+	fs.failing.Store(true)
+	srv := httptest.NewServer(fs)
+	defer srv.Close()
+	router, err := NewRouter(ch, NewClient(ch, srv.URL, ClientOptions{BreakerFailures: 1000}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := payoutsOn(ch, 1)[0]
+	ob := newFakeOutbox(p)
+	const base, capDelay = 20 * time.Millisecond, 160 * time.Millisecond
+	// A stopped clock in the past makes every retry due at once in the
+	// fake and every delay exact: notBefore - t0.
+	t0 := time.Now().Add(-time.Hour)
+	d := NewDispatcher(ob, router, DispatcherConfig{
+		PollInterval: 2 * time.Millisecond, BackoffBase: base, BackoffMax: capDelay, AttemptsMax: 100,
+		Rand: func() float64 { return 1 }, Now: func() time.Time { return t0 }, Logger: quietLogger,
+	})
+	runDispatcher(t, d)
+	testenv.WaitFor(t, 10*time.Second, "6 retries", func() bool { return len(ob.retriesOf(p.ID)) >= 6 })
+	for i, rc := range ob.retriesOf(p.ID)[:6] {
+		if got, want := rc.notBefore.Sub(t0), min(base<<i, capDelay); got != want {
+			t.Errorf("retry %d delay = %s, want %s", i, got, want)
+		}
+		if rc.attemptsBefore != i || !strings.Contains(rc.lastError, "503") {
+			t.Errorf("retry %d = %+v, want attempts %d and an error naming HTTP 503", i, rc, i)
+		}
+	}
+	ob.mu.Lock()
+	defer ob.mu.Unlock()
+	if len(ob.rejects) != 0 || len(ob.marks) != 0 {
+		t.Errorf("rejects = %v, marks = %v; want none for an ambiguous partner", ob.rejects, ob.marks)
+	}
+}
+
+func TestDispatcherParksButNeverFails(t *testing.T) {
+	const ch = "park"
+	fs := &flakyServer{}
+	fs.failing.Store(true)
+	srv := httptest.NewServer(fs)
+	defer srv.Close()
+	// A breaker that opens quickly: its fast errors must not fail payouts
+	// either.
+	router, err := NewRouter(ch, NewClient(ch, srv.URL, ClientOptions{BreakerFailures: 2, BreakerDelay: 10 * time.Millisecond}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := payoutsOn(ch, 1)[0]
+	ob := newFakeOutbox(p)
+	const backoffMax = 40 * time.Millisecond
+	t0 := time.Now().Add(-time.Hour)
+	d := NewDispatcher(ob, router, DispatcherConfig{
+		PollInterval: 2 * time.Millisecond, BackoffBase: time.Millisecond, BackoffMax: backoffMax, AttemptsMax: 3,
+		Rand: func() float64 { return 0 }, Now: func() time.Time { return t0 }, Logger: quietLogger,
+	})
+	runDispatcher(t, d)
+	testenv.WaitFor(t, 10*time.Second, "6 retries", func() bool { return len(ob.retriesOf(p.ID)) >= 6 })
+	for _, rc := range ob.retriesOf(p.ID) {
+		// With Rand 0, parked delays sit at the bottom of [max/2, max].
+		if delay := rc.notBefore.Sub(t0); rc.attemptsBefore >= 2 && delay != backoffMax/2 {
+			t.Errorf("parked retry (attempts %d) delay = %s, want %s", rc.attemptsBefore, delay, backoffMax/2)
+		}
+	}
+	if got := testutil.ToFloat64(dispatchParkedTotal.WithLabelValues(ch)); got < 4 {
+		t.Errorf("parked metric = %v, want >= 4", got)
+	}
+	ob.mu.Lock()
+	defer ob.mu.Unlock()
+	if len(ob.rejects) != 0 {
+		t.Errorf("RejectDispatch called %v, want never", ob.rejects)
+	}
+}
+
+func TestDispatcherStopsAndWaitsForInFlightCalls(t *testing.T) {
+	const ch = "stop"
+	var arrived atomic.Int64
+	release := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		arrived.Add(1)
+		select {
+		case <-r.Context().Done():
+		case <-release:
+		}
+	}))
+	defer srv.Close()
+	defer close(release)
+	router, err := NewRouter(ch, NewClient(ch, srv.URL, ClientOptions{Timeout: 300 * time.Millisecond}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := payoutsOn(ch, 1)[0]
+	ob := newFakeOutbox(p)
+	stop := runDispatcher(t, NewDispatcher(ob, router, DispatcherConfig{PollInterval: 5 * time.Millisecond, Logger: quietLogger}))
+	testenv.WaitFor(t, 5*time.Second, "the call to reach the partner", func() bool { return arrived.Load() == 1 })
+	stop()
+	// Run has returned: the in-flight call must have finished and its
+	// ambiguous outcome been recorded.
+	if got := ob.retriesOf(p.ID); len(got) != 1 || !strings.Contains(got[0].lastError, "outcome unknown") {
+		t.Fatalf("RetryDispatch calls after Run returned = %+v, want 1 recording the timeout", got)
+	}
+	if got := arrived.Load(); got != 1 {
+		t.Errorf("partner calls = %d, want 1", got)
+	}
+}
+
+func TestDispatcherSurvivesOutboxOutage(t *testing.T) {
+	const ch = "outage"
+	_, srv := startBank(t, ch, partnersim.Faults{})
+	router, err := NewRouter(ch, NewClient(ch, srv.URL, ClientOptions{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := payoutsOn(ch, 1)[0]
+	ob := newFakeOutbox(p)
+	ob.claimErr = outlast.Unavailable(errors.New("connection refused"), time.Second, "database unavailable")
+	runDispatcher(t, NewDispatcher(ob, router, DispatcherConfig{PollInterval: time.Millisecond, BackoffBase: time.Millisecond, BackoffMax: 10 * time.Millisecond, Logger: quietLogger}))
+	testenv.WaitFor(t, 5*time.Second, "3 failed claims", func() bool {
+		ob.mu.Lock()
+		defer ob.mu.Unlock()
+		return ob.claims >= 3
+	})
+	ob.mu.Lock()
+	ob.claimErr = nil
+	ob.mu.Unlock()
+	testenv.WaitFor(t, 5*time.Second, "payout dispatched after the outage", func() bool { return ob.pending() == 0 })
+}
+
+func TestFullJitterBackoffStaysWithinCap(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	d := NewDispatcher(nil, nil, DispatcherConfig{BackoffBase: 200 * time.Millisecond, BackoffMax: 30 * time.Second, Rand: rng.Float64})
+	sawLow, sawHigh := false, false
+	for n := range 100 {
+		ceiling := expCap(200*time.Millisecond, 30*time.Second, n)
+		if want := min(200*time.Millisecond<<min(n, 20), 30*time.Second); ceiling != want {
+			t.Fatalf("expCap(n=%d) = %s, want %s", n, ceiling, want)
+		}
+		for range 100 {
+			got := d.backoff(n)
+			if got < 0 || got > ceiling {
+				t.Fatalf("backoff(%d) = %s, want within [0, %s]", n, got, ceiling)
+			}
+			sawLow = sawLow || got < ceiling/10
+			sawHigh = sawHigh || got > ceiling*9/10
+		}
+	}
+	if !sawLow || !sawHigh {
+		t.Errorf("backoff never near 0 (%v) or near the cap (%v): not full jitter", sawLow, sawHigh)
+	}
+	for _, r := range []float64{-1, 0, 1, 2} {
+		d := NewDispatcher(nil, nil, DispatcherConfig{BackoffBase: time.Second, BackoffMax: 8 * time.Second, Rand: func() float64 { return r }})
+		if got := d.backoff(1000); got < 0 || got > 8*time.Second {
+			t.Errorf("backoff with Rand %v = %s, want within [0, 8s]", r, got)
+		}
+	}
+}

@@ -1,0 +1,63 @@
+package channel
+
+import "github.com/prometheus/client_golang/prometheus"
+
+// Results of a submit, the "result" label of submitsTotal.
+const (
+	resultAccepted       = "accepted"
+	resultRejected       = "rejected"
+	resultAmbiguous      = "ambiguous"
+	resultBreakerOpen    = "breaker_open"
+	resultUnknownChannel = "unknown_channel"
+)
+
+// Breaker states as gauge values.
+const (
+	breakerClosed   = 0
+	breakerHalfOpen = 1
+	breakerOpen     = 2
+)
+
+var (
+	submitsTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "outlast_partner_submits_total",
+		Help: "Payout submissions to partner channels by result: accepted, rejected (definitive), ambiguous, breaker_open, unknown_channel.",
+	}, []string{"channel", "result"})
+	submitSeconds = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "outlast_partner_submit_seconds",
+		Help:    "Latency of payout submissions that reached the partner, including timeouts.",
+		Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+	}, []string{"channel"})
+	requestsTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "outlast_partner_requests_total",
+		Help: "Status and records queries to partner channels by result: ok, not_found, error.",
+	}, []string{"channel", "op", "result"})
+	breakerState = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "outlast_partner_breaker_state",
+		Help: "Circuit breaker state per channel: 0 closed, 1 half-open, 2 open.",
+	}, []string{"channel"})
+	dispatchClaimedTotal = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "outlast_dispatch_claimed_total",
+		Help: "Outbox entries claimed by the dispatcher.",
+	})
+	dispatchOutcomesTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "outlast_dispatch_outcomes_total",
+		Help: "Dispatch attempts by outcome: dispatched, rejected, retried.",
+	}, []string{"channel", "outcome"})
+	dispatchParkedTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "outlast_dispatch_parked_total",
+		Help: "Retries of payouts past AttemptsMax (stuck: retried about every BackoffMax, never failed). Alert when it grows.",
+	}, []string{"channel"})
+	dispatchOutboxErrorsTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "outlast_dispatch_outbox_errors_total",
+		Help: "Failed outbox calls by operation: claim, mark, reject, retry.",
+	}, []string{"op"})
+)
+
+// Collectors returns the package's metrics for the binary to register once.
+func Collectors() []prometheus.Collector {
+	return []prometheus.Collector{
+		submitsTotal, submitSeconds, requestsTotal, breakerState,
+		dispatchClaimedTotal, dispatchOutcomesTotal, dispatchParkedTotal, dispatchOutboxErrorsTotal,
+	}
+}

@@ -1,0 +1,172 @@
+package channel
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/failsafe-go/failsafe-go/circuitbreaker"
+
+	"github.com/outlast/outlast"
+)
+
+// noChannelRetryAfter is what callers are asked to wait when no channel is
+// active: an operator has to act, so there is no point coming back sooner.
+const noChannelRetryAfter = 5 * time.Second
+
+// breakerRetryAfterMin keeps a breaker's retry hint from being zero when it
+// is about to half-open.
+const breakerRetryAfterMin = 100 * time.Millisecond
+
+// route is one channel: its client and breaker, both written once.
+type route struct {
+	client  *Client
+	breaker circuitbreaker.CircuitBreaker[any]
+}
+
+// routerConfig is the part of the router the control plane changes.
+type routerConfig struct {
+	// active is the channel new payouts go to; "" means none.
+	active string
+}
+
+// Router chooses the channel for new payouts and submits through each
+// channel's circuit breaker. It is safe for concurrent use.
+type Router struct {
+	routes map[string]*route // written once in NewRouter
+	names  []string          // sorted channel names; written once
+
+	mu  sync.RWMutex
+	cfg routerConfig // guarded by mu
+}
+
+// NewRouter returns a router over clients (unique, valid names) with active
+// as the channel for new payouts; active may be "" for none.
+func NewRouter(active string, clients ...*Client) (*Router, error) {
+	r := &Router{routes: make(map[string]*route, len(clients))}
+	for _, c := range clients {
+		if c == nil || !outlast.ValidID(c.Name()) {
+			return nil, outlast.Errorf(outlast.EVALIDATION, "channel name must be a valid id")
+		}
+		if _, dup := r.routes[c.Name()]; dup {
+			return nil, outlast.Errorf(outlast.EVALIDATION, "channel %q configured twice", c.Name())
+		}
+		r.routes[c.Name()] = &route{client: c, breaker: newBreaker(c)}
+		r.names = append(r.names, c.Name())
+	}
+	slices.Sort(r.names)
+	if err := r.SetActive(active); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+func newBreaker(c *Client) circuitbreaker.CircuitBreaker[any] {
+	name := c.Name()
+	breakerState.WithLabelValues(name).Set(breakerClosed)
+	return circuitbreaker.NewBuilder[any]().
+		WithFailureThreshold(uint(c.opts.BreakerFailures)).
+		WithSuccessThreshold(1).
+		WithDelay(c.opts.BreakerDelay).
+		// Breakers of many instances opened by one outage should not all
+		// probe the partner at the same instant.
+		WithJitterFactor(0.2).
+		OnStateChanged(func(e circuitbreaker.StateChangedEvent) {
+			breakerState.WithLabelValues(name).Set(stateValue(e.NewState))
+		}).
+		Build()
+}
+
+func stateValue(s circuitbreaker.State) float64 {
+	switch s {
+	case circuitbreaker.OpenState:
+		return breakerOpen
+	case circuitbreaker.HalfOpenState:
+		return breakerHalfOpen
+	}
+	return breakerClosed
+}
+
+// Channels returns the configured channel names, sorted.
+func (r *Router) Channels() []string { return slices.Clone(r.names) }
+
+// SetActive makes name the channel for new payouts; "" means none, and
+// Choose then answers EUNAVAILABLE. Payouts already bound to a channel stay
+// on it.
+func (r *Router) SetActive(name string) error {
+	if _, ok := r.routes[name]; name != "" && !ok {
+		return outlast.Errorf(outlast.EVALIDATION, "unknown channel %q", name)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.cfg.active = name
+	return nil
+}
+
+// Choose returns the channel for a new payout: EUNAVAILABLE if none is
+// active.
+func (r *Router) Choose(ctx context.Context) (string, error) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	if r.cfg.active == "" {
+		return "", &outlast.Error{Code: outlast.EUNAVAILABLE, Message: "no active partner channel", RetryAfter: noChannelRetryAfter}
+	}
+	return r.cfg.active, nil
+}
+
+// Client returns the client of channel name.
+func (r *Router) Client(name string) (*Client, bool) {
+	rt, ok := r.routes[name]
+	if !ok {
+		return nil, false
+	}
+	return rt.client, true
+}
+
+// BreakerState returns "closed", "open" or "half-open" for channel name.
+func (r *Router) BreakerState(name string) (string, bool) {
+	rt, ok := r.routes[name]
+	if !ok {
+		return "", false
+	}
+	return rt.breaker.State().String(), true
+}
+
+// Submit hands p to channel through its breaker. An open breaker, like an
+// unknown channel, answers at once with an EUNAVAILABLE error matching
+// ErrAmbiguous and never ErrRejected: a payout is never failed because a
+// breaker is open.
+func (r *Router) Submit(ctx context.Context, channel string, p *outlast.Payout) (string, error) {
+	rt, ok := r.routes[channel]
+	if !ok {
+		submitsTotal.WithLabelValues(channel, resultUnknownChannel).Inc()
+		return "", &outlast.Error{
+			Code: outlast.EUNAVAILABLE, Message: fmt.Sprintf("channel %q is not configured", channel),
+			RetryAfter: noChannelRetryAfter, Err: fmt.Errorf("%w: %w", ErrAmbiguous, ErrUnknownChannel),
+		}
+	}
+	if !rt.breaker.TryAcquirePermit() {
+		submitsTotal.WithLabelValues(channel, resultBreakerOpen).Inc()
+		return "", &outlast.Error{
+			Code: outlast.EUNAVAILABLE, Message: fmt.Sprintf("channel %s is failing; its circuit breaker is open", channel),
+			RetryAfter: max(rt.breaker.RemainingDelay(), breakerRetryAfterMin),
+			Err:        fmt.Errorf("%w: %w", ErrAmbiguous, ErrBreakerOpen),
+		}
+	}
+	ref, err := rt.client.Submit(ctx, p)
+	switch {
+	case err == nil, errors.Is(err, ErrRejected):
+		// A clear answer, yes or no, means the partner is working.
+		rt.breaker.RecordSuccess()
+	case ctx.Err() != nil && rt.breaker.IsClosed():
+		// Our own cancellation says nothing about the partner. (In
+		// half-open the permit must be returned, so it counts as a
+		// failure there and the breaker probes again later.)
+	default:
+		rt.breaker.RecordFailure()
+	}
+	return ref, err
+}

@@ -1,0 +1,148 @@
+package channel
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/outlast/outlast"
+	"github.com/outlast/outlast/internal/testenv"
+)
+
+// flakyServer answers 500 while failing is set and 202 otherwise,
+// counting every request that reached it.
+type flakyServer struct {
+	hits    atomic.Int64
+	failing atomic.Bool
+	code    int // the failing status; 500 if 0
+}
+
+func (s *flakyServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	s.hits.Add(1)
+	if s.failing.Load() {
+		code := s.code
+		if code == 0 {
+			code = http.StatusInternalServerError
+		}
+		w.WriteHeader(code)
+		_, _ = w.Write([]byte(`{"error":"nope"}`))
+		return
+	}
+	w.WriteHeader(http.StatusAccepted)
+	_, _ = w.Write([]byte(`{"partner_ref":"ref-1","status":"accepted"}`))
+}
+
+func TestBreakerOpensAndSendsNothingWhileOpen(t *testing.T) {
+	fs := &flakyServer{}
+	fs.failing.Store(true)
+	srv := httptest.NewServer(fs)
+	defer srv.Close()
+	const ch = "brk-open"
+	r, err := NewRouter(ch, NewClient(ch, srv.URL, ClientOptions{BreakerFailures: 3, BreakerDelay: 200 * time.Millisecond}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	for i := range 3 {
+		if _, err := r.Submit(ctx, ch, testPayout("p1")); !errors.Is(err, ErrAmbiguous) || errors.Is(err, ErrBreakerOpen) {
+			t.Fatalf("Submit %d = %v, want an ambiguous partner error", i, err)
+		}
+	}
+	if st, _ := r.BreakerState(ch); st != "open" {
+		t.Fatalf("BreakerState = %q after 3 failures, want open", st)
+	}
+	if got := testutil.ToFloat64(breakerState.WithLabelValues(ch)); got != breakerOpen {
+		t.Errorf("breaker state gauge = %v, want %v", got, breakerOpen)
+	}
+	for range 10 {
+		start := time.Now()
+		_, err := r.Submit(ctx, ch, testPayout("p1"))
+		if !errors.Is(err, ErrBreakerOpen) || !errors.Is(err, ErrAmbiguous) || errors.Is(err, ErrRejected) {
+			t.Fatalf("Submit while open = %v, want ErrBreakerOpen matching ErrAmbiguous, never ErrRejected", err)
+		}
+		if outlast.ErrorCode(err) != outlast.EUNAVAILABLE || outlast.ErrorRetryAfter(err) <= 0 || time.Since(start) > 50*time.Millisecond {
+			t.Fatalf("Submit while open = %v after %s, want a fast EUNAVAILABLE with RetryAfter", err, time.Since(start))
+		}
+	}
+	if got := fs.hits.Load(); got != 3 {
+		t.Fatalf("server hits = %d, want 3 (none while open)", got)
+	}
+	fs.failing.Store(false)
+	testenv.WaitFor(t, 5*time.Second, "breaker to let a probe through and close", func() bool {
+		ref, err := r.Submit(ctx, ch, testPayout("p1"))
+		return err == nil && ref == "ref-1"
+	})
+	if got := fs.hits.Load(); got != 4 {
+		t.Errorf("server hits = %d, want 4 (one probe)", got)
+	}
+	if st, _ := r.BreakerState(ch); st != "closed" {
+		t.Errorf("BreakerState after a good probe = %q, want closed", st)
+	}
+}
+
+func TestRejectionsDoNotOpenBreaker(t *testing.T) {
+	fs := &flakyServer{code: http.StatusUnprocessableEntity}
+	fs.failing.Store(true)
+	srv := httptest.NewServer(fs)
+	defer srv.Close()
+	const ch = "brk-reject"
+	r, err := NewRouter(ch, NewClient(ch, srv.URL, ClientOptions{BreakerFailures: 2}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 5 {
+		if _, err := r.Submit(context.Background(), ch, testPayout("p1")); !errors.Is(err, ErrRejected) {
+			t.Fatalf("Submit = %v, want ErrRejected", err)
+		}
+	}
+	if got := fs.hits.Load(); got != 5 {
+		t.Errorf("server hits = %d, want 5", got)
+	}
+}
+
+func TestRouterConfig(t *testing.T) {
+	a := NewClient("cfg-a", "http://127.0.0.1:1", ClientOptions{})
+	b := NewClient("cfg-b", "http://127.0.0.1:1", ClientOptions{})
+	if _, err := NewRouter("cfg-a", a, NewClient("cfg-a", "http://x", ClientOptions{})); err == nil {
+		t.Error("NewRouter with a duplicate channel = nil error, want one")
+	}
+	if _, err := NewRouter("nope", a, b); outlast.ErrorCode(err) != outlast.EVALIDATION {
+		t.Errorf("NewRouter with unknown active = %v, want EVALIDATION", err)
+	}
+	r, err := NewRouter("", a, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if _, err := r.Choose(ctx); outlast.ErrorCode(err) != outlast.EUNAVAILABLE {
+		t.Errorf("Choose with none active = %v, want EUNAVAILABLE", err)
+	}
+	if err := r.SetActive("cfg-b"); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := r.Choose(ctx); got != "cfg-b" || err != nil {
+		t.Errorf("Choose = %q, %v; want cfg-b", got, err)
+	}
+	if err := r.SetActive("nope"); err == nil {
+		t.Error("SetActive(unknown) = nil, want an error")
+	}
+	if got, _ := r.Choose(ctx); got != "cfg-b" {
+		t.Errorf("Choose after a refused SetActive = %q, want cfg-b", got)
+	}
+	if c, ok := r.Client("cfg-a"); !ok || c != a {
+		t.Errorf("Client(cfg-a) = %v, %v; want a", c, ok)
+	}
+	if _, ok := r.Client("nope"); ok {
+		t.Error("Client(nope) found, want not")
+	}
+	_, err = r.Submit(ctx, "nope", testPayout("p1"))
+	if !errors.Is(err, ErrUnknownChannel) || !errors.Is(err, ErrAmbiguous) || errors.Is(err, ErrRejected) {
+		t.Errorf("Submit on unknown channel = %v, want ErrUnknownChannel matching ErrAmbiguous", err)
+	}
+}

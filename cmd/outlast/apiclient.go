@@ -1,0 +1,128 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	nethttp "net/http"
+	"time"
+
+	"github.com/outlast/outlast"
+)
+
+// apiClient is the small client the demo, bench and end-to-end tests use to
+// drive a running service over its public API.
+type apiClient struct {
+	BaseURL string
+	Token   string // admin token or a client's API key
+	HTTP    *nethttp.Client
+}
+
+func newAPIClient(baseURL, token string) *apiClient {
+	return &apiClient{BaseURL: baseURL, Token: token, HTTP: &nethttp.Client{
+		Timeout:   10 * time.Second,
+		Transport: &nethttp.Transport{MaxIdleConnsPerHost: 256, IdleConnTimeout: 30 * time.Second},
+	}}
+}
+
+// apiError is a non-2xx answer, with the JSON error shape decoded.
+type apiError struct {
+	Status  int
+	Code    string
+	Message string
+}
+
+func (e *apiError) Error() string {
+	return fmt.Sprintf("HTTP %d %s: %s", e.Status, e.Code, e.Message)
+}
+
+// do sends body as JSON and decodes a 2xx answer into out; it returns the
+// status, and an *apiError for any other status.
+func (c *apiClient) do(ctx context.Context, method, path string, hdr map[string]string, body, out any) (int, error) {
+	var r io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return 0, err
+		}
+		r = bytes.NewReader(b)
+	}
+	req, err := nethttp.NewRequestWithContext(ctx, method, c.BaseURL+path, r)
+	if err != nil {
+		return 0, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if c.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.Token)
+	}
+	for k, v := range hdr {
+		req.Header.Set(k, v)
+	}
+	resp, err := c.HTTP.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
+	if err != nil {
+		return resp.StatusCode, err
+	}
+	if resp.StatusCode/100 != 2 {
+		var e struct {
+			Error struct{ Code, Message string } `json:"error"`
+		}
+		_ = json.Unmarshal(data, &e)
+		return resp.StatusCode, &apiError{Status: resp.StatusCode, Code: e.Error.Code, Message: e.Error.Message}
+	}
+	if out != nil {
+		if err := json.Unmarshal(data, out); err != nil {
+			return resp.StatusCode, fmt.Errorf("decode %s %s: %w", method, path, err)
+		}
+	}
+	return resp.StatusCode, nil
+}
+
+func (c *apiClient) createClient(ctx context.Context, id string) (apiKey string, err error) {
+	var out struct {
+		APIKey string `json:"api_key"`
+	}
+	_, err = c.do(ctx, "POST", "/admin/v1/clients", nil, map[string]string{"id": id}, &out)
+	return out.APIKey, err
+}
+
+func (c *apiClient) createAccount(ctx context.Context, id, clientID, currency string) error {
+	_, err := c.do(ctx, "POST", "/v1/accounts", nil, map[string]string{"id": id, "client_id": clientID, "currency": currency}, nil)
+	return err
+}
+
+func (c *apiClient) fund(ctx context.Context, id string, amount int64) error {
+	_, err := c.do(ctx, "POST", "/v1/accounts/"+id+"/funds", nil, map[string]int64{"amount": amount}, nil)
+	return err
+}
+
+func (c *apiClient) account(ctx context.Context, id string) (*outlast.Account, error) {
+	var a outlast.Account
+	_, err := c.do(ctx, "GET", "/v1/accounts/"+id, nil, nil, &a)
+	return &a, err
+}
+
+type payoutBody struct {
+	AccountID   string `json:"account_id"`
+	Amount      int64  `json:"amount"`
+	Currency    string `json:"currency"`
+	Destination string `json:"destination"`
+}
+
+func (c *apiClient) createPayout(ctx context.Context, key string, body payoutBody) (*outlast.Payout, int, error) {
+	var p outlast.Payout
+	status, err := c.do(ctx, "POST", "/v1/payouts", map[string]string{"Idempotency-Key": key}, body, &p)
+	return &p, status, err
+}
+
+func (c *apiClient) payout(ctx context.Context, id string) (*outlast.Payout, error) {
+	var p outlast.Payout
+	_, err := c.do(ctx, "GET", "/v1/payouts/"+id, nil, nil, &p)
+	return &p, err
+}

@@ -1,0 +1,103 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"path/filepath"
+	"sort"
+	"time"
+
+	"github.com/outlast/outlast"
+	"github.com/outlast/outlast/channel"
+	"github.com/outlast/outlast/reconcile"
+	"github.com/outlast/outlast/store"
+)
+
+func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("audit", "Recompute every balance from the journal, check the ledger's invariants, and compare\nwith each partner's records. Exit status 1 and a list on any discrepancy.", stderr)
+	dataDir := fs.String("data-dir", "outlast-data", "directory of the embedded SQLite database")
+	dsn := fs.String("db", "", "database DSN: postgres://…; empty for SQLite in --data-dir")
+	partners := mapFlag{}
+	fs.Var(partners, "partner", "partner as channel=base-url whose /records to compare (repeatable)")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if *dsn == "" {
+		*dsn = filepath.Join(*dataDir, "outlast.db")
+	}
+	db, err := store.Open(ctx, *dsn)
+	if err != nil {
+		return fmt.Errorf("open database: %w", err)
+	}
+	defer db.Close()
+	ok, err := audit(ctx, db, partners, stdout)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return exitError(1)
+	}
+	return nil
+}
+
+// auditFindingsMax bounds how many findings of each kind are printed; the
+// counts are always complete.
+const auditFindingsMax = 50
+
+// audit checks the ledger and compares it with each partner's records,
+// writing a readable report to w. ok is false on any problem.
+func audit(ctx context.Context, ledger outlast.Auditor, partners map[string]string, w io.Writer) (ok bool, err error) {
+	rep, err := ledger.AuditLedger(ctx)
+	if err != nil {
+		return false, fmt.Errorf("audit ledger: %w", err)
+	}
+	fmt.Fprintf(w, "ledger: %d accounts; payouts %s; outbox %d, inbox %d, dead letters %d\n",
+		rep.Accounts, statusCounts(rep.Payouts), rep.Outbox, rep.Inbox, rep.DeadLetters)
+	ok = len(rep.Problems) == 0
+	printFindings(w, "ledger problem", rep.Problems)
+	names := make([]string, 0, len(partners))
+	for name := range partners {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		c := channel.NewClient(name, partners[name], channel.ClientOptions{Timeout: 30 * time.Second})
+		records, err := c.Records(ctx)
+		if err != nil {
+			return false, fmt.Errorf("records of %s: %w", name, err)
+		}
+		ds, err := reconcile.ComparePartner(ctx, ledger, name, records)
+		if err != nil {
+			return false, err
+		}
+		fmt.Fprintf(w, "partner %s: %d records, %d discrepancies\n", name, len(records), len(ds))
+		lines := make([]string, len(ds))
+		for i, d := range ds {
+			lines[i] = d.String()
+		}
+		printFindings(w, "discrepancy", lines)
+		ok = ok && len(ds) == 0
+	}
+	if ok {
+		fmt.Fprintln(w, "audit: OK")
+	} else {
+		fmt.Fprintln(w, "audit: FAILED")
+	}
+	return ok, nil
+}
+
+func printFindings(w io.Writer, label string, lines []string) {
+	for i, l := range lines {
+		if i == auditFindingsMax {
+			fmt.Fprintf(w, "  … and %d more\n", len(lines)-i)
+			return
+		}
+		fmt.Fprintf(w, "  %s: %s\n", label, l)
+	}
+}
+
+func statusCounts(m map[outlast.PayoutStatus]int) string {
+	return fmt.Sprintf("pending %d, dispatched %d, succeeded %d, failed %d",
+		m[outlast.StatusPending], m[outlast.StatusDispatched], m[outlast.StatusSucceeded], m[outlast.StatusFailed])
+}

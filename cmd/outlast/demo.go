@@ -1,0 +1,302 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	mrand "math/rand/v2"
+	"net"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/HdrHistogram/hdrhistogram-go"
+
+	"github.com/outlast/outlast"
+	"github.com/outlast/outlast/partnersim"
+)
+
+// demoConfig is what `outlast demo` runs.
+type demoConfig struct {
+	Addr         string
+	DataDir      string
+	Rate         int // payouts per second
+	Duration     time.Duration
+	Accounts     int
+	DrainTimeout time.Duration
+	Bank         partnersim.Config // template for both banks
+}
+
+func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("demo", "Run the service on its embedded defaults with two simulated partner banks (tcb, acb)\nand steady payout traffic; print a status line per second; on Ctrl-C or --duration,\nstop the traffic, let in-flight payouts settle, and run the audit.", stderr)
+	cfg := demoConfig{Bank: partnersim.Config{PayDelay: 300 * time.Millisecond, FailRate: 0.05,
+		Faults: partnersim.Faults{DuplicateRate: 0.05, ReorderRate: 0.05}}}
+	fs.StringVar(&cfg.Addr, "addr", "127.0.0.1:8080", "HTTP listen address of the service")
+	fs.StringVar(&cfg.DataDir, "data-dir", "", "data directory; default a new outlast-data/demo-<time>")
+	fs.IntVar(&cfg.Rate, "rate", 50, "payouts created per second")
+	fs.DurationVar(&cfg.Duration, "duration", 0, "stop after this long (0: run until Ctrl-C)")
+	fs.IntVar(&cfg.Accounts, "accounts", 8, "number of funded accounts the traffic draws on")
+	fs.DurationVar(&cfg.DrainTimeout, "drain-timeout", time.Minute, "how long to wait for in-flight payouts to settle before the audit")
+	fs.DurationVar(&cfg.Bank.PayDelay, "pay-delay", cfg.Bank.PayDelay, "banks' time from accepting a payout to settling it")
+	fs.Float64Var(&cfg.Bank.FailRate, "fail-rate", cfg.Bank.FailRate, "share of payouts the banks fail")
+	fs.Float64Var(&cfg.Bank.Faults.DuplicateRate, "duplicate-rate", cfg.Bank.Faults.DuplicateRate, "share of bank notifications sent twice")
+	fs.Float64Var(&cfg.Bank.Faults.ReorderRate, "reorder-rate", cfg.Bank.Faults.ReorderRate, "share of bank notifications sent out of order")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if cfg.Rate <= 0 || cfg.Accounts <= 0 {
+		return errors.New("--rate and --accounts must be positive")
+	}
+	if cfg.DataDir == "" {
+		cfg.DataDir = filepath.Join("outlast-data", "demo-"+time.Now().UTC().Format("20060102-150405"))
+	}
+	return demo(ctx, cfg, stdout, stderr)
+}
+
+// demoBank is one simulated bank the demo runs beside the service.
+type demoBank struct {
+	name   string
+	url    string
+	ln     net.Listener
+	secret string
+	bank   *partnersim.Bank
+}
+
+func demo(ctx context.Context, cfg demoConfig, stdout, stderr io.Writer) error {
+	banks := make([]*demoBank, 0, 2)
+	for _, name := range []string{"tcb", "acb"} {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return err
+		}
+		defer ln.Close()
+		banks = append(banks, &demoBank{name: name, ln: ln, url: "http://" + ln.Addr().String(), secret: randomHex(16)})
+	}
+	m := NewMain()
+	m.Config.DataDir, m.Config.Addr, m.Config.LogLevel = cfg.DataDir, cfg.Addr, "warn"
+	m.Config.ActiveChannel = "tcb"
+	for _, b := range banks {
+		m.Config.Channels[b.name] = b.url
+		m.Config.ChannelSecrets[b.name] = b.secret
+	}
+	m.Logger = newLogger(stderr, m.Config.LogLevel)
+	if err := m.Run(ctx); err != nil {
+		return err
+	}
+	defer m.Close()
+
+	bankCtx, stopBanks := context.WithCancel(context.Background())
+	var bankWG sync.WaitGroup
+	defer func() { stopBanks(); bankWG.Wait() }()
+	partners := map[string]string{}
+	for _, b := range banks {
+		bc := cfg.Bank
+		bc.Name, bc.Secret, bc.Logger = b.name, []byte(b.secret), m.Logger
+		bc.WebhookURL = m.HTTP.URL() + "/v1/partners/" + b.name + "/notifications"
+		b.bank = partnersim.New(bc)
+		partners[b.name] = b.url
+		bankWG.Add(1)
+		go func() {
+			defer bankWG.Done()
+			if err := serveBank(bankCtx, b.ln, b.bank); err != nil {
+				m.Logger.Error("bank stopped", "bank", b.name, "err", err)
+			}
+		}()
+	}
+
+	admin := newAPIClient(m.HTTP.URL(), m.Config.AdminToken)
+	clientID := "demo-" + randomHex(4)
+	apiKey, accounts, err := demoSetup(ctx, admin, clientID, cfg.Accounts)
+	if err != nil {
+		return fmt.Errorf("demo set-up: %w", err)
+	}
+	fmt.Fprintf(stdout, "Outlast demo\n  API        %s  (admin token in %s)\n  metrics    %s/metrics\n  banks      tcb %s, acb %s\n  data       %s\n  client     %s, API key %s\n  traffic    %d payouts/s over %d accounts; Ctrl-C to stop and audit\n\n",
+		m.HTTP.URL(), filepath.Join(cfg.DataDir, "admin-token"), m.HTTP.URL(), banks[0].url, banks[1].url,
+		cfg.DataDir, clientID, apiKey, cfg.Rate, cfg.Accounts)
+
+	runCtx := ctx
+	if cfg.Duration > 0 {
+		var cancel context.CancelFunc
+		runCtx, cancel = context.WithTimeout(ctx, cfg.Duration)
+		defer cancel()
+	}
+	gen := &trafficGen{api: newAPIClient(m.HTTP.URL(), apiKey), accounts: accounts, rate: cfg.Rate}
+	gen.run(runCtx, func(elapsed time.Duration) { printStatus(ctx, stdout, m, gen, banks, elapsed) })
+
+	fmt.Fprintf(stdout, "\nstopped traffic after %d payouts created (%d refused, %d errors); waiting up to %s for in-flight payouts to settle…\n",
+		gen.created.Load(), gen.refused.Load(), gen.errors.Load(), cfg.DrainTimeout)
+	// The drain and audit run even after Ctrl-C: that is the point of the demo.
+	drainCtx, cancel := context.WithTimeout(context.Background(), cfg.DrainTimeout)
+	defer cancel()
+	settled := waitSettled(drainCtx, m, banks)
+	if !settled {
+		fmt.Fprintln(stdout, "not everything settled within --drain-timeout; the audit lists what is still in flight")
+	}
+	ok, err := audit(context.Background(), m.DB, partners, stdout)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return exitError(1)
+	}
+	return nil
+}
+
+// demoSetup creates the demo's client and funded accounts.
+func demoSetup(ctx context.Context, admin *apiClient, clientID string, n int) (apiKey string, accounts []string, err error) {
+	apiKey, err = admin.createClient(ctx, clientID)
+	if err != nil {
+		return "", nil, err
+	}
+	for i := 0; i < n; i++ {
+		id := fmt.Sprintf("%s-acct-%d", clientID, i)
+		if err := admin.createAccount(ctx, id, clientID, "USD"); err != nil {
+			return "", nil, err
+		}
+		if err := admin.fund(ctx, id, 1_000_000_000_00); err != nil {
+			return "", nil, err
+		}
+		accounts = append(accounts, id)
+	}
+	return apiKey, accounts, nil
+}
+
+// trafficGen sends payouts open-loop at a fixed rate and measures the
+// creation latency from each request's intended send time, so a stall shows
+// up in the numbers instead of silently slowing the sender down.
+type trafficGen struct {
+	api      *apiClient
+	accounts []string
+	rate     int
+
+	created, refused, errors atomic.Int64
+
+	mu   sync.Mutex // guards hist
+	hist *hdrhistogram.Histogram
+}
+
+// trafficInflightMax bounds concurrent requests; past it a tick is counted
+// as refused rather than queued, so the generator never grows without limit.
+const trafficInflightMax = 512
+
+func (g *trafficGen) run(ctx context.Context, everySecond func(elapsed time.Duration)) {
+	g.hist = hdrhistogram.New(1, int64(time.Minute/time.Microsecond), 3)
+	interval := time.Second / time.Duration(g.rate)
+	start := time.Now()
+	next := start
+	nextReport := start.Add(time.Second)
+	sem := make(chan struct{}, trafficInflightMax)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for seq := 0; ; seq++ {
+		if d := time.Until(next); d > 0 {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(d):
+			}
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		if time.Now().After(nextReport) {
+			everySecond(time.Since(start).Round(time.Second))
+			nextReport = nextReport.Add(time.Second)
+		}
+		intended := next
+		next = next.Add(interval)
+		select {
+		case sem <- struct{}{}:
+		default:
+			g.refused.Add(1)
+			continue
+		}
+		wg.Add(1)
+		go func(seq int) {
+			defer func() { <-sem; wg.Done() }()
+			g.send(ctx, seq, intended)
+		}(seq)
+	}
+}
+
+func (g *trafficGen) send(ctx context.Context, seq int, intended time.Time) {
+	body := payoutBody{
+		AccountID:   g.accounts[seq%len(g.accounts)],
+		Amount:      int64(100 + mrand.IntN(100_000)),
+		Currency:    "USD",
+		Destination: fmt.Sprintf("DE%020d", mrand.Int64N(1e18)),
+	}
+	_, _, err := g.api.createPayout(ctx, "demo-"+randomHex(12), body)
+	lat := time.Since(intended)
+	if err != nil {
+		if ctx.Err() == nil {
+			g.errors.Add(1)
+		}
+		return
+	}
+	g.created.Add(1)
+	g.mu.Lock()
+	_ = g.hist.RecordValue(lat.Microseconds())
+	g.mu.Unlock()
+}
+
+// takeP99 returns the p99 since the last call and resets the histogram.
+func (g *trafficGen) takeP99() time.Duration {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	p := time.Duration(g.hist.ValueAtQuantile(99)) * time.Microsecond
+	g.hist.Reset()
+	return p
+}
+
+var lastNotified atomic.Int64
+
+func printStatus(ctx context.Context, w io.Writer, m *Main, g *trafficGen, banks []*demoBank, elapsed time.Duration) {
+	counts, err := m.DB.PayoutCounts(ctx)
+	if err != nil {
+		fmt.Fprintf(w, "%4ds  database unavailable: %v\n", int(elapsed.Seconds()), outlast.ErrorMessage(err))
+		return
+	}
+	var notified int64
+	for _, b := range banks {
+		notified += int64(b.bank.Stats().WebhooksSent)
+	}
+	perSec := notified - lastNotified.Swap(notified)
+	fmt.Fprintf(w, "%4ds  created %6d  dispatched %5d  succeeded %6d  failed %5d  pending %5d  notifications %4d/s  create p99 %6.1fms  errors %d\n",
+		int(elapsed.Seconds()), g.created.Load(), counts[outlast.StatusDispatched], counts[outlast.StatusSucceeded],
+		counts[outlast.StatusFailed], counts[outlast.StatusPending], perSec, float64(g.takeP99().Microseconds())/1000, g.errors.Load())
+}
+
+// waitSettled waits until no payout is pending or dispatched and no bank has
+// a notification still to deliver, or ctx ends.
+func waitSettled(ctx context.Context, m *Main, banks []*demoBank) bool {
+	t := time.NewTicker(100 * time.Millisecond)
+	defer t.Stop()
+	for {
+		counts, err := m.DB.PayoutCounts(ctx)
+		if err == nil && counts[outlast.StatusPending]+counts[outlast.StatusDispatched] == 0 {
+			pending := 0
+			for _, b := range banks {
+				pending += b.bank.Stats().WebhooksPending
+			}
+			if pending == 0 {
+				return true
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-t.C:
+		}
+	}
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}

@@ -1,0 +1,337 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/outlast/outlast"
+	"github.com/outlast/outlast/internal/testenv"
+	"github.com/outlast/outlast/partnersim"
+)
+
+var (
+	buildOnce sync.Once
+	binPath   string
+	buildErr  error
+)
+
+// outlastBinary builds the real binary once per test run.
+func outlastBinary(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "outlast-bin-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "outlast")
+		out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return binPath
+}
+
+// serviceProc is `outlast serve` running as a real subprocess.
+type serviceProc struct {
+	t    *testing.T
+	args []string
+	url  string
+	cmd  *exec.Cmd
+	done chan error
+	logs *os.File
+}
+
+func (s *serviceProc) start() {
+	s.t.Helper()
+	s.cmd = exec.Command(outlastBinary(s.t), s.args...)
+	s.cmd.Stdout, s.cmd.Stderr = s.logs, s.logs
+	if err := s.cmd.Start(); err != nil {
+		s.t.Fatalf("start outlast serve: %v", err)
+	}
+	s.done = make(chan error, 1)
+	go func(cmd *exec.Cmd, done chan error) { done <- cmd.Wait() }(s.cmd, s.done)
+	api := newAPIClient(s.url, "")
+	testenv.WaitFor(s.t, 60*time.Second, "outlast serve to become ready", func() bool {
+		select {
+		case err := <-s.done:
+			s.t.Fatalf("outlast serve exited during start: %v (logs in %s)", err, s.logs.Name())
+		default:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		_, err := api.do(ctx, "GET", "/readyz", nil, nil, nil)
+		return err == nil
+	})
+}
+
+// kill sends sig and waits for the process to be gone.
+func (s *serviceProc) kill(sig syscall.Signal) {
+	s.t.Helper()
+	if err := s.cmd.Process.Signal(sig); err != nil {
+		s.t.Fatalf("signal %v: %v", sig, err)
+	}
+	select {
+	case <-s.done:
+	case <-time.After(60 * time.Second):
+		s.t.Fatalf("outlast serve did not exit within 60s of %v", sig)
+	}
+}
+
+type ackedPayout struct {
+	id      string
+	account string
+	amount  int64
+}
+
+// loadGen creates payouts at a steady pace and remembers which were
+// acknowledged (201/200). A request that got no answer is retried with the
+// same Idempotency-Key, as a careful client would, until acknowledged.
+type loadGen struct {
+	api      *apiClient
+	accounts []string
+
+	mu      sync.Mutex
+	acked   map[string]ackedPayout // idempotency key → payout
+	unacked map[string]payoutBody  // keys sent without an answer yet
+}
+
+func (g *loadGen) ackedCount() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return len(g.acked)
+}
+
+func (g *loadGen) try(ctx context.Context, key string, body payoutBody) bool {
+	p, _, err := g.api.createPayout(ctx, key, body)
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if err != nil {
+		g.unacked[key] = body
+		return false
+	}
+	delete(g.unacked, key)
+	if prev, ok := g.acked[key]; ok && prev.id != p.ID {
+		panic(fmt.Sprintf("key %s acknowledged as payout %s and then %s", key, prev.id, p.ID))
+	}
+	g.acked[key] = ackedPayout{id: p.ID, account: body.AccountID, amount: body.Amount}
+	return true
+}
+
+func (g *loadGen) run(ctx context.Context, workers int) {
+	var wg sync.WaitGroup
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			for i := 0; ctx.Err() == nil; i++ {
+				key := fmt.Sprintf("e2e-%d-%d", w, i)
+				body := payoutBody{AccountID: g.accounts[rand.IntN(len(g.accounts))], Amount: int64(1 + rand.IntN(10_000)),
+					Currency: "USD", Destination: fmt.Sprintf("DE%018d", rand.Int64N(1e17))}
+				if !g.try(ctx, key, body) {
+					// Down: pause briefly so a dead service is not spun on.
+					select {
+					case <-ctx.Done():
+					case <-time.After(50 * time.Millisecond):
+					}
+				}
+			}
+		}(w)
+	}
+	wg.Wait()
+}
+
+func TestKillRestartSQLite(t *testing.T) {
+	testKillRestart(t, "")
+}
+
+func TestKillRestartPostgres(t *testing.T) {
+	testKillRestart(t, testenv.PostgresDSN(t))
+}
+
+// testKillRestart runs `outlast serve` under steady load from two simulated
+// banks that duplicate and reorder their webhooks, SIGKILLs it at random
+// moments, restarts it, and then proves with the audit that no acknowledged
+// payout or notification was lost and none was applied twice.
+func testKillRestart(t *testing.T, dsn string) {
+	if testing.Short() {
+		t.Skip("end-to-end kill test skipped in -short mode")
+	}
+	dataDir := t.TempDir()
+	port := testenv.FreePort(t)
+	svcURL := fmt.Sprintf("http://127.0.0.1:%d", port)
+	const adminToken = "e2e-admin-token"
+	args := []string{"serve", "--addr", fmt.Sprintf("127.0.0.1:%d", port), "--data-dir", dataDir,
+		"--admin-token", adminToken, "--active-channel", "tcb", "--log-level", "warn"}
+	if dsn != "" {
+		args = append(args, "--db", dsn)
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	partners := map[string]string{}
+	banks := map[string]*partnersim.Bank{}
+	var bankWG sync.WaitGroup
+	defer bankWG.Wait()
+	defer cancel()
+	for i, name := range []string{"tcb", "acb"} {
+		secret := "secret-" + name
+		bank := partnersim.New(partnersim.Config{
+			Name: name, WebhookURL: svcURL + "/v1/partners/" + name + "/notifications", Secret: []byte(secret),
+			PayDelay: 30 * time.Millisecond, FailRate: 0.1, Seed: int64(i + 1),
+			Faults: partnersim.Faults{DuplicateRate: 0.2, ReorderRate: 0.2},
+		})
+		srv := httptest.NewServer(bank)
+		defer srv.Close()
+		bankWG.Add(1)
+		go func() { defer bankWG.Done(); _ = bank.Run(ctx) }()
+		banks[name], partners[name] = bank, srv.URL
+		args = append(args, "--channel", name+"="+srv.URL, "--channel-secret", name+"="+secret)
+	}
+
+	logs, err := os.Create(filepath.Join(dataDir, "serve.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logs.Close()
+	svc := &serviceProc{t: t, args: args, url: svcURL, logs: logs}
+	svc.start()
+
+	admin := newAPIClient(svcURL, adminToken)
+	apiKey, accounts, err := demoSetup(ctx, admin, "e2e", 4)
+	if err != nil {
+		t.Fatalf("set-up: %v", err)
+	}
+	gen := &loadGen{api: newAPIClient(svcURL, apiKey), accounts: accounts,
+		acked: map[string]ackedPayout{}, unacked: map[string]payoutBody{}}
+	loadCtx, stopLoad := context.WithCancel(ctx)
+	loadDone := make(chan struct{})
+	go func() { defer close(loadDone); gen.run(loadCtx, 8) }()
+
+	const kills = 4
+	for k := 0; k < kills; k++ {
+		// A random moment: after a random number of further acknowledgements.
+		target := gen.ackedCount() + 50 + rand.IntN(250)
+		testenv.WaitFor(t, 60*time.Second, fmt.Sprintf("%d acknowledged payouts", target), func() bool { return gen.ackedCount() >= target })
+		svc.kill(syscall.SIGKILL)
+		t.Logf("kill %d: SIGKILL after %d acknowledged payouts", k+1, gen.ackedCount())
+		svc.start()
+	}
+	target := gen.ackedCount() + 100
+	testenv.WaitFor(t, 60*time.Second, "load after the last restart", func() bool { return gen.ackedCount() >= target })
+	stopLoad()
+	<-loadDone
+
+	// Every request that got no answer is retried with its key until
+	// acknowledged: the idempotency key must make this exactly-once.
+	gen.mu.Lock()
+	pending := make(map[string]payoutBody, len(gen.unacked))
+	for k, b := range gen.unacked {
+		pending[k] = b
+	}
+	gen.mu.Unlock()
+	for key, body := range pending {
+		if !gen.try(ctx, key, body) {
+			t.Fatalf("retry of unanswered key %s failed after restart", key)
+		}
+	}
+
+	userAPI := newAPIClient(svcURL, apiKey)
+	testenv.WaitFor(t, 120*time.Second, "every acknowledged payout to be terminal and banks to have delivered every webhook", func() bool {
+		for _, b := range banks {
+			if b.Stats().WebhooksPending > 0 {
+				return false
+			}
+		}
+		gen.mu.Lock()
+		defer gen.mu.Unlock()
+		for _, a := range gen.acked {
+			p, err := userAPI.payout(ctx, a.id)
+			if err != nil || !p.Status.Terminal() {
+				return false
+			}
+		}
+		return true
+	})
+	checkBalances(t, ctx, admin, gen, banks)
+	svc.kill(syscall.SIGTERM)
+
+	auditArgs := []string{"audit", "--data-dir", dataDir}
+	if dsn != "" {
+		auditArgs = append(auditArgs, "--db", dsn)
+	}
+	for name, u := range partners {
+		auditArgs = append(auditArgs, "--partner", name+"="+u)
+	}
+	out, err := exec.Command(outlastBinary(t), auditArgs...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("outlast audit: %v\n%s", err, out)
+	}
+	if !strings.Contains(string(out), "audit: OK") {
+		t.Fatalf("outlast audit did not say OK:\n%s", out)
+	}
+	t.Logf("%d payouts acknowledged across %d SIGKILLs; audit:\n%s", gen.ackedCount(), kills, firstLines(string(out), 5))
+}
+
+// checkBalances proves nothing was applied twice or lost: each account's
+// paid_out is exactly the sum of its acknowledged payouts the bank paid, and
+// nothing is left held.
+func checkBalances(t *testing.T, ctx context.Context, admin *apiClient, gen *loadGen, banks map[string]*partnersim.Bank) {
+	t.Helper()
+	paidByBank := map[string]outlast.PartnerRecord{}
+	for _, b := range banks {
+		for _, r := range b.Records() {
+			if r.Status == outlast.StatusSucceeded {
+				paidByBank[r.PayoutID] = r
+			}
+		}
+	}
+	gen.mu.Lock()
+	defer gen.mu.Unlock()
+	want := map[string]int64{}
+	for _, a := range gen.acked {
+		if _, ok := paidByBank[a.id]; ok {
+			want[a.account] += a.amount
+		}
+	}
+	if len(paidByBank) > len(gen.acked) {
+		t.Errorf("banks paid %d payouts, but only %d were acknowledged to the client", len(paidByBank), len(gen.acked))
+	}
+	for _, id := range gen.accounts {
+		a, err := admin.account(ctx, id)
+		if err != nil {
+			t.Fatalf("account %s: %v", id, err)
+		}
+		if a.PaidOut != want[id] || a.Held != 0 || a.Available+a.PaidOut != a.Funded {
+			t.Errorf("account %s: paid_out %d held %d available %d funded %d; want paid_out %d (sum of bank-paid acknowledged payouts), held 0",
+				id, a.PaidOut, a.Held, a.Available, a.Funded, want[id])
+		}
+	}
+}
+
+func firstLines(s string, n int) string {
+	sc := bufio.NewScanner(strings.NewReader(s))
+	var out []string
+	for sc.Scan() && len(out) < n {
+		out = append(out, sc.Text())
+	}
+	return strings.Join(out, "\n")
+}
+
+var _ = errors.New

@@ -1,0 +1,312 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/outlast/outlast"
+	"github.com/outlast/outlast/channel"
+	ohttp "github.com/outlast/outlast/http"
+	"github.com/outlast/outlast/jetstream"
+	"github.com/outlast/outlast/store"
+)
+
+// Config is everything `outlast serve` needs. The zero value plus a DataDir
+// is the embedded mode: SQLite and embedded JetStream under DataDir.
+type Config struct {
+	DataDir        string            // if "", ./outlast-data
+	DB             string            // DSN; if "", a SQLite file in DataDir
+	NATS           string            // NATS URL; if "", embedded JetStream in DataDir
+	Addr           string            // HTTP listen address; if "", 127.0.0.1:8080
+	AdminToken     string            // if "" in embedded mode, generated once into DataDir
+	Channels       map[string]string // partner channel name → base URL
+	ChannelSecrets map[string]string // partner channel name → webhook HMAC secret
+	ActiveChannel  string            // if "", the first channel by name
+	LogLevel       string            // debug, info, warn, error; if "", info
+}
+
+// Main is the running service. Tests drive it in-process on port :0; the
+// binary drives it from `serve` and `demo`.
+type Main struct {
+	Config Config
+	Logger *slog.Logger
+
+	DB       *store.DB
+	Log      *jetstream.Log
+	Router   *channel.Router
+	HTTP     *ohttp.Server
+	Registry *prometheus.Registry
+
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // background loops: committer, inbox drainer, dispatcher
+}
+
+// NewMain returns a Main with embedded defaults.
+func NewMain() *Main {
+	return &Main{Config: Config{
+		DataDir:        "outlast-data",
+		Addr:           "127.0.0.1:8080",
+		Channels:       map[string]string{},
+		ChannelSecrets: map[string]string{},
+	}}
+}
+
+// ParseFlags fills m.Config from args and OUTLAST_* variables.
+func (m *Main) ParseFlags(args []string, stderr io.Writer) error {
+	fs := newFlagSet("serve", "Run the service: HTTP API, partner webhooks, committer and dispatcher.", stderr)
+	m.registerFlags(fs)
+	return parseFlags(fs, args)
+}
+
+func (m *Main) registerFlags(fs *flag.FlagSet) {
+	c := &m.Config
+	fs.StringVar(&c.DataDir, "data-dir", c.DataDir, "directory for the embedded SQLite database, JetStream store and generated admin token")
+	fs.StringVar(&c.DB, "db", c.DB, "database DSN: postgres://… for PostgreSQL; empty for SQLite in --data-dir")
+	fs.StringVar(&c.NATS, "nats", c.NATS, "NATS URL of an external JetStream cluster; empty for embedded JetStream in --data-dir")
+	fs.StringVar(&c.Addr, "addr", c.Addr, "HTTP listen address")
+	fs.StringVar(&c.AdminToken, "admin-token", c.AdminToken, "bearer token for admin endpoints; generated into --data-dir if empty in embedded mode")
+	fs.Var(mapFlag(c.Channels), "channel", "partner channel as name=base-url (repeatable, or comma-separated)")
+	fs.Var(mapFlag(c.ChannelSecrets), "channel-secret", "webhook HMAC secret as name=secret, one per channel")
+	fs.StringVar(&c.ActiveChannel, "active-channel", c.ActiveChannel, "channel new payouts go to; default the first by name")
+	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error")
+}
+
+// Run opens every dependency, starts the background loops and the HTTP
+// server, and returns once the service is serving. Close stops it.
+func (m *Main) Run(ctx context.Context) (err error) {
+	if m.Logger == nil {
+		m.Logger = newLogger(os.Stderr, m.Config.LogLevel)
+	}
+	defer func() {
+		if err != nil {
+			m.Close()
+		}
+	}()
+	if err := os.MkdirAll(m.Config.DataDir, 0o700); err != nil {
+		return fmt.Errorf("data dir: %w", err)
+	}
+	if err := m.openStore(ctx); err != nil {
+		return err
+	}
+	if err := m.openLog(ctx); err != nil {
+		return err
+	}
+	if err := m.openRouter(); err != nil {
+		return err
+	}
+	if err := m.openHTTP(); err != nil {
+		return err
+	}
+	bg, cancel := context.WithCancel(context.Background())
+	m.cancel = cancel
+	m.start(bg, "committer", m.runCommitter)
+	m.start(bg, "inbox drainer", m.runInboxDrainer)
+	m.start(bg, "dispatcher", channel.NewDispatcher(m.DB, m.Router, channel.DispatcherConfig{Logger: m.Logger}).Run)
+	return m.HTTP.Open()
+}
+
+func (m *Main) openStore(ctx context.Context) error {
+	dsn := m.Config.DB
+	if dsn == "" {
+		dsn = filepath.Join(m.Config.DataDir, "outlast.db")
+	}
+	db, err := store.Open(ctx, dsn)
+	if err != nil {
+		return fmt.Errorf("open database: %w", err)
+	}
+	m.DB = db
+	if m.Config.AdminToken == "" {
+		if db.Dialect() != "sqlite" {
+			return errors.New("--admin-token (OUTLAST_ADMIN_TOKEN) is required with an external database")
+		}
+		tok, err := loadOrCreateToken(filepath.Join(m.Config.DataDir, "admin-token"))
+		if err != nil {
+			return err
+		}
+		m.Config.AdminToken = tok
+	}
+	return nil
+}
+
+func (m *Main) openLog(ctx context.Context) error {
+	l, err := jetstream.Open(ctx, jetstream.Config{
+		URL:     m.Config.NATS,
+		DataDir: filepath.Join(m.Config.DataDir, "jetstream"),
+		Logger:  m.Logger,
+	})
+	if err != nil {
+		return fmt.Errorf("open notification log: %w", err)
+	}
+	m.Log = l
+	return nil
+}
+
+func (m *Main) openRouter() error {
+	if len(m.Config.Channels) == 0 {
+		return errors.New("no partner channels: give --channel name=url (and --channel-secret name=secret)")
+	}
+	names := make([]string, 0, len(m.Config.Channels))
+	for name := range m.Config.Channels {
+		if m.Config.ChannelSecrets[name] == "" {
+			return fmt.Errorf("channel %q has no --channel-secret", name)
+		}
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	clients := make([]*channel.Client, 0, len(names))
+	for _, name := range names {
+		clients = append(clients, channel.NewClient(name, m.Config.Channels[name], channel.ClientOptions{}))
+	}
+	active := m.Config.ActiveChannel
+	if active == "" {
+		active = names[0]
+	}
+	r, err := channel.NewRouter(active, clients...)
+	if err != nil {
+		return err
+	}
+	m.Router = r
+	return nil
+}
+
+func (m *Main) openHTTP() error {
+	m.Registry = prometheus.NewRegistry()
+	m.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	for _, cs := range [][]prometheus.Collector{ohttp.Collectors(), jetstream.Collectors(), channel.Collectors(), store.Collectors(), mainCollectors()} {
+		m.Registry.MustRegister(cs...)
+	}
+	secrets := make(map[string][]byte, len(m.Config.ChannelSecrets))
+	for name, s := range m.Config.ChannelSecrets {
+		secrets[name] = []byte(s)
+	}
+	srv, err := ohttp.New(ohttp.Config{
+		Addr:           m.Config.Addr,
+		AdminToken:     m.Config.AdminToken,
+		ChannelSecrets: secrets,
+		Logger:         m.Logger,
+	}, ohttp.Services{
+		Accounts:      m.DB,
+		Payouts:       m.DB,
+		Log:           m.Log,
+		Inbox:         m.DB,
+		ChooseChannel: m.Router.Choose,
+		Ready:         m.ready,
+		Metrics:       promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{}),
+	})
+	if err != nil {
+		return err
+	}
+	m.HTTP = srv
+	return nil
+}
+
+// ready says whether this instance can take payouts: that needs the
+// database, and nothing else (a down log falls back to the inbox).
+func (m *Main) ready(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	if err := m.DB.Ping(ctx); err != nil {
+		return outlast.Unavailable(err, time.Second, "database unavailable")
+	}
+	return nil
+}
+
+// start runs loop in a goroutine owned by m; Close cancels and waits.
+func (m *Main) start(ctx context.Context, name string, loop func(context.Context) error) {
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		if err := loop(ctx); err != nil && ctx.Err() == nil {
+			m.Logger.Error("background loop stopped", "loop", name, "err", err)
+		}
+	}()
+}
+
+// Close stops the HTTP server (finishing in-flight requests), then the
+// background loops, then the log and the database, in that order so that
+// nothing acknowledged is cut off halfway.
+func (m *Main) Close() error {
+	var errs []error
+	if m.HTTP != nil {
+		errs = append(errs, m.HTTP.Close())
+	}
+	if m.cancel != nil {
+		m.cancel()
+	}
+	m.wg.Wait()
+	if m.Log != nil {
+		errs = append(errs, m.Log.Close())
+	}
+	if m.DB != nil {
+		errs = append(errs, m.DB.Close())
+	}
+	return errors.Join(errs...)
+}
+
+func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	m := NewMain()
+	if err := m.ParseFlags(args, stderr); err != nil {
+		return err
+	}
+	m.Logger = newLogger(stderr, m.Config.LogLevel)
+	if err := m.Run(ctx); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "outlast serving on %s (data %s)\n", m.HTTP.URL(), m.Config.DataDir)
+	<-ctx.Done()
+	fmt.Fprintln(stdout, "outlast: shutting down")
+	return m.Close()
+}
+
+func newLogger(w io.Writer, level string) *slog.Logger {
+	var l slog.Level
+	switch strings.ToLower(level) {
+	case "debug":
+		l = slog.LevelDebug
+	case "warn":
+		l = slog.LevelWarn
+	case "error":
+		l = slog.LevelError
+	default:
+		l = slog.LevelInfo
+	}
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l}))
+}
+
+// loadOrCreateToken reads a token file, or creates one (0600) with 32
+// random bytes, so a restart keeps the same admin token.
+func loadOrCreateToken(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err == nil {
+		if tok := strings.TrimSpace(string(b)); tok != "" {
+			return tok, nil
+		}
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return "", fmt.Errorf("read admin token: %w", err)
+	}
+	var r [32]byte
+	if _, err := rand.Read(r[:]); err != nil {
+		return "", err
+	}
+	tok := "oat_" + hex.EncodeToString(r[:])
+	if err := os.WriteFile(path, []byte(tok+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("write admin token: %w", err)
+	}
+	return tok, nil
+}

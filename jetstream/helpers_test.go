@@ -1,0 +1,259 @@
+package jetstream
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/url"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/outlast/outlast"
+	"github.com/outlast/outlast/internal/testenv"
+)
+
+// testLogger is silent unless OUTLAST_TEST_LOG=1, so failures can be
+// debugged without flooding every run.
+func testLogger() *slog.Logger {
+	if os.Getenv("OUTLAST_TEST_LOG") == "1" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
+// testConfig is a config with short retry delays so tests of redelivery
+// finish quickly.
+func testConfig(dir string) Config {
+	return Config{
+		DataDir:       dir,
+		Logger:        testLogger(),
+		RetryDelayMin: 10 * time.Millisecond,
+		RetryDelayMax: 100 * time.Millisecond,
+		FetchWait:     200 * time.Millisecond,
+	}
+}
+
+// open opens a Log and closes it when t ends.
+func open(t testing.TB, cfg Config) *Log {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	l, err := Open(ctx, cfg)
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := l.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	})
+	return l
+}
+
+// externalConfig points at the shared NATS server with a unique stream
+// prefix, deleting the streams when t ends, or skips if NATS is missing.
+func externalConfig(t testing.TB) Config {
+	t.Helper()
+	u, err := url.Parse(testenv.NATSURL)
+	if err != nil {
+		t.Fatalf("parse %q: %v", testenv.NATSURL, err)
+	}
+	testenv.RequireTCP(t, "NATS", u.Host)
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	cfg := testConfig("")
+	cfg.URL = testenv.NATSURL
+	cfg.StreamPrefix = "T" + hex.EncodeToString(b[:])
+	t.Cleanup(func() {
+		nc, err := nats.Connect(testenv.NATSURL)
+		if err != nil {
+			t.Logf("cleanup connect: %v", err)
+			return
+		}
+		defer nc.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		js, _ := jetstream.New(nc)
+		for _, s := range []string{cfg.StreamPrefix + "_NOTIFICATIONS", cfg.StreamPrefix + "_DEAD"} {
+			if err := js.DeleteStream(ctx, s); err != nil {
+				t.Logf("delete stream %s: %v", s, err)
+			}
+		}
+	})
+	return cfg
+}
+
+func notification(i int) *outlast.Notification {
+	channels := []string{"tcb", "acb.v2"}
+	return &outlast.Notification{
+		Channel:    channels[i%len(channels)],
+		EventID:    fmt.Sprintf("ev-%d", i),
+		PayoutID:   fmt.Sprintf("po-%d", i),
+		PartnerRef: fmt.Sprintf("ref-%d", i),
+		Status:     outlast.StatusSucceeded,
+		OccurredAt: time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC),
+		ReceivedAt: time.Now().UTC(),
+	}
+}
+
+// ledger is a fake apply: it records each event once (later ones are
+// duplicates), and rejects or fails the events it is told to.
+type ledger struct {
+	mu      sync.Mutex
+	applied map[string]int // event id → times applied as new (must stay 1)
+	seen    map[string]int // event id → times passed to apply
+	calls   int
+	// down makes apply fail with EUNAVAILABLE while it returns true.
+	down func() bool
+	// reject and fail, by event id.
+	reject map[string]string
+	fail   map[string]bool
+	// tag records which consumer applied each event first.
+	by map[string]string
+}
+
+func newLedger() *ledger {
+	return &ledger{
+		applied: map[string]int{}, seen: map[string]int{}, by: map[string]string{},
+		reject: map[string]string{}, fail: map[string]bool{},
+	}
+}
+
+func (g *ledger) apply(tag string) ApplyFunc {
+	return func(ctx context.Context, ns []*outlast.Notification) ([]outlast.ApplyResult, error) {
+		g.mu.Lock()
+		defer g.mu.Unlock()
+		g.calls++
+		if g.down != nil && g.down() {
+			return nil, outlast.Unavailable(fmt.Errorf("database is down"), time.Second, "ledger unavailable")
+		}
+		for _, n := range ns {
+			if g.fail[n.EventID] {
+				return nil, fmt.Errorf("constraint violated by %s", n.EventID)
+			}
+		}
+		res := make([]outlast.ApplyResult, len(ns))
+		for i, n := range ns {
+			g.seen[n.EventID]++
+			switch {
+			case g.reject[n.EventID] != "":
+				res[i] = outlast.ApplyResult{Outcome: outlast.OutcomeRejected, Reason: g.reject[n.EventID]}
+			case g.applied[n.EventID] > 0:
+				res[i] = outlast.ApplyResult{Outcome: outlast.OutcomeDuplicate}
+			default:
+				g.applied[n.EventID]++
+				g.by[n.EventID] = tag
+				res[i] = outlast.ApplyResult{Outcome: outlast.OutcomeApplied}
+			}
+		}
+		return res, nil
+	}
+}
+
+func (g *ledger) appliedCount() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return len(g.applied)
+}
+
+// consume runs l.Consume in the background until the returned stop is
+// called; stop fails t if Consume returned an error or did not return.
+func consume(t testing.TB, l *Log, apply ApplyFunc) (stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- l.Consume(ctx, apply) }()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Errorf("Consume = %v, want nil", err)
+				}
+			case <-time.After(30 * time.Second):
+				t.Errorf("Consume did not return after cancel")
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return stop
+}
+
+// appendAll appends notifications [from, to) concurrently, one goroutine
+// each, and fails t on any error.
+func appendAll(t testing.TB, l *Log, from, to int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var wg sync.WaitGroup
+	errs := make(chan error, to-from)
+	for i := from; i < to; i++ {
+		wg.Go(func() {
+			if err := l.Append(ctx, notification(i)); err != nil {
+				errs <- fmt.Errorf("Append(%d): %w", i, err)
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+}
+
+// waitApplied waits until events [0, n) have all been applied.
+func waitApplied(t testing.TB, g *ledger, n int) {
+	t.Helper()
+	testenv.WaitFor(t, 30*time.Second, fmt.Sprintf("%d notifications applied", n), func() bool {
+		return g.appliedCount() >= n
+	})
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for i := range n {
+		id := fmt.Sprintf("ev-%d", i)
+		if g.applied[id] != 1 {
+			t.Errorf("event %s applied %d times, want 1", id, g.applied[id])
+		}
+	}
+}
+
+// waitDrained waits until the consumer has nothing left to do.
+func waitDrained(t testing.TB, l *Log) {
+	t.Helper()
+	testenv.WaitFor(t, 30*time.Second, "consumer drained", func() bool {
+		n, err := l.Pending(context.Background())
+		return err == nil && n == 0
+	})
+}
+
+// publishBatch publishes ns as one batch message, the way the writer does,
+// so a test controls exactly what shares a message.
+func publishBatch(t testing.TB, l *Log, ns ...*outlast.Notification) {
+	t.Helper()
+	group := make([]*request, len(ns))
+	for i, n := range ns {
+		r, err := newRequest(n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		group[i] = r
+	}
+	msg := nats.NewMsg(l.subjectBase + ".notifications." + subjectToken(ns[0].Channel))
+	msg.Data = encodeBatch(group)
+	msg.Header.Set(headerCount, fmt.Sprint(len(group)))
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := l.js.PublishMsg(ctx, msg); err != nil {
+		t.Fatalf("publish batch: %v", err)
+	}
+}

@@ -1,0 +1,510 @@
+package jetstream
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/outlast/outlast"
+	"github.com/outlast/outlast/internal/testenv"
+)
+
+func TestEmbeddedSyncAlways(t *testing.T) {
+	l := open(t, testConfig(t.TempDir()))
+	if c := l.srv.JetStreamConfig(); c == nil || !c.SyncAlways {
+		t.Fatalf("JetStreamConfig() = %+v, want SyncAlways", c)
+	}
+	v, err := l.srv.Varz(nil)
+	if err != nil {
+		t.Fatalf("Varz: %v", err)
+	}
+	if v.JetStream.Config == nil || !v.JetStream.Config.SyncAlways {
+		t.Fatalf("Varz().JetStream.Config = %+v, want SyncAlways", v.JetStream.Config)
+	}
+	info, err := l.stream.Info(context.Background())
+	if err != nil {
+		t.Fatalf("stream info: %v", err)
+	}
+	if info.Config.Storage.String() != "File" || info.Config.Duplicates <= 0 || info.Config.MaxBytes <= 0 || info.Config.MaxAge <= 0 {
+		t.Fatalf("stream config = %+v, want file storage with limits and a duplicate window", info.Config)
+	}
+	if got := l.ClientURL(); got != "" {
+		t.Errorf("ClientURL() = %q without a listener, want \"\"", got)
+	}
+	if err := l.Ping(context.Background()); err != nil {
+		t.Errorf("Ping: %v", err)
+	}
+}
+
+func TestAppendBatchesAndConsumeAppliesOnce(t *testing.T) {
+	l := open(t, testConfig(t.TempDir()))
+	const n = 2000
+	appendAll(t, l, 0, n)
+	s := l.Stats()
+	if s.NotificationsAppended != n {
+		t.Fatalf("NotificationsAppended = %d, want %d", s.NotificationsAppended, n)
+	}
+	// Group commit: concurrent callers share messages.
+	if s.Appends >= n/4 {
+		t.Fatalf("Appends = %d messages for %d notifications, want batching (< %d)", s.Appends, n, n/4)
+	}
+	t.Logf("%d notifications in %d messages", n, s.Appends)
+	g := newLedger()
+	consume(t, l, g.apply("a"))
+	waitApplied(t, g, n)
+	waitDrained(t, l)
+	if got := l.Stats().Consumed; got != n {
+		t.Errorf("Consumed = %d, want %d", got, n)
+	}
+	g.mu.Lock()
+	calls := g.calls
+	g.mu.Unlock()
+	if calls >= int(s.Appends) {
+		t.Errorf("apply called %d times for %d messages, want several messages per call", calls, s.Appends)
+	}
+}
+
+func TestReopenKeepsAppended(t *testing.T) {
+	dir := t.TempDir()
+	cfg := testConfig(dir)
+	l, err := Open(context.Background(), cfg)
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	appendAll(t, l, 0, 50)
+	if err := l.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	l2 := open(t, cfg)
+	if n, err := l2.Pending(context.Background()); err != nil || n == 0 {
+		t.Fatalf("Pending after reopen = %d, %v; want > 0", n, err)
+	}
+	g := newLedger()
+	consume(t, l2, g.apply("a"))
+	waitApplied(t, g, 50)
+	waitDrained(t, l2)
+}
+
+// TestKilledServerRedelivers stops the embedded server while apply is in
+// progress, so the message is never acked: after reopening it is delivered
+// again.
+func TestKilledServerRedelivers(t *testing.T) {
+	dir := t.TempDir()
+	cfg := testConfig(dir)
+	cfg.AckWait = time.Second
+	l, err := Open(context.Background(), cfg)
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	appendAll(t, l, 0, 20)
+	entered := make(chan struct{}, 1)
+	release := make(chan struct{})
+	var seen atomic.Int64
+	stop := consume(t, l, func(ctx context.Context, ns []*outlast.Notification) ([]outlast.ApplyResult, error) {
+		seen.Add(int64(len(ns)))
+		select {
+		case entered <- struct{}{}:
+		default:
+		}
+		<-release
+		return make([]outlast.ApplyResult, len(ns)), nil
+	})
+	select {
+	case <-entered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("apply was never called")
+	}
+	l.srv.Shutdown() // the kill: acks after this go nowhere
+	close(release)
+	stop()
+	if err := l.Close(); err != nil {
+		t.Logf("Close after kill: %v", err)
+	}
+	if seen.Load() == 0 {
+		t.Fatal("nothing was delivered before the kill")
+	}
+
+	l2 := open(t, cfg)
+	g := newLedger()
+	consume(t, l2, g.apply("a"))
+	waitApplied(t, g, 20)
+	waitDrained(t, l2)
+}
+
+func TestApplyUnavailableIsRetriedNotDeadLettered(t *testing.T) {
+	cfg := testConfig(t.TempDir())
+	cfg.MaxDeliver = 2
+	l := open(t, cfg)
+	appendAll(t, l, 0, 200)
+	g := newLedger()
+	var downCalls atomic.Int64
+	g.down = func() bool { return downCalls.Add(1) <= 12 } // well past MaxDeliver
+	consume(t, l, g.apply("a"))
+	waitApplied(t, g, 200)
+	waitDrained(t, l)
+	if downCalls.Load() <= 12 {
+		t.Fatalf("apply saw %d calls, want the outage to be retried", downCalls.Load())
+	}
+	if s := l.Stats(); s.DeadLetters != 0 {
+		t.Errorf("DeadLetters = %d during a database outage, want 0", s.DeadLetters)
+	}
+	dls, err := l.DeadLetters(context.Background(), 10)
+	if err != nil || len(dls) != 0 {
+		t.Errorf("DeadLetters() = %v, %v; want none", dls, err)
+	}
+}
+
+func TestRejectedIsDeadLetteredOthersApplied(t *testing.T) {
+	cfg := testConfig(t.TempDir())
+	cfg.MaxDeliver = 3
+	l := open(t, cfg)
+	poison := notification(1000)
+	poison.EventID = "poison"
+	batch := []*outlast.Notification{notification(0), poison, notification(1), notification(2)}
+	publishBatch(t, l, batch...)
+
+	g := newLedger()
+	g.reject["poison"] = "unknown payout"
+	// The first apply call must see the whole batch together; the good
+	// ones are applied by it, not held back by their neighbour.
+	var first sync.Once
+	var firstApplied []string
+	apply := g.apply("a")
+	consume(t, l, func(ctx context.Context, ns []*outlast.Notification) ([]outlast.ApplyResult, error) {
+		res, err := apply(ctx, ns)
+		first.Do(func() {
+			for i, r := range res {
+				if r.Outcome == outlast.OutcomeApplied {
+					firstApplied = append(firstApplied, ns[i].EventID)
+				}
+			}
+		})
+		return res, err
+	})
+	appendAll(t, l, 3, 10) // later messages flow while the poison one is retried
+	waitApplied(t, g, 10)
+	testenv.WaitFor(t, 10*time.Second, "poison dead-lettered", func() bool { return l.Stats().DeadLetters == 1 })
+	waitDrained(t, l)
+
+	g.mu.Lock()
+	seenPoison := g.seen["poison"]
+	g.mu.Unlock()
+	if seenPoison != 3 {
+		t.Errorf("poison applied %d times, want MaxDeliver = 3", seenPoison)
+	}
+	if got := strings.Join(firstApplied, ","); !strings.HasPrefix(got, "ev-0,ev-1,ev-2") {
+		t.Errorf("first apply applied %v, want ev-0, ev-1, ev-2 first", firstApplied)
+	}
+	dls, err := l.DeadLetters(context.Background(), 10)
+	if err != nil {
+		t.Fatalf("DeadLetters: %v", err)
+	}
+	if len(dls) != 1 {
+		t.Fatalf("DeadLetters() = %d entries, want 1", len(dls))
+	}
+	dl := dls[0]
+	if dl.Notification == nil || dl.Notification.EventID != "poison" || dl.Reason != "rejected: unknown payout" || dl.Deliveries != 3 || dl.Index != 1 {
+		t.Errorf("DeadLetters()[0] = %+v, want poison, rejected: unknown payout, 3 deliveries, index 1", dl)
+	}
+}
+
+func TestFailingMessageIsIsolated(t *testing.T) {
+	cfg := testConfig(t.TempDir())
+	cfg.MaxDeliver = 2
+	l := open(t, cfg)
+	bad := notification(1000)
+	bad.EventID = "bad"
+	publishBatch(t, l, notification(0), notification(1))
+	publishBatch(t, l, bad, notification(2))
+	publishBatch(t, l, notification(3))
+	g := newLedger()
+	g.fail["bad"] = true
+	consume(t, l, g.apply("a"))
+	waitApplied(t, g, 2) // ev-0, ev-1 and ev-3 are not blocked by "bad"
+	testenv.WaitFor(t, 10*time.Second, "bad message dead-lettered", func() bool { return l.Stats().DeadLetters == 2 })
+	waitDrained(t, l)
+	g.mu.Lock()
+	if g.applied["ev-3"] != 1 || g.applied["ev-2"] != 0 {
+		t.Errorf("applied ev-3 %d times and ev-2 %d times, want 1 and 0 (ev-2 shares bad's message)", g.applied["ev-3"], g.applied["ev-2"])
+	}
+	g.mu.Unlock()
+	dls, err := l.DeadLetters(context.Background(), 10)
+	if err != nil || len(dls) != 2 {
+		t.Fatalf("DeadLetters() = %v, %v; want 2", dls, err)
+	}
+	for _, dl := range dls {
+		if !strings.HasPrefix(dl.Reason, "apply failed: constraint violated by bad") || dl.Deliveries != 2 {
+			t.Errorf("dead letter %+v, want apply failed after 2 deliveries", dl)
+		}
+	}
+}
+
+func TestUndecodableMessageIsDeadLettered(t *testing.T) {
+	l := open(t, testConfig(t.TempDir()))
+	ctx := context.Background()
+	if _, err := l.js.Publish(ctx, l.subjectBase+".notifications.x", []byte("not json")); err != nil {
+		t.Fatalf("publish: %v", err)
+	}
+	g := newLedger()
+	consume(t, l, g.apply("a"))
+	testenv.WaitFor(t, 10*time.Second, "undecodable message dead-lettered", func() bool { return l.Stats().DeadLetters == 1 })
+	waitDrained(t, l)
+	dls, err := l.DeadLetters(ctx, 0)
+	if err != nil || len(dls) != 1 {
+		t.Fatalf("DeadLetters() = %v, %v; want 1", dls, err)
+	}
+	if string(dls[0].Raw) != "not json" || !strings.HasPrefix(dls[0].Reason, "undecodable: ") {
+		t.Errorf("DeadLetters()[0] = %+v, want the raw body and an undecodable reason", dls[0])
+	}
+}
+
+func wantUnavailableWithin(t *testing.T, what string, limit time.Duration, f func() error) {
+	t.Helper()
+	start := time.Now()
+	err := f()
+	elapsed := time.Since(start)
+	if code := outlast.ErrorCode(err); code != outlast.EUNAVAILABLE {
+		t.Fatalf("%s = %v, want code %s", what, err, outlast.EUNAVAILABLE)
+	}
+	if outlast.ErrorRetryAfter(err) <= 0 {
+		t.Errorf("%s: RetryAfter = 0, want > 0", what)
+	}
+	if elapsed > limit {
+		t.Errorf("%s took %s, want at most %s", what, elapsed, limit)
+	}
+}
+
+func TestAppendWhenClosedOrDown(t *testing.T) {
+	ctx := context.Background()
+	t.Run("closed", func(t *testing.T) {
+		l, err := Open(ctx, testConfig(t.TempDir()))
+		if err != nil {
+			t.Fatalf("Open: %v", err)
+		}
+		if err := l.Close(); err != nil {
+			t.Fatalf("Close: %v", err)
+		}
+		wantUnavailableWithin(t, "Append after Close", 50*time.Millisecond, func() error { return l.Append(ctx, notification(0)) })
+		wantUnavailableWithin(t, "Consume after Close", 50*time.Millisecond, func() error { return l.Consume(ctx, newLedger().apply("a")) })
+	})
+	t.Run("server down", func(t *testing.T) {
+		cfg := testConfig(t.TempDir())
+		cfg.AckTimeout = 500 * time.Millisecond
+		l := open(t, cfg)
+		if err := l.Append(ctx, notification(0)); err != nil {
+			t.Fatalf("Append: %v", err)
+		}
+		l.srv.Shutdown()
+		for i := range 3 {
+			wantUnavailableWithin(t, "Append with the server down", cfg.AckTimeout+200*time.Millisecond, func() error { return l.Append(ctx, notification(i)) })
+		}
+		if err := l.Ping(ctx); outlast.ErrorCode(err) != outlast.EUNAVAILABLE {
+			t.Errorf("Ping with the server down = %v, want %s", err, outlast.EUNAVAILABLE)
+		}
+	})
+	t.Run("invalid", func(t *testing.T) {
+		l := open(t, testConfig(t.TempDir()))
+		n := notification(0)
+		n.Channel = "bad channel"
+		if err := l.Append(ctx, n); outlast.ErrorCode(err) != outlast.EVALIDATION {
+			t.Errorf("Append(invalid) = %v, want %s", err, outlast.EVALIDATION)
+		}
+	})
+}
+
+func TestAppendQueueFull(t *testing.T) {
+	cfg := testConfig(t.TempDir())
+	cfg.BatchMax, cfg.InflightMax, cfg.QueueMax = 1, 1, 1
+	cfg.AckTimeout = 10 * time.Second
+	held := make(chan struct{})
+	release := make(chan struct{})
+	var once sync.Once
+	cfg.beforePublish = func() {
+		once.Do(func() {
+			close(held)
+			<-release
+		})
+	}
+	l := open(t, cfg)
+	ctx := context.Background()
+	errs := make(chan error, 2)
+	go func() { errs <- l.Append(ctx, notification(0)) }()
+	<-held // the writer holds request 0
+	go func() { errs <- l.Append(ctx, notification(1)) }()
+	testenv.WaitFor(t, 5*time.Second, "request 1 queued", func() bool { return len(l.queue) == 1 })
+	wantUnavailableWithin(t, "Append with a full queue", 50*time.Millisecond, func() error { return l.Append(ctx, notification(2)) })
+	close(release)
+	for range 2 {
+		if err := <-errs; err != nil {
+			t.Errorf("Append of a queued request = %v, want nil", err)
+		}
+	}
+}
+
+func TestCloseFailsQueuedAndStopsConsume(t *testing.T) {
+	cfg := testConfig(t.TempDir())
+	cfg.BatchMax, cfg.InflightMax = 1, 1
+	held := make(chan struct{})
+	release := make(chan struct{})
+	var once sync.Once
+	cfg.beforePublish = func() {
+		once.Do(func() {
+			close(held)
+			<-release
+		})
+	}
+	l, err := Open(context.Background(), cfg)
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	ctx := context.Background()
+	consumeDone := make(chan error, 1)
+	go func() { consumeDone <- l.Consume(ctx, newLedger().apply("a")) }()
+	errs := make(chan error, 2)
+	go func() { errs <- l.Append(ctx, notification(0)) }()
+	<-held
+	go func() { errs <- l.Append(ctx, notification(1)) }()
+	testenv.WaitFor(t, 5*time.Second, "request 1 queued", func() bool { return len(l.queue) == 1 })
+	closed := make(chan error, 1)
+	go func() { closed <- l.Close() }()
+	testenv.WaitFor(t, 5*time.Second, "Close started", func() bool {
+		l.mu.RLock()
+		defer l.mu.RUnlock()
+		return l.closed
+	})
+	close(release)
+	if err := <-closed; err != nil {
+		t.Errorf("Close: %v", err)
+	}
+	if err := <-consumeDone; err != nil {
+		t.Errorf("Consume after Close = %v, want nil", err)
+	}
+	var unavailable int
+	for range 2 {
+		if err := <-errs; outlast.ErrorCode(err) == outlast.EUNAVAILABLE {
+			unavailable++
+		} else if err != nil {
+			t.Errorf("Append during Close = %v", err)
+		}
+	}
+	if unavailable == 0 {
+		t.Errorf("no queued Append failed with %s on Close", outlast.EUNAVAILABLE)
+	}
+}
+
+// TestTwoInstancesShareTheConsumer runs two Logs on one embedded server (the
+// second connects over its URL): every notification is applied once, by one
+// of them, and both do some of the work.
+func TestTwoInstancesShareTheConsumer(t *testing.T) {
+	cfg := testConfig(t.TempDir())
+	cfg.ListenAddr = "127.0.0.1:0"
+	a := open(t, cfg)
+	if !strings.HasPrefix(a.ClientURL(), "nats://127.0.0.1:") {
+		t.Fatalf("ClientURL() = %q, want nats://127.0.0.1:port", a.ClientURL())
+	}
+	cfgB := testConfig("")
+	cfgB.URL = a.ClientURL()
+	b := open(t, cfgB)
+	testTwoInstances(t, a, b)
+}
+
+func testTwoInstances(t *testing.T, a, b *Log) {
+	const n = 1000
+	g := newLedger()
+	slow := func(tag string) ApplyFunc {
+		apply := g.apply(tag)
+		return func(ctx context.Context, ns []*outlast.Notification) ([]outlast.ApplyResult, error) {
+			time.Sleep(5 * time.Millisecond) // a database transaction's worth, so both get a turn
+			return apply(ctx, ns)
+		}
+	}
+	consume(t, a, slow("a"))
+	consume(t, b, slow("b"))
+	var wg sync.WaitGroup
+	wg.Go(func() { appendAll(t, a, 0, n/2) })
+	wg.Go(func() { appendAll(t, b, n/2, n) })
+	wg.Wait()
+	waitApplied(t, g, n)
+	waitDrained(t, a)
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	byTag := map[string]int{}
+	for _, tag := range g.by {
+		byTag[tag]++
+	}
+	if byTag["a"] == 0 || byTag["b"] == 0 {
+		t.Errorf("work split %v, want both instances to apply some", byTag)
+	}
+	for id, k := range g.seen {
+		if k != 1 {
+			t.Errorf("event %s passed to apply %d times, want 1 (no redelivery expected)", id, k)
+		}
+	}
+}
+
+func TestExternalNATS(t *testing.T) {
+	cfg := externalConfig(t)
+	a := open(t, cfg)
+	b := open(t, cfg)
+	if a.ClientURL() != "" {
+		t.Errorf("ClientURL() = %q for an external server, want \"\"", a.ClientURL())
+	}
+	testTwoInstances(t, a, b)
+}
+
+func TestOpenUnreachableExternal(t *testing.T) {
+	cfg := testConfig("")
+	cfg.URL = fmt.Sprintf("nats://127.0.0.1:%d", testenv.FreePort(t))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err := Open(ctx, cfg)
+	if outlast.ErrorCode(err) != outlast.EUNAVAILABLE {
+		t.Fatalf("Open(unreachable) = %v, want %s", err, outlast.EUNAVAILABLE)
+	}
+}
+
+func TestConfigValidation(t *testing.T) {
+	for _, c := range []Config{
+		{},                                  // embedded without DataDir
+		{DataDir: "x", StreamPrefix: "a.b"}, // not a stream name
+		{DataDir: "x", ConsumerName: "c*"},
+		{DataDir: "x", AckWait: time.Second, RetryDelayMax: time.Second},
+	} {
+		if _, err := Open(context.Background(), c); err == nil {
+			t.Errorf("Open(%+v) = nil error, want a config error", c)
+		}
+	}
+}
+
+func TestDecodeBatchRejectsMismatchedCount(t *testing.T) {
+	h := nats.Header{}
+	h.Set(headerCount, "3")
+	if _, err := decodeBatch([]byte(`[{"channel":"a"}]`), h); err == nil {
+		t.Error("decodeBatch with a wrong count = nil error")
+	}
+	if _, err := decodeBatch([]byte(`[null]`), nats.Header{}); err == nil {
+		t.Error("decodeBatch with a null entry = nil error")
+	}
+	if _, err := decodeBatch([]byte(`{}`), nats.Header{}); err == nil {
+		t.Error("decodeBatch of an object = nil error")
+	}
+}
+
+func TestBackoff(t *testing.T) {
+	c := &committer{l: &Log{cfg: Config{RetryDelayMin: 100 * time.Millisecond, RetryDelayMax: 5 * time.Second}}}
+	for _, tc := range []struct {
+		deliveries uint64
+		want       time.Duration
+	}{{1, 100 * time.Millisecond}, {2, 200 * time.Millisecond}, {4, 800 * time.Millisecond}, {7, 5 * time.Second}, {1 << 40, 5 * time.Second}} {
+		if got := c.backoff(tc.deliveries); got != tc.want {
+			t.Errorf("backoff(%d) = %s, want %s", tc.deliveries, got, tc.want)
+		}
+	}
+}
+

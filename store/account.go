@@ -1,0 +1,241 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"encoding/hex"
+	"errors"
+	"math"
+
+	"github.com/outlast/outlast"
+)
+
+// CreateClient stores a new client with the SHA-256 hash of its API key.
+// ECONFLICT if the id (or the key) exists.
+func (db *DB) CreateClient(ctx context.Context, c *outlast.Client, keyHash []byte) error {
+	if !outlast.ValidID(c.ID) {
+		return outlast.Errorf(outlast.EVALIDATION, "id must be 1-%d characters of [A-Za-z0-9._:-]", outlast.IDBytesMax)
+	}
+	if len(keyHash) == 0 {
+		return outlast.Errorf(outlast.EVALIDATION, "key hash is required")
+	}
+	now := db.now()
+	err := db.write(ctx, "create_client", func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, "INSERT INTO clients (id, key_hash, created_ns) VALUES ($1, $2, $3)",
+			c.ID, hex.EncodeToString(keyHash), now.UnixNano())
+		if isUniqueViolation(err) {
+			return outlast.Errorf(outlast.ECONFLICT, "client %q already exists", c.ID)
+		}
+		return err
+	})
+	if err == nil {
+		c.CreatedAt = now
+	}
+	return err
+}
+
+// ClientByKeyHash finds the client owning an API key hash; ENOTFOUND.
+func (db *DB) ClientByKeyHash(ctx context.Context, keyHash []byte) (*outlast.Client, error) {
+	var c outlast.Client
+	var created int64
+	err := db.r.QueryRowContext(ctx, "SELECT id, created_ns FROM clients WHERE key_hash = $1",
+		hex.EncodeToString(keyHash)).Scan(&c.ID, &created)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, outlast.Errorf(outlast.ENOTFOUND, "no client for this key")
+	}
+	if err != nil {
+		return nil, fail("client_by_key", err)
+	}
+	c.CreatedAt = fromNanos(created)
+	return &c, nil
+}
+
+// CreateAccount creates a zero-balance account with a's id, client,
+// currency and flags, and fills in a's other fields. ECONFLICT if the id
+// exists, EVALIDATION if the client does not.
+func (db *DB) CreateAccount(ctx context.Context, a *outlast.Account) error {
+	if err := a.Validate(); err != nil {
+		return err
+	}
+	now := db.now()
+	err := db.write(ctx, "create_account", func(tx *sql.Tx) error {
+		var n int
+		if err := tx.QueryRowContext(ctx, "SELECT COUNT(*) FROM clients WHERE id = $1", a.ClientID).Scan(&n); err != nil {
+			return err
+		}
+		if n == 0 {
+			return outlast.Errorf(outlast.EVALIDATION, "unknown client %q", a.ClientID)
+		}
+		_, err := tx.ExecContext(ctx, `INSERT INTO accounts (id, client_id, currency, payouts_disabled, daily_limit, version, created_ns, updated_ns)
+			VALUES ($1, $2, $3, $4, $5, 1, $6, $6)`,
+			a.ID, a.ClientID, a.Currency, boolInt(a.Flags.PayoutsDisabled), a.Flags.DailyLimit, now.UnixNano())
+		if isUniqueViolation(err) {
+			return outlast.Errorf(outlast.ECONFLICT, "account %q already exists", a.ID)
+		}
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	a.Funded, a.Available, a.Held, a.PaidOut = 0, 0, 0, 0
+	a.Version, a.CreatedAt, a.UpdatedAt = 1, now, now
+	return nil
+}
+
+// FundAccount adds amount to funded and available, with journal rows.
+func (db *DB) FundAccount(ctx context.Context, id string, amount int64) (*outlast.Account, error) {
+	if err := outlast.ValidateAmount(amount); err != nil {
+		return nil, err
+	}
+	var a *outlast.Account
+	err := db.write(ctx, "fund_account", func(tx *sql.Tx) error {
+		now := db.now().UnixNano()
+		// The funded bound keeps the sum far from int64 overflow.
+		res, err := tx.ExecContext(ctx, `UPDATE accounts SET funded = funded + $1, available = available + $1,
+			version = version + 1, updated_ns = $2 WHERE id = $3 AND funded <= $4`,
+			amount, now, id, math.MaxInt64/2-amount)
+		if err != nil {
+			return err
+		}
+		if err := oneRow(res); err != nil {
+			if _, err := loadAccount(ctx, tx, id, ""); err != nil {
+				return err
+			}
+			return outlast.Errorf(outlast.EVALIDATION, "account %q cannot take more funds", id)
+		}
+		if err := insertJournal(ctx, tx, now, "",
+			journalRow{id, outlast.BucketExternal, -amount},
+			journalRow{id, outlast.BucketAvailable, amount}); err != nil {
+			return err
+		}
+		a, err = loadAccount(ctx, tx, id, "")
+		if err != nil {
+			return err
+		}
+		mustHold(a)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return a, nil
+}
+
+// Account returns an account; ENOTFOUND.
+func (db *DB) Account(ctx context.Context, id string) (*outlast.Account, error) {
+	a, err := loadAccount(ctx, db.r, id, "")
+	if err != nil {
+		return nil, fail("account", err)
+	}
+	return a, nil
+}
+
+// SetAccountFlags replaces an account's flags; ENOTFOUND.
+func (db *DB) SetAccountFlags(ctx context.Context, id string, flags outlast.AccountFlags) (*outlast.Account, error) {
+	if flags.DailyLimit < 0 {
+		return nil, outlast.Errorf(outlast.EVALIDATION, "flags.daily_limit must not be negative")
+	}
+	var a *outlast.Account
+	err := db.write(ctx, "set_account_flags", func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `UPDATE accounts SET payouts_disabled = $1, daily_limit = $2,
+			version = version + 1, updated_ns = $3 WHERE id = $4`,
+			boolInt(flags.PayoutsDisabled), flags.DailyLimit, db.now().UnixNano(), id)
+		if err != nil {
+			return err
+		}
+		if err := oneRow(res); err != nil {
+			return outlast.Errorf(outlast.ENOTFOUND, "account %q not found", id)
+		}
+		a, err = loadAccount(ctx, tx, id, "")
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return a, nil
+}
+
+// querier is what *sql.DB and *sql.Tx share.
+type querier interface {
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+}
+
+const accountColumns = `id, client_id, currency, funded, available, held, paid_out,
+	payouts_disabled, daily_limit, version, created_ns, updated_ns`
+
+// loadAccount reads an account; lock is the dialect's forUpdate or "".
+// ENOTFOUND if there is none.
+func loadAccount(ctx context.Context, q querier, id, lock string) (*outlast.Account, error) {
+	var a outlast.Account
+	var disabled int
+	var created, updated int64
+	err := q.QueryRowContext(ctx, "SELECT "+accountColumns+" FROM accounts WHERE id = $1"+lock, id).Scan(
+		&a.ID, &a.ClientID, &a.Currency, &a.Funded, &a.Available, &a.Held, &a.PaidOut,
+		&disabled, &a.Flags.DailyLimit, &a.Version, &created, &updated)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, outlast.Errorf(outlast.ENOTFOUND, "account %q not found", id)
+	}
+	if err != nil {
+		return nil, err
+	}
+	a.Flags.PayoutsDisabled = disabled != 0
+	a.CreatedAt, a.UpdatedAt = fromNanos(created), fromNanos(updated)
+	return &a, nil
+}
+
+// mustHold panics if a violates the balance invariant: that is a bug in
+// the ledger, and panicking inside the transaction keeps it uncommitted.
+func mustHold(a *outlast.Account) {
+	if err := a.CheckInvariant(); err != nil {
+		panic("store: ledger invariant violated: " + err.Error())
+	}
+}
+
+// journalRow is one side of a balanced money movement.
+type journalRow struct {
+	account string
+	bucket  outlast.Bucket
+	amount  int64
+}
+
+// insertJournal writes rows that must sum to zero; payoutID "" is funding.
+func insertJournal(ctx context.Context, tx *sql.Tx, nowNanos int64, payoutID string, rows ...journalRow) error {
+	var sum int64
+	var pid any
+	if payoutID != "" {
+		pid = payoutID
+	}
+	values := make([][]any, len(rows))
+	for i, r := range rows {
+		sum += r.amount
+		values[i] = []any{r.account, pid, string(r.bucket), r.amount, nowNanos}
+	}
+	if sum != 0 {
+		panic("store: unbalanced journal rows")
+	}
+	_, err := insertRows(ctx, tx, "INSERT INTO journal (account_id, payout_id, bucket, amount, created_ns) VALUES ", "", values)
+	return err
+}
+
+// errNoRow says an UPDATE or DELETE matched nothing.
+var errNoRow = errors.New("no row matched")
+
+func oneRow(res sql.Result) error {
+	n, err := res.RowsAffected()
+	if err != nil {
+		return err
+	}
+	if n != 1 {
+		return errNoRow
+	}
+	return nil
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,178 @@
+package store_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/outlast/outlast"
+	"github.com/outlast/outlast/internal/testenv"
+	"github.com/outlast/outlast/store"
+)
+
+// backends opens a fresh ledger per backend for benchmarks.
+var backends = []struct {
+	name string
+	open func(b *testing.B) *store.DB
+}{
+	{"sqlite", func(b *testing.B) *store.DB { return openBench(b, "sqlite:"+b.TempDir()+"/ledger.db") }},
+	{"postgres", func(b *testing.B) *store.DB { return openBench(b, testenv.PostgresDSN(b)) }},
+}
+
+func openBench(b *testing.B, dsn string) *store.DB {
+	b.Helper()
+	db, err := store.Open(context.Background(), dsn)
+	if err != nil {
+		b.Fatalf("Open: %v", err)
+	}
+	b.Cleanup(func() { db.Close() })
+	return db
+}
+
+func seedBench(b *testing.B, db *store.DB, funded int64) fixture {
+	b.Helper()
+	ctx := context.Background()
+	f := fixture{client: "bench", account: "bench-acct"}
+	if err := db.CreateClient(ctx, &outlast.Client{ID: f.client}, keyHash(f.client)); err != nil {
+		b.Fatal(err)
+	}
+	if err := db.CreateAccount(ctx, &outlast.Account{ID: f.account, ClientID: f.client, Currency: "EUR"}); err != nil {
+		b.Fatal(err)
+	}
+	if _, err := db.FundAccount(ctx, f.account, funded); err != nil {
+		b.Fatal(err)
+	}
+	return f
+}
+
+// BenchmarkCreatePayout measures the whole payout transaction: idempotency
+// check, balance hold, journal, outbox, invariant check, durable commit.
+func BenchmarkCreatePayout(b *testing.B) {
+	for _, be := range backends {
+		b.Run(be.name, func(b *testing.B) {
+			db := be.open(b)
+			f := seedBench(b, db, outlast.AmountMax)
+			i := 0
+			for b.Loop() {
+				i++
+				if _, _, err := db.CreatePayout(context.Background(), f.req(fmt.Sprintf("k%d", i), 1)); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+		b.Run(be.name+"/parallel", func(b *testing.B) {
+			db := be.open(b)
+			f := seedBench(b, db, outlast.AmountMax)
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					if _, _, err := db.CreatePayout(context.Background(), f.req(outlast.NewID(), 1)); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		})
+	}
+}
+
+// BenchmarkApplyNotifications applies batches of 100 notifications
+// (dispatched then succeeded for 50 payouts) in one transaction each.
+func BenchmarkApplyNotifications(b *testing.B) {
+	const batch = 100
+	for _, be := range backends {
+		b.Run(be.name, func(b *testing.B) {
+			db := be.open(b)
+			f := seedBench(b, db, outlast.AmountMax)
+			ctx := context.Background()
+			k := 0
+			for b.Loop() {
+				b.StopTimer()
+				ns := make([]*outlast.Notification, 0, batch)
+				for range batch / 2 {
+					k++
+					p, _, err := db.CreatePayout(ctx, f.req(fmt.Sprintf("k%d", k), 1))
+					if err != nil {
+						b.Fatal(err)
+					}
+					ns = append(ns, note(p, outlast.StatusDispatched), note(p, outlast.StatusSucceeded))
+				}
+				b.StartTimer()
+				if _, err := db.ApplyNotifications(ctx, ns); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(b.N*batch)/b.Elapsed().Seconds(), "notifications/s")
+		})
+	}
+}
+
+// BenchmarkAuditLedger audits a ledger of 100,000 payouts, written in bulk
+// with raw SQL (creating them one by one would take minutes of fsyncs).
+func BenchmarkAuditLedger(b *testing.B) {
+	const payouts = 100_000
+	for _, be := range backends {
+		b.Run(be.name, func(b *testing.B) {
+			db := be.open(b)
+			bulkLedger(b, db, payouts)
+			for b.Loop() {
+				rep, err := db.AuditLedger(context.Background())
+				if err != nil {
+					b.Fatal(err)
+				}
+				if len(rep.Problems) > 0 || rep.Payouts[outlast.StatusSucceeded] != payouts/2 {
+					b.Fatalf("audit = %d problems %v, want a clean ledger", len(rep.Problems), rep.Payouts)
+				}
+			}
+		})
+	}
+}
+
+// bulkLedger writes n consistent payouts across 100 accounts, half
+// succeeded and half pending, in one transaction.
+func bulkLedger(tb testing.TB, db *store.DB, n int) {
+	tb.Helper()
+	ctx := context.Background()
+	const accounts, amount = 100, int64(10)
+	tx, err := db.SQL().BeginTx(ctx, nil)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer tx.Rollback()
+	now := time.Now().UnixNano()
+	exec := func(q string, args ...any) {
+		if _, err := tx.ExecContext(ctx, q, args...); err != nil {
+			tb.Fatalf("%s: %v", q, err)
+		}
+	}
+	exec("INSERT INTO clients (id, key_hash, created_ns) VALUES ('bulk', 'bulk', $1)", now)
+	perAccount := int64(n / accounts)
+	for a := range accounts {
+		done := perAccount / 2 * amount
+		exec(`INSERT INTO accounts (id, client_id, currency, funded, available, held, paid_out, version, created_ns, updated_ns)
+			VALUES ($1, 'bulk', 'EUR', $2, 0, $3, $4, 1, $5, $5)`, fmt.Sprintf("a%d", a), perAccount*amount, perAccount*amount-done, done, now)
+		exec(`INSERT INTO journal (account_id, bucket, amount, created_ns) VALUES ($1, 'external', $2, $3), ($1, 'available', $4, $3)`,
+			fmt.Sprintf("a%d", a), -perAccount*amount, now, perAccount*amount)
+	}
+	for i := range n {
+		id, acct := outlast.NewID(), fmt.Sprintf("a%d", i%accounts)
+		status, last := "pending", "held"
+		if (i/accounts)%2 == 0 {
+			status, last = "succeeded", "paid_out"
+		}
+		exec(`INSERT INTO payouts (id, client_id, account_id, amount, currency, destination, status, idempotency_key,
+			fingerprint, version, created_ns, updated_ns) VALUES ($1, 'bulk', $2, $3, 'EUR', 'd', $4, $1, 'f', 1, $5, $5)`,
+			id, acct, amount, status, now)
+		exec(`INSERT INTO journal (account_id, payout_id, bucket, amount, created_ns) VALUES ($1, $2, 'available', $3, $4), ($1, $2, 'held', $5, $4)`,
+			acct, id, -amount, now, amount)
+		if status == "succeeded" {
+			exec(`INSERT INTO journal (account_id, payout_id, bucket, amount, created_ns) VALUES ($1, $2, 'held', $3, $4), ($1, $2, $5, $6, $4)`,
+				acct, id, -amount, now, last, amount)
+		} else {
+			exec("INSERT INTO outbox (payout_id, next_attempt_ns, created_ns) VALUES ($1, $2, $2)", id, now)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		tb.Fatal(err)
+	}
+}

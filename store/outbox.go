@@ -1,0 +1,155 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"time"
+
+	"github.com/outlast/outlast"
+)
+
+// leaseDefault is the claim lease when the caller gives none.
+const leaseDefault = 30 * time.Second
+
+// ClaimDispatches leases up to limit due outbox entries for lease: they are
+// not due again until the lease ends. If limit <= 0 or > BatchMax, BatchMax
+// is used; if lease <= 0, 30 s is used. On PostgreSQL concurrent claimers
+// skip each other's rows.
+func (db *DB) ClaimDispatches(ctx context.Context, limit int, lease time.Duration) ([]*outlast.Dispatch, error) {
+	if limit <= 0 || limit > BatchMax {
+		limit = BatchMax
+	}
+	if lease <= 0 {
+		lease = leaseDefault
+	}
+	var ds []*outlast.Dispatch
+	err := db.write(ctx, "claim_dispatches", func(tx *sql.Tx) error {
+		now := db.now()
+		rows, err := tx.QueryContext(ctx, "SELECT o.attempts, "+prefixed("p.", payoutColumns)+
+			` FROM outbox o JOIN payouts p ON p.id = o.payout_id
+			WHERE o.next_attempt_ns <= $1 ORDER BY o.next_attempt_ns, o.payout_id LIMIT $2`+db.d.skipLocked("o"),
+			now.UnixNano(), limit)
+		if err != nil {
+			return err
+		}
+		ds, err = scanDispatches(rows)
+		if err != nil {
+			return err
+		}
+		until := now.Add(lease).UnixNano()
+		for _, d := range ds {
+			if _, err := tx.ExecContext(ctx, "UPDATE outbox SET next_attempt_ns = $1 WHERE payout_id = $2",
+				until, d.Payout.ID); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return ds, nil
+}
+
+func scanDispatches(rows *sql.Rows) ([]*outlast.Dispatch, error) {
+	defer rows.Close()
+	var ds []*outlast.Dispatch
+	for rows.Next() {
+		var d outlast.Dispatch
+		p, err := scanPayout(rows, &d.Attempts)
+		if err != nil {
+			return nil, err
+		}
+		d.Payout = p
+		ds = append(ds, &d)
+	}
+	return ds, rows.Err()
+}
+
+// MarkDispatched records that channel accepted the payout under
+// partnerRef: pending → dispatched, and the outbox entry goes. A payout
+// already past pending only loses its outbox entry. ENOTFOUND.
+func (db *DB) MarkDispatched(ctx context.Context, payoutID, channel, partnerRef string) (*outlast.Payout, error) {
+	if !outlast.ValidID(channel) || (partnerRef != "" && !outlast.ValidID(partnerRef)) {
+		return nil, outlast.Errorf(outlast.EVALIDATION, "channel and partner_ref must be 1-%d characters of [A-Za-z0-9._:-]", outlast.IDBytesMax)
+	}
+	var p *outlast.Payout
+	err := db.write(ctx, "mark_dispatched", func(tx *sql.Tx) error {
+		var err error
+		p, err = loadPayout(ctx, tx, payoutID, db.d.forUpdate)
+		if err != nil {
+			return err
+		}
+		if p.Status == outlast.StatusPending {
+			// The channel that accepted it replaces the one chosen at
+			// creation: the dispatcher may have failed over.
+			ap := db.newApplier(tx)
+			ap.track(p)
+			ap.transition(p, outlast.StatusDispatched, channel, partnerRef, "")
+			return ap.flush(ctx)
+		}
+		_, err = tx.ExecContext(ctx, "DELETE FROM outbox WHERE payout_id = $1", payoutID)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// RetryDispatch records a failed attempt: attempts+1, next try at
+// notBefore, lastError (cut to outlast.ReasonBytesMax) kept for operators.
+// A payout no longer in the outbox is left alone; ENOTFOUND if there is no
+// such payout.
+func (db *DB) RetryDispatch(ctx context.Context, payoutID string, notBefore time.Time, lastError string) error {
+	return db.write(ctx, "retry_dispatch", func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `UPDATE outbox SET attempts = attempts + 1, next_attempt_ns = $1,
+			last_error = $2 WHERE payout_id = $3`,
+			notBefore.UnixNano(), cleanText(lastError, outlast.ReasonBytesMax), payoutID)
+		if err != nil {
+			return err
+		}
+		if oneRow(res) == nil {
+			return nil
+		}
+		_, err = loadPayout(ctx, tx, payoutID, "")
+		return err
+	})
+}
+
+// RejectDispatch fails a pending payout that channel definitively did not
+// accept: failed with reason, channel recorded as the last one tried, hold released with journal rows, outbox entry
+// removed; the same path as a "failed" notification. A payout already
+// final is returned unchanged. ECONFLICT for a dispatched payout: a partner
+// has it and may still pay it, so only its own report can fail it.
+func (db *DB) RejectDispatch(ctx context.Context, payoutID, channel, reason string) (*outlast.Payout, error) {
+	if !outlast.ValidID(channel) {
+		return nil, outlast.Errorf(outlast.EVALIDATION, "channel must be 1-%d characters of [A-Za-z0-9._:-]", outlast.IDBytesMax)
+	}
+	var p *outlast.Payout
+	err := db.write(ctx, "reject_dispatch", func(tx *sql.Tx) error {
+		var err error
+		p, err = loadPayout(ctx, tx, payoutID, db.d.forUpdate)
+		if err != nil {
+			return err
+		}
+		switch p.Status {
+		case outlast.StatusDispatched:
+			return outlast.Errorf(outlast.ECONFLICT, "payout %s was already accepted by %s", p.ID, p.Channel)
+		case outlast.StatusSucceeded, outlast.StatusFailed:
+			_, err = tx.ExecContext(ctx, "DELETE FROM outbox WHERE payout_id = $1", payoutID)
+			return err
+		}
+		if reason == "" {
+			reason = "rejected by " + channel
+		}
+		ap := db.newApplier(tx)
+		ap.track(p)
+		ap.transition(p, outlast.StatusFailed, channel, "", reason)
+		return ap.flush(ctx)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return p, nil
+}
