@@ -262,17 +262,8 @@ func TestGracefulShutdown(t *testing.T) {
 	}
 	resc := make(chan result, 1)
 	go func() {
-		now := time.Now().Unix()
-		req, _ := nethttp.NewRequest("POST", base+"/v1/partners/tcb/notifications", strings.NewReader(notificationBody))
-		req.Header.Set(outlast.HeaderTimestamp, strconv.FormatInt(now, 10))
-		req.Header.Set(outlast.HeaderSignature, outlast.Sign([]byte(tcbSecret), now, []byte(notificationBody)))
-		resp, err := nethttp.DefaultClient.Do(req)
-		if err != nil {
-			resc <- result{err: err}
-			return
-		}
-		resp.Body.Close()
-		resc <- result{status: resp.StatusCode}
+		status, err := postWebhook(base)
+		resc <- result{status, err}
 	}()
 	select {
 	case <-entered:
@@ -344,13 +335,7 @@ func TestShutdownTimeout(t *testing.T) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		now := time.Now().Unix()
-		req, _ := nethttp.NewRequest("POST", h.srv.URL()+"/v1/partners/tcb/notifications", strings.NewReader(notificationBody))
-		req.Header.Set(outlast.HeaderTimestamp, strconv.FormatInt(now, 10))
-		req.Header.Set(outlast.HeaderSignature, outlast.Sign([]byte(tcbSecret), now, []byte(notificationBody)))
-		if resp, err := nethttp.DefaultClient.Do(req); err == nil {
-			resp.Body.Close()
-		}
+		_, _ = postWebhook(h.srv.URL()) // cut by Close: its error is expected
 	}()
 	<-entered
 	start := time.Now()
@@ -361,4 +346,21 @@ func TestShutdownTimeout(t *testing.T) {
 		t.Errorf("Close took %v with a 100ms ShutdownTimeout", d)
 	}
 	<-done
+}
+
+// postWebhook sends notificationBody, signed now, to a running server.
+func postWebhook(base string) (status int, err error) {
+	now := time.Now().Unix()
+	req, err := nethttp.NewRequest("POST", base+"/v1/partners/tcb/notifications", strings.NewReader(notificationBody))
+	if err != nil {
+		return 0, err
+	}
+	req.Header.Set(outlast.HeaderTimestamp, strconv.FormatInt(now, 10))
+	req.Header.Set(outlast.HeaderSignature, outlast.Sign([]byte(tcbSecret), now, []byte(notificationBody)))
+	resp, err := nethttp.DefaultClient.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	resp.Body.Close()
+	return resp.StatusCode, nil
 }
