@@ -17,7 +17,6 @@ const benchParallelism = 32
 // with every write fsync'd (SyncAlways).
 func BenchmarkAppend(b *testing.B) {
 	cfg := testConfig(b.TempDir())
-	cfg.InflightMax = 1
 	l := open(b, cfg)
 	ctx := context.Background()
 	var next atomic.Int64

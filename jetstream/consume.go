@@ -29,6 +29,7 @@ type item struct {
 	ns         []*outlast.Notification
 	seq        uint64 // stream sequence, for dead-letter provenance
 	deliveries uint64 // including this one
+	settled    bool   // acked or nak'd: no more InProgress for it
 }
 
 // committer is one Consume call's state; it is used by that goroutine only.
@@ -36,6 +37,9 @@ type committer struct {
 	l      *Log
 	apply  ApplyFunc
 	perMsg float64 // notifications per message in recent fetches
+	// held is every message of the current fetch: all of them are kept
+	// from redelivery while one chunk waits out a database outage.
+	held []*item
 }
 
 // Consume runs the committer until ctx ends or the Log is closed, then
@@ -76,6 +80,7 @@ func (l *Log) Consume(ctx context.Context, apply ApplyFunc) error {
 		if err != nil {
 			consumerErrorsTotal.Inc()
 			l.log.Warn("committer fetch failed", "err", err, "retry_in", delay)
+			l.repair(ctx)
 			if !sleep(ctx, delay) {
 				break
 			}
@@ -140,6 +145,8 @@ func (c *committer) process(ctx context.Context, msgs []jetstream.Msg) {
 		}
 	}
 	c.perMsg = max(1, float64(total)/float64(len(msgs)))
+	c.held = items
+	defer func() { c.held = nil }()
 	for start := 0; start < len(items); {
 		end, count := start, 0
 		for end < len(items) && (end == start || count+len(items[end].ns) <= c.l.cfg.ApplyMax) {
@@ -190,7 +197,7 @@ func (c *committer) applyChunk(ctx context.Context, items []*item) {
 			all = append(all, it.ns...)
 		}
 	}
-	results, err := c.applyRetrying(ctx, items, all)
+	results, err := c.applyRetrying(ctx, all)
 	switch {
 	case errors.Is(err, errStopped):
 		c.nak(items, 0, "stopped")
@@ -207,7 +214,7 @@ func (c *committer) applyChunk(ctx context.Context, items []*item) {
 	}
 	c.l.log.Warn("apply failed; isolating the failing message", "messages", len(items), "err", err)
 	for i, it := range items {
-		results, err := c.applyRetrying(ctx, items[i:i+1], it.ns)
+		results, err := c.applyRetrying(ctx, it.ns)
 		switch {
 		case errors.Is(err, errStopped):
 			c.nak(items[i:], 0, "stopped")
@@ -225,7 +232,7 @@ func (c *committer) applyChunk(ctx context.Context, items []*item) {
 // InProgress rather than Nak'd: a Nak would count a delivery, and a long
 // outage would then dead-letter good notifications at their first
 // rejection.
-func (c *committer) applyRetrying(ctx context.Context, items []*item, ns []*outlast.Notification) ([]outlast.ApplyResult, error) {
+func (c *committer) applyRetrying(ctx context.Context, ns []*outlast.Notification) ([]outlast.ApplyResult, error) {
 	delay := c.l.cfg.RetryDelayMin
 	for {
 		results, err := c.applyOnce(ctx, ns)
@@ -234,7 +241,10 @@ func (c *committer) applyRetrying(ctx context.Context, items []*item, ns []*outl
 		}
 		applyUnavailableTotal.Inc()
 		c.l.log.Warn("apply unavailable; holding the batch", "notifications", len(ns), "retry_in", delay, "err", err)
-		for _, it := range items {
+		for _, it := range c.held {
+			if it.settled {
+				continue
+			}
 			if err := it.msg.InProgress(); err != nil {
 				c.l.log.Warn("committer in-progress failed", "seq", it.seq, "err", err)
 			}
@@ -321,6 +331,7 @@ func (c *committer) deadLetterAndAck(ctx context.Context, it *item, idx []int, r
 }
 
 func (c *committer) ack(it *item) {
+	it.settled = true
 	// A lost ack only means a redelivery, which apply absorbs as duplicates.
 	if err := it.msg.Ack(); err != nil {
 		c.l.log.Warn("committer ack failed", "seq", it.seq, "err", err)
@@ -329,6 +340,7 @@ func (c *committer) ack(it *item) {
 
 func (c *committer) nak(items []*item, delay time.Duration, reason string) {
 	for _, it := range items {
+		it.settled = true
 		consumerNaksTotal.WithLabelValues(reason).Inc()
 		c.l.stats.naks.Add(1)
 		var err error

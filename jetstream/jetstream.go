@@ -66,8 +66,10 @@ type Config struct {
 	// BatchMax bounds the notifications per appended message. If BatchMax
 	// <= 0, 256 is used.
 	BatchMax int
-	// InflightMax bounds the appended messages awaiting their PubAck. If
-	// InflightMax <= 0, 8 is used.
+	// InflightMax bounds the appended messages awaiting their PubAck. Only
+	// full batches (BatchMax) pipeline; at most one partly filled batch is
+	// in flight, so batches grow while it is stored. If InflightMax <= 0, 8
+	// is used.
 	InflightMax int
 	// QueueMax bounds the Append calls waiting to be batched; beyond it
 	// Append fails at once with EUNAVAILABLE. If QueueMax <= 0,
@@ -212,6 +214,7 @@ func validName(s string, max int) bool {
 
 // Log is the durable notification log. It is safe for concurrent use.
 type Log struct {
+	// Written once in Open, read-only afterwards.
 	cfg         Config
 	log         *slog.Logger
 	srv         *server.Server // embedded server; nil with an external URL
@@ -229,10 +232,13 @@ type Log struct {
 	// never closed (senders hold mu.RLock and check closed instead).
 	queue    chan *request
 	inflight chan struct{} // semaphore: one token per unacknowledged message
+	partial  chan struct{} // capacity 1: held by the one partly filled batch in flight
 
 	mu        sync.RWMutex
 	closed    bool           // guarded by mu; once true no request is queued and no Consume starts
 	consumers sync.WaitGroup // running Consume calls; Add under mu while !closed
+
+	repairMu sync.Mutex // serialises repair within this process
 
 	stopCtx   context.Context // cancelled by Close
 	stop      context.CancelFunc
@@ -287,6 +293,7 @@ func Open(ctx context.Context, cfg Config) (*Log, error) {
 		subjectBase: strings.ToLower(cfg.StreamPrefix),
 		queue:       make(chan *request, cfg.QueueMax),
 		inflight:    make(chan struct{}, cfg.InflightMax),
+		partial:     make(chan struct{}, 1),
 	}
 	l.stopCtx, l.stop = context.WithCancel(context.Background())
 	if err := l.connect(ctx); err != nil {
@@ -396,9 +403,58 @@ func startServer(ctx context.Context, cfg Config, log *slog.Logger) (*server.Ser
 	return srv, nil
 }
 
-// setup creates or updates the streams and the durable consumer.
+// setup creates or updates the streams and the durable consumer and keeps
+// their handles. The handles address them by name, so they stay valid if
+// repair has to create them again.
 func (l *Log) setup(ctx context.Context) error {
-	stream, err := l.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+	stream, dead, consumer, err := l.ensure(ctx)
+	if err != nil {
+		return err
+	}
+	l.stream, l.dead, l.consumer = stream, dead, consumer
+	return nil
+}
+
+// repair recreates the streams or the consumer if they are gone (an
+// operator deleted them, or an external cluster lost them), so the log
+// heals instead of failing until someone notices.
+func (l *Log) repair(ctx context.Context) {
+	if !l.missing(ctx) {
+		return
+	}
+	// The server answers a stream delete before it has finished moving the
+	// stream's files away; recreating at once can lose the new stream's
+	// files to that move (seen with nats-server 2.15). Wait, then look again.
+	if !sleep(ctx, repairGrace) || !l.missing(ctx) {
+		return
+	}
+	l.repairMu.Lock()
+	defer l.repairMu.Unlock()
+	ctx, cancel := context.WithTimeout(ctx, l.cfg.AckTimeout)
+	defer cancel()
+	if _, _, _, err := l.ensure(ctx); err != nil {
+		l.log.Error("recreating missing stream or consumer failed", "err", err)
+		return
+	}
+	l.log.Warn("recreated missing stream or consumer", "stream", l.streamName, "consumer", l.cfg.ConsumerName)
+}
+
+// repairGrace is how long a stream or consumer must stay missing before
+// repair recreates it.
+const repairGrace = time.Second
+
+// missing reports whether the stream or the consumer is known to be gone
+// (not merely unreachable).
+func (l *Log) missing(ctx context.Context) bool {
+	ctx, cancel := context.WithTimeout(ctx, l.cfg.AckTimeout)
+	defer cancel()
+	_, err := l.js.Consumer(ctx, l.streamName, l.cfg.ConsumerName)
+	return errors.Is(err, jetstream.ErrStreamNotFound) || errors.Is(err, jetstream.ErrConsumerNotFound)
+}
+
+// ensure creates or updates the streams and the durable consumer.
+func (l *Log) ensure(ctx context.Context) (stream, dead jetstream.Stream, consumer jetstream.Consumer, err error) {
+	stream, err = l.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name:        l.streamName,
 		Description: "Outlast partner notifications awaiting (and after) apply",
 		Subjects:    []string{l.subjectBase + ".notifications.>"},
@@ -412,9 +468,9 @@ func (l *Log) setup(ctx context.Context) error {
 		Duplicates:  l.cfg.DuplicateWindow,
 	})
 	if err != nil {
-		return setupErr("create stream "+l.streamName, err)
+		return nil, nil, nil, setupErr("create stream "+l.streamName, err)
 	}
-	dead, err := l.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+	dead, err = l.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name:        l.deadName,
 		Description: "Outlast notifications that could never be applied",
 		Subjects:    []string{l.subjectBase + ".dead.>"},
@@ -426,9 +482,9 @@ func (l *Log) setup(ctx context.Context) error {
 		Duplicates:  l.cfg.DuplicateWindow,
 	})
 	if err != nil {
-		return setupErr("create stream "+l.deadName, err)
+		return nil, nil, nil, setupErr("create stream "+l.deadName, err)
 	}
-	consumer, err := l.js.CreateOrUpdateConsumer(ctx, l.streamName, jetstream.ConsumerConfig{
+	consumer, err = l.js.CreateOrUpdateConsumer(ctx, l.streamName, jetstream.ConsumerConfig{
 		Durable:       l.cfg.ConsumerName,
 		Description:   "Outlast committer, shared by every instance",
 		DeliverPolicy: jetstream.DeliverAllPolicy,
@@ -441,10 +497,9 @@ func (l *Log) setup(ctx context.Context) error {
 		MaxAckPending: l.cfg.MaxAckPending,
 	})
 	if err != nil {
-		return setupErr("create consumer "+l.cfg.ConsumerName, err)
+		return nil, nil, nil, setupErr("create consumer "+l.cfg.ConsumerName, err)
 	}
-	l.stream, l.dead, l.consumer = stream, dead, consumer
-	return nil
+	return stream, dead, consumer, nil
 }
 
 // setupErr keeps configuration conflicts (a stream that exists with
@@ -493,7 +548,8 @@ func (l *Log) shutdown() error {
 	return err
 }
 
-// Ping reports whether the notifications stream is reachable, for readiness.
+// Ping reports whether the notifications stream is reachable, for
+// readiness. It does not repair a missing stream; Consume does.
 func (l *Log) Ping(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, l.cfg.AckTimeout)
 	defer cancel()

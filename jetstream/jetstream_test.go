@@ -3,6 +3,7 @@ package jetstream
 import (
 	"context"
 	"fmt"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -508,3 +509,50 @@ func TestBackoff(t *testing.T) {
 	}
 }
 
+// TestRecreatesDeletedStream deletes the stream (and with it the consumer)
+// under a running committer: the log recreates both and carries on.
+func TestRecreatesDeletedStream(t *testing.T) {
+	l := open(t, testConfig(t.TempDir()))
+	g := newLedger()
+	consume(t, l, g.apply("a"))
+	appendAll(t, l, 0, 10)
+	waitApplied(t, g, 10)
+	ctx := context.Background()
+	if err := l.js.DeleteStream(ctx, l.streamName); err != nil {
+		t.Fatalf("DeleteStream: %v", err)
+	}
+	testenv.WaitFor(t, 10*time.Second, "stream and consumer recreated", func() bool {
+		_, err := l.js.Consumer(ctx, l.streamName, l.cfg.ConsumerName)
+		return err == nil
+	})
+	appendAll(t, l, 10, 20)
+	waitApplied(t, g, 20)
+	waitDrained(t, l)
+}
+
+// TestCloseLeavesNoGoroutines opens, uses and closes a Log: the goroutines
+// it started (writer, ack waiters, committer, client and embedded server)
+// are all gone afterwards.
+func TestCloseLeavesNoGoroutines(t *testing.T) {
+	before := runtime.NumGoroutine()
+	l, err := Open(context.Background(), testConfig(t.TempDir()))
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	g := newLedger()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- l.Consume(ctx, g.apply("a")) }()
+	appendAll(t, l, 0, 100)
+	waitApplied(t, g, 100)
+	if err := l.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	if err := <-done; err != nil {
+		t.Errorf("Consume after Close = %v, want nil", err)
+	}
+	cancel()
+	testenv.WaitFor(t, 10*time.Second, "goroutines to end", func() bool {
+		return runtime.NumGoroutine() <= before
+	})
+}
