@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -681,10 +682,12 @@ func testPagination(t *testing.T, db *store.DB) {
 			t.Fatal("Payouts never ends")
 		}
 	}
-	for i := range ids {
-		if len(got) != len(ids) || got[i] != ids[len(ids)-1-i] {
-			t.Fatalf("Payouts pages = %v, want %v newest first", got, ids)
-		}
+	// Newest first by id: UUIDv7 orders by millisecond, and payouts made
+	// within one millisecond in random order, so compare with sorted ids.
+	want := slices.Sorted(slices.Values(ids))
+	slices.Reverse(want)
+	if !slices.Equal(got, want) {
+		t.Fatalf("Payouts pages = %v, want %v", got, want)
 	}
 	if _, err := db.MarkDispatched(ctx, ids[2], "tcb", "r"); err != nil {
 		t.Fatal(err)
@@ -776,4 +779,29 @@ func testUnavailableAfterClose(t *testing.T, db *store.DB) {
 	if strings.Contains(outlast.ErrorMessage(err), "sql") {
 		t.Fatalf("message %q leaks internals", outlast.ErrorMessage(err))
 	}
+}
+
+// testInvariantPanics: a ledger whose balances no longer add up panics in
+// the next transaction that touches the account, and commits nothing.
+func testInvariantPanics(t *testing.T, db *store.DB) {
+	ctx := context.Background()
+	f := seed(t, db, "v", 1000)
+	if _, err := db.SQL().ExecContext(ctx, "UPDATE accounts SET funded = funded + 1 WHERE id = $1", f.account); err != nil {
+		t.Fatal(err)
+	}
+	func() {
+		defer func() {
+			if r := recover(); r == nil {
+				t.Fatal("FundAccount on a broken account did not panic")
+			}
+		}()
+		db.FundAccount(ctx, f.account, 10)
+	}()
+	a, err := db.Account(ctx, f.account)
+	if err != nil || a.Funded != 1001 || a.Available != 1000 {
+		t.Fatalf("Account = %+v, %v; want the tampered state and nothing of the panicked funding", a, err)
+	}
+	// The connection went back to the pool clean.
+	g := seed(t, db, "v2", 10)
+	wantBalances(t, db, g.account, 10, 0, 0)
 }

@@ -311,6 +311,9 @@ func (ap *applier) flush(ctx context.Context) error {
 	return nil
 }
 
+// flushPayouts writes the changed payouts with one UPDATE ... FROM
+// (VALUES ...) per chunk, each row checked against the version it was
+// loaded at.
 func (ap *applier) flushPayouts(ctx context.Context) error {
 	ids := make([]string, 0, len(ap.payouts))
 	for id, st := range ap.payouts {
@@ -319,21 +322,39 @@ func (ap *applier) flushPayouts(ctx context.Context) error {
 		}
 	}
 	sort.Strings(ids)
-	for _, id := range ids {
-		st := ap.payouts[id]
-		p := st.cur
-		res, err := ap.tx.ExecContext(ctx, `UPDATE payouts SET status = $1, version = $2, channel = $3,
-			partner_ref = $4, failure_reason = $5, updated_ns = $6 WHERE id = $7 AND version = $8`,
-			string(p.Status), p.Version, p.Channel, p.PartnerRef, p.FailureReason, ap.nowNanos, p.ID, st.loadedVersion)
+	for chunk := range slices.Chunk(ids, rowsPerStatement) {
+		var b strings.Builder
+		args := []any{ap.nowNanos}
+		for i, id := range chunk {
+			st := ap.payouts[id]
+			p := st.cur
+			if i > 0 {
+				b.WriteString(", ")
+			}
+			b.WriteString("(" + placeholders(len(args)+1, 7) + ")")
+			// Numbers go as text: PostgreSQL types untyped VALUES columns
+			// as text, and the CASTs below turn them back on both backends.
+			args = append(args, p.ID, string(p.Status), strconv.FormatInt(p.Version, 10), p.Channel,
+				p.PartnerRef, p.FailureReason, strconv.FormatInt(st.loadedVersion, 10))
+		}
+		// VALUES columns are named column1..columnN on both backends.
+		res, err := ap.tx.ExecContext(ctx, `UPDATE payouts SET status = v.column2,
+			version = CAST(v.column3 AS BIGINT), channel = v.column4, partner_ref = v.column5,
+			failure_reason = v.column6, updated_ns = $1
+			FROM (VALUES `+b.String()+`) AS v
+			WHERE payouts.id = v.column1 AND payouts.version = CAST(v.column7 AS BIGINT)`, args...)
 		if err != nil {
 			return err
 		}
-		if oneRow(res) != nil {
-			// The row lock should make this impossible; if another writer
+		if n, err := res.RowsAffected(); err != nil || n != int64(len(chunk)) {
+			// The row locks should make this impossible; if another writer
 			// got there first anyway, the whole batch is retried.
-			return outlast.Errorf(outlast.ECONFLICT, "payout %s changed concurrently; retry", p.ID)
+			return outlast.Errorf(outlast.ECONFLICT, "payouts changed concurrently; retry")
 		}
-		st.loadedVersion = p.Version
+		for _, id := range chunk {
+			st := ap.payouts[id]
+			st.loadedVersion = st.cur.Version
+		}
 	}
 	return nil
 }

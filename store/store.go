@@ -114,6 +114,9 @@ func openPostgres(ctx context.Context, dsn string) (*DB, error) {
 	// Durability is not negotiable: a role or database default of
 	// synchronous_commit=off would acknowledge payouts a crash can lose.
 	cfg.RuntimeParams["synchronous_commit"] = "on"
+	// The batch queries bind variable-length IN lists; a cached generic
+	// plan for them can fall back to scanning whole tables.
+	cfg.RuntimeParams["plan_cache_mode"] = "force_custom_plan"
 	if cfg.ConnectTimeout <= 0 || cfg.ConnectTimeout > 5*time.Second {
 		cfg.ConnectTimeout = 5 * time.Second
 	}

@@ -93,6 +93,7 @@ func runConformance(t *testing.T, open func(t *testing.T) *store.DB) {
 		{"Pagination", testPagination},
 		{"Durability", testDurability},
 		{"UnavailableAfterClose", testUnavailableAfterClose},
+		{"InvariantViolationPanics", testInvariantPanics},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -31,8 +32,20 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.IntVar(&cfg.N, "notifications", 40_000, "notifications per measured phase")
 	fs.IntVar(&cfg.Concurrency, "concurrency", 256, "concurrent senders (partner webhook requests in flight)")
 	fs.DurationVar(&cfg.HalfRateFor, "half-rate-for", 10*time.Second, "length of the open-loop phase at half the peak rate")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the run to this file")
 	if err := parseFlags(fs, args[1:]); err != nil {
 		return err
+	}
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
 	}
 	if cfg.N <= 0 || cfg.Concurrency <= 0 {
 		return errors.New("--notifications and --concurrency must be positive")
@@ -221,8 +234,8 @@ func (b *ingestBench) outlast(ctx context.Context, ids []string, _ int) (ingestR
 	done := make(chan struct{})
 	target := int64(len(ids))
 	consumeCtx, stop := context.WithCancel(ctx)
-	defer stop()
 	var wg sync.WaitGroup
+	defer func() { stop(); wg.Wait() }()
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
@@ -238,7 +251,6 @@ func (b *ingestBench) outlast(ctx context.Context, ids []string, _ int) (ingestR
 			return res, err
 		})
 	}()
-	defer wg.Wait()
 	start := time.Now()
 	hist, ackedIn, err := b.closedLoop(ctx, ids, b.log.Append)
 	if err != nil {

@@ -1,0 +1,114 @@
+package store_test
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/outlast/outlast"
+	"github.com/outlast/outlast/internal/testenv"
+	"github.com/outlast/outlast/store"
+)
+
+// TestOpenUnreachablePostgres: a database that is not there fails Open
+// fast with EUNAVAILABLE, so start-up and readiness report it.
+func TestOpenUnreachablePostgres(t *testing.T) {
+	dsn := fmt.Sprintf("postgres://postgres@127.0.0.1:%d/outlast?sslmode=disable", testenv.FreePort(t))
+	start := time.Now()
+	db, err := store.Open(context.Background(), dsn)
+	if err == nil {
+		db.Close()
+		t.Fatalf("Open(%q) succeeded, want an error", dsn)
+	}
+	wantCode(t, "Open(unreachable)", err, outlast.EUNAVAILABLE)
+	if d := time.Since(start); d > 3*time.Second {
+		t.Fatalf("Open took %v, want it to fail fast", d)
+	}
+}
+
+// TestPostgresConcurrentOpen: instances starting at once migrate once.
+func TestPostgresConcurrentOpen(t *testing.T) {
+	dsn := testenv.PostgresDSN(t)
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			db, err := store.Open(context.Background(), dsn)
+			if err != nil {
+				t.Errorf("Open: %v", err)
+				return
+			}
+			db.Close()
+		})
+	}
+	wg.Wait()
+	db := openDB(t, dsn)
+	if n := count(t, db, "SELECT COUNT(*) FROM schema_migrations"); n != 1 {
+		t.Fatalf("schema_migrations rows = %d, want 1", n)
+	}
+}
+
+// TestSQLiteReopen: data survives Close, migrations are not re-run, and
+// the "file:" form of the dsn opens the same file.
+func TestSQLiteReopen(t *testing.T) {
+	path := t.TempDir() + "/sub/ledger.db"
+	db, err := store.Open(context.Background(), path)
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	f := seed(t, db, "re", 500)
+	p := mustPayout(t, db, f.req("k1", 100))
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	db = openDB(t, "file:"+path)
+	got, err := db.Payout(context.Background(), p.ID)
+	if err != nil || got.Amount != 100 || !got.CreatedAt.Equal(p.CreatedAt) {
+		t.Fatalf("Payout after reopen = %+v, %v; want %+v", got, err, p)
+	}
+	wantBalances(t, db, f.account, 400, 100, 0)
+	if n := count(t, db, "SELECT COUNT(*) FROM schema_migrations"); n != 1 {
+		t.Fatalf("schema_migrations rows = %d, want 1", n)
+	}
+	_, err = store.Open(context.Background(), ":memory:")
+	wantCode(t, "Open(:memory:)", err, outlast.EINVALID)
+}
+
+// TestSQLiteLockedIsUnavailable: another process holding the write lock
+// makes writes fail with EUNAVAILABLE once the caller's deadline passes.
+func TestSQLiteLockedIsUnavailable(t *testing.T) {
+	path := t.TempDir() + "/ledger.db"
+	db := openDB(t, path)
+	f := seed(t, db, "lk", 500)
+	other, err := sql.Open("sqlite", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	ctx := context.Background()
+	conn, err := other.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := conn.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
+		t.Fatal(err)
+	}
+	tctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	_, err = db.FundAccount(tctx, f.account, 1)
+	wantCode(t, "FundAccount while locked", err, outlast.EUNAVAILABLE)
+	if d := time.Since(start); d > 3*time.Second {
+		t.Fatalf("FundAccount waited %v, want about the 300ms deadline", d)
+	}
+	if _, err := conn.ExecContext(ctx, "ROLLBACK"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.FundAccount(ctx, f.account, 1); err != nil {
+		t.Fatalf("FundAccount after the lock is gone: %v", err)
+	}
+	wantBalances(t, db, f.account, 501, 0, 0)
+}
