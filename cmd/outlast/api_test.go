@@ -32,7 +32,7 @@ type testService struct {
 	secret []byte
 }
 
-func startTestService(t *testing.T, dsn string) *testService {
+func startTestService(t *testing.T, dsn string, opts ...func(*Main)) *testService {
 	t.Helper()
 	port := testenv.FreePort(t)
 	url := fmt.Sprintf("http://127.0.0.1:%d", port)
@@ -41,6 +41,7 @@ func startTestService(t *testing.T, dsn string) *testService {
 	bank := partnersim.New(partnersim.Config{Name: "tcb", WebhookURL: url + "/v1/partners/tcb/notifications",
 		Secret: secret, PayDelay: time.Hour}) // never settles by itself: the test sends the webhooks
 	bankSrv := httptest.NewServer(bank)
+	t.Cleanup(bankSrv.Close)
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() { defer wg.Done(); _ = bank.Run(ctx) }()
@@ -53,6 +54,9 @@ func startTestService(t *testing.T, dsn string) *testService {
 	m.Config.Channels["tcb"] = bankSrv.URL
 	m.Config.ChannelSecrets["tcb"] = string(secret)
 	m.Config.LogLevel = "error"
+	for _, o := range opts {
+		o(m)
+	}
 	if err := m.Run(ctx); err != nil {
 		t.Fatalf("Main.Run: %v", err)
 	}
@@ -62,7 +66,6 @@ func startTestService(t *testing.T, dsn string) *testService {
 		}
 		cancel()
 		wg.Wait()
-		bankSrv.Close()
 	})
 	return &testService{Main: m, admin: newAPIClient(url, "test-admin"), bank: bank, secret: secret}
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -46,7 +47,11 @@ func (m *Main) runCommitter(ctx context.Context) error {
 		}
 		return res, err
 	}
-	return retryLoop(ctx, func() error { return m.Log.Consume(ctx, apply) }, func(err error) {
+	log := m.logs.wait(ctx)
+	if log == nil {
+		return nil
+	}
+	return retryLoop(ctx, func() error { return log.Consume(ctx, apply) }, func(err error) {
 		m.Logger.Error("committer stopped; restarting", "err", err)
 	})
 }
@@ -86,13 +91,17 @@ func countOutcomes(source string, res []outlast.ApplyResult) {
 	}
 }
 
-// retryLoop runs fn until ctx is done, waiting with capped exponential
-// backoff after each error (reported to onErr).
+// errStopRetry, returned by a retryLoop's fn, ends the loop.
+var errStopRetry = errors.New("stop retrying")
+
+// retryLoop runs fn until ctx is done or fn returns errStopRetry, waiting
+// with capped exponential backoff after each other return (errors are
+// reported to onErr).
 func retryLoop(ctx context.Context, fn func() error, onErr func(error)) error {
 	wait := 100 * time.Millisecond
 	for ctx.Err() == nil {
 		err := fn()
-		if ctx.Err() != nil {
+		if ctx.Err() != nil || errors.Is(err, errStopRetry) {
 			return nil
 		}
 		if err != nil {

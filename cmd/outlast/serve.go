@@ -48,11 +48,11 @@ type Main struct {
 	Logger *slog.Logger
 
 	DB       *store.DB
-	Log      *jetstream.Log
 	Router   *channel.Router
 	HTTP     *ohttp.Server
 	Registry *prometheus.Registry
 
+	logs   *logLink // the notification log, once open
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // background loops: committer, inbox drainer, dispatcher
 }
@@ -104,9 +104,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	if err := m.openStore(ctx); err != nil {
 		return err
 	}
-	if err := m.openLog(ctx); err != nil {
-		return err
-	}
+	m.logs = newLogLink()
 	if err := m.openRouter(); err != nil {
 		return err
 	}
@@ -115,6 +113,9 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	}
 	bg, cancel := context.WithCancel(context.Background())
 	m.cancel = cancel
+	if err := m.openLog(ctx, bg); err != nil {
+		return err
+	}
 	m.start(bg, "committer", m.runCommitter)
 	m.start(bg, "inbox drainer", m.runInboxDrainer)
 	m.start(bg, "dispatcher", channel.NewDispatcher(m.DB, m.Router, channel.DispatcherConfig{Logger: m.Logger}).Run)
@@ -144,16 +145,25 @@ func (m *Main) openStore(ctx context.Context) error {
 	return nil
 }
 
-func (m *Main) openLog(ctx context.Context) error {
-	l, err := jetstream.Open(ctx, jetstream.Config{
+// openLog opens the notification log. An embedded log that fails to open
+// is a local disk problem and fails start-up; an external broker that is
+// down is retried in the background while webhooks use the inbox.
+func (m *Main) openLog(ctx, bg context.Context) error {
+	cfg := jetstream.Config{
 		URL:     m.Config.NATS,
 		DataDir: filepath.Join(m.Config.DataDir, "jetstream"),
 		Logger:  m.Logger,
-	})
-	if err != nil {
-		return fmt.Errorf("open notification log: %w", err)
 	}
-	m.Log = l
+	log, err := jetstream.Open(ctx, cfg)
+	switch {
+	case err == nil:
+		m.logs.set(log)
+	case m.Config.NATS == "":
+		return fmt.Errorf("open embedded notification log: %w", err)
+	default:
+		m.Logger.Warn("notification log unavailable at start; webhooks go to the database inbox until it is back", "err", err)
+		m.start(bg, "log opener", func(ctx context.Context) error { return m.openLogLoop(ctx, cfg) })
+	}
 	return nil
 }
 
@@ -203,7 +213,7 @@ func (m *Main) openHTTP() error {
 	}, ohttp.Services{
 		Accounts:      m.DB,
 		Payouts:       m.DB,
-		Log:           m.Log,
+		Log:           m.logs,
 		Inbox:         m.DB,
 		ChooseChannel: m.Router.Choose,
 		Ready:         m.ready,
@@ -250,8 +260,10 @@ func (m *Main) Close() error {
 		m.cancel()
 	}
 	m.wg.Wait()
-	if m.Log != nil {
-		errs = append(errs, m.Log.Close())
+	if m.logs != nil {
+		if log := m.logs.get(); log != nil {
+			errs = append(errs, log.Close())
+		}
 	}
 	if m.DB != nil {
 		errs = append(errs, m.DB.Close())
