@@ -76,38 +76,69 @@ func BenchmarkCreatePayout(b *testing.B) {
 	}
 }
 
-// BenchmarkApplyNotifications applies batches of 100 notifications
-// (dispatched then succeeded for 50 payouts) in one transaction each.
+// BenchmarkApplyNotifications applies batches of notifications (dispatched
+// then succeeded for batch/2 payouts, spread over some accounts) in one
+// transaction each, the committer's shape, and reports notifications/s.
 func BenchmarkApplyNotifications(b *testing.B) {
-	const batch = 100
+	shapes := []struct{ batch, accounts int }{{100, 1}, {1000, 1}, {1000, 100}}
 	for _, be := range backends {
-		b.Run(be.name, func(b *testing.B) {
-			db := be.open(b)
-			f := seedBench(b, db, outlast.AmountMax)
-			ctx := context.Background()
-			k := 0
-			// A classic b.N loop: the untimed set-up of each batch is
-			// excluded with StopTimer.
-			for range b.N {
-				b.StopTimer()
-				ns := make([]*outlast.Notification, 0, batch)
-				for range batch / 2 {
-					k++
-					p, _, err := db.CreatePayout(ctx, f.req(fmt.Sprintf("k%d", k), 1))
-					if err != nil {
-						b.Fatal(err)
-					}
-					ns = append(ns, note(p, outlast.StatusDispatched), note(p, outlast.StatusSucceeded))
-				}
-				b.StartTimer()
-				if _, err := db.ApplyNotifications(ctx, ns); err != nil {
-					b.Fatal(err)
-				}
-			}
-			b.StopTimer()
-			b.ReportMetric(float64(b.N*batch)/b.Elapsed().Seconds(), "notifications/s")
-		})
+		for _, sh := range shapes {
+			b.Run(fmt.Sprintf("%s/batch=%d/accounts=%d", be.name, sh.batch, sh.accounts), func(b *testing.B) {
+				db := be.open(b)
+				benchApply(b, db, seedAccounts(b, db, sh.accounts), sh.batch)
+			})
+		}
 	}
+}
+
+func benchApply(b *testing.B, db *store.DB, fs []fixture, batch int) {
+	ctx := context.Background()
+	k := 0
+	// A classic b.N loop: the untimed set-up of each batch is excluded
+	// with StopTimer.
+	for range b.N {
+		b.StopTimer()
+		ns := make([]*outlast.Notification, 0, batch)
+		for range batch / 2 {
+			k++
+			p, _, err := db.CreatePayout(ctx, fs[k%len(fs)].req(fmt.Sprintf("k%d", k), 1))
+			if err != nil {
+				b.Fatal(err)
+			}
+			ns = append(ns, note(p, outlast.StatusDispatched), note(p, outlast.StatusSucceeded))
+		}
+		b.StartTimer()
+		rs, err := db.ApplyNotifications(ctx, ns)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.StopTimer()
+		for i, r := range rs {
+			if r.Outcome != outlast.OutcomeApplied {
+				b.Fatalf("result %d = %+v, want applied", i, r)
+			}
+		}
+	}
+	b.ReportMetric(float64(b.N*batch)/b.Elapsed().Seconds(), "notifications/s")
+}
+
+// seedAccounts creates n funded accounts of one client.
+func seedAccounts(b *testing.B, db *store.DB, n int) []fixture {
+	b.Helper()
+	f := seedBench(b, db, outlast.AmountMax)
+	fs := []fixture{f}
+	for i := 1; i < n; i++ {
+		g := fixture{client: f.client, account: fmt.Sprintf("bench-acct-%d", i)}
+		ctx := context.Background()
+		if err := db.CreateAccount(ctx, &outlast.Account{ID: g.account, ClientID: g.client, Currency: "EUR"}); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := db.FundAccount(ctx, g.account, outlast.AmountMax); err != nil {
+			b.Fatal(err)
+		}
+		fs = append(fs, g)
+	}
+	return fs
 }
 
 // BenchmarkAuditLedger audits a ledger of 100,000 payouts, written in bulk

@@ -125,7 +125,8 @@ func demo(ctx context.Context, cfg demoConfig, stdout, stderr io.Writer) error {
 		defer cancel()
 	}
 	gen := &trafficGen{api: newAPIClient(m.HTTP.URL(), apiKey), accounts: accounts, rate: cfg.Rate}
-	gen.run(runCtx, func(elapsed time.Duration) { printStatus(ctx, stdout, m, gen, banks, elapsed) })
+	var notifiedBefore int64
+	gen.run(runCtx, func(elapsed time.Duration) { printStatus(ctx, stdout, m, gen, banks, elapsed, &notifiedBefore) })
 
 	fmt.Fprintf(stdout, "\nstopped traffic after %d payouts created (%d refused, %d errors); waiting up to %s for in-flight payouts to settle…\n",
 		gen.created.Load(), gen.refused.Load(), gen.errors.Load(), cfg.DrainTimeout)
@@ -253,9 +254,9 @@ func (g *trafficGen) takeP99() time.Duration {
 	return p
 }
 
-var lastNotified atomic.Int64
-
-func printStatus(ctx context.Context, w io.Writer, m *Main, g *trafficGen, banks []*demoBank, elapsed time.Duration) {
+// printStatus prints one status line; notifiedBefore carries the banks'
+// delivered-webhook count from the previous line.
+func printStatus(ctx context.Context, w io.Writer, m *Main, g *trafficGen, banks []*demoBank, elapsed time.Duration, notifiedBefore *int64) {
 	counts, err := m.DB.PayoutCounts(ctx)
 	if err != nil {
 		fmt.Fprintf(w, "%4ds  database unavailable: %v\n", int(elapsed.Seconds()), outlast.ErrorMessage(err))
@@ -265,7 +266,8 @@ func printStatus(ctx context.Context, w io.Writer, m *Main, g *trafficGen, banks
 	for _, b := range banks {
 		notified += int64(b.bank.Stats().WebhooksSent)
 	}
-	perSec := notified - lastNotified.Swap(notified)
+	perSec := notified - *notifiedBefore
+	*notifiedBefore = notified
 	fmt.Fprintf(w, "%4ds  created %6d  dispatched %5d  succeeded %6d  failed %5d  pending %5d  notifications %4d/s  create p99 %6.1fms  errors %d\n",
 		int(elapsed.Seconds()), g.created.Load(), counts[outlast.StatusDispatched], counts[outlast.StatusSucceeded],
 		counts[outlast.StatusFailed], counts[outlast.StatusPending], perSec, float64(g.takeP99().Microseconds())/1000, g.errors.Load())
