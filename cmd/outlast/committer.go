@@ -3,6 +3,10 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -88,7 +92,39 @@ func (m *Main) runInboxDrainer(ctx context.Context) error {
 func countOutcomes(source string, res []outlast.ApplyResult) {
 	for _, r := range res {
 		appliedTotal.WithLabelValues(source, string(r.Outcome)).Inc()
+		outcomes.add(source + " " + string(r.Outcome))
 	}
+}
+
+// outcomes tallies applied notifications by source and outcome for the
+// demo's summary; the metrics carry the same numbers for operators.
+var outcomes = &tally{n: map[string]int64{}}
+
+type tally struct {
+	mu sync.Mutex // guards n
+	n  map[string]int64
+}
+
+func (t *tally) add(k string) {
+	t.mu.Lock()
+	t.n[k]++
+	t.mu.Unlock()
+}
+
+// String lists the counts in key order.
+func (t *tally) String() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	keys := make([]string, 0, len(t.n))
+	for k := range t.n {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = fmt.Sprintf("%s %d", k, t.n[k])
+	}
+	return strings.Join(parts, ", ")
 }
 
 // errStopRetry, returned by a retryLoop's fn, ends the loop.
