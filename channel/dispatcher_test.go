@@ -140,28 +140,10 @@ func (o *fakeOutbox) totalRetries() int {
 }
 
 // runDispatcher runs d until the returned stop is called (or the test
-// ends); stop fails the test if Run does not return within 5 s.
+// ends); stop fails the test if Run errs or does not return.
 func runDispatcher(t *testing.T, d *Dispatcher) (stop func()) {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- d.Run(ctx) }()
-	var once sync.Once
-	stop = func() {
-		once.Do(func() {
-			cancel()
-			select {
-			case err := <-done:
-				if err != nil {
-					t.Errorf("Run = %v, want nil", err)
-				}
-			case <-time.After(5 * time.Second):
-				t.Errorf("Run did not return within 5s of cancel")
-			}
-		})
-	}
-	t.Cleanup(stop)
-	return stop
+	return testenv.Start(t, "Dispatcher.Run", d.Run)
 }
 
 func payoutsOn(channel string, n int) []*outlast.Payout {

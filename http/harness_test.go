@@ -14,30 +14,13 @@ import (
 	"time"
 
 	"github.com/outlast/outlast"
+	"github.com/outlast/outlast/internal/testenv"
 )
 
 const (
 	adminToken = "admin-secret-token"
 	tcbSecret  = "tcb-webhook-secret"
 )
-
-// clock is an injectable, goroutine-safe clock.
-type clock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *clock) Add(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
 
 // harness is a Server over fakes, with two clients (alice owns acc-a
 // funded with 10000 USD, bob owns acc-b) created through the API.
@@ -47,7 +30,7 @@ type harness struct {
 	store  *fakeStore
 	log    *fakeLog
 	inbox  *fakeInbox
-	clock  *clock
+	clock  *testenv.Clock
 	alice  string // API keys
 	bob    string
 	mu     sync.Mutex // guards chooseErr, readyErr
@@ -59,7 +42,7 @@ func newHarness(t *testing.T, opts ...func(*Config, *Services)) *harness {
 	t.Helper()
 	h := &harness{
 		t: t, store: newFakeStore(), log: &fakeLog{}, inbox: &fakeInbox{},
-		clock: &clock{now: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)},
+		clock: testenv.NewClock(time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)),
 	}
 	cfg := Config{
 		Addr:           "127.0.0.1:0",

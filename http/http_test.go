@@ -207,7 +207,7 @@ func TestKeyCache(t *testing.T) {
 	if got := reads() - start; got != 1 {
 		t.Errorf("3 requests read the key %d times, want 1", got)
 	}
-	h.clock.Add(keyCacheTTL)
+	h.clock.Advance(keyCacheTTL)
 	h.mustStatus(h.do("GET", "/v1/accounts/acc-a", h.alice, ""), 200)
 	if got := reads() - start; got != 2 {
 		t.Errorf("after the TTL the key was read %d times, want 2", got)

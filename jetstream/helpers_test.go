@@ -168,25 +168,7 @@ func (g *ledger) appliedCount() int {
 // called; stop fails t if Consume returned an error or did not return.
 func consume(t testing.TB, l *Log, apply ApplyFunc) (stop func()) {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- l.Consume(ctx, apply) }()
-	var once sync.Once
-	stop = func() {
-		once.Do(func() {
-			cancel()
-			select {
-			case err := <-done:
-				if err != nil {
-					t.Errorf("Consume = %v, want nil", err)
-				}
-			case <-time.After(30 * time.Second):
-				t.Errorf("Consume did not return after cancel")
-			}
-		})
-	}
-	t.Cleanup(stop)
-	return stop
+	return testenv.Start(t, "Consume", func(ctx context.Context) error { return l.Consume(ctx, apply) })
 }
 
 // appendAll appends notifications [from, to) concurrently, one goroutine

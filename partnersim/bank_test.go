@@ -105,25 +105,8 @@ func start(t *testing.T, cfg Config, rc *receiver) *harness {
 	bank := New(cfg)
 	srv := httptest.NewServer(bank)
 	t.Cleanup(srv.Close)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- bank.Run(ctx) }()
 	h := &harness{bank: bank, srv: srv, rc: rc}
-	var once sync.Once
-	h.stop = func() {
-		once.Do(func() {
-			cancel()
-			select {
-			case err := <-done:
-				if err != nil {
-					t.Errorf("Run = %v, want nil", err)
-				}
-			case <-time.After(5 * time.Second):
-				t.Errorf("Run did not return within 5s of cancel")
-			}
-		})
-	}
-	t.Cleanup(h.stop)
+	h.stop = testenv.Start(t, "Bank.Run", bank.Run)
 	return h
 }
 

@@ -15,6 +15,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"sync"
 	"testing"
 	"time"
 
@@ -127,4 +128,53 @@ func WaitFor(t testing.TB, timeout time.Duration, what string, cond func() bool)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// Start runs loop in a goroutine with a context that stop cancels; stop then
+// waits up to 30 s for loop to return and fails t if it returned an error or
+// did not return. stop is idempotent and also runs at t's cleanup.
+func Start(t testing.TB, name string, loop func(context.Context) error) (stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- loop(ctx) }()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Errorf("%s = %v, want nil", name, err)
+				}
+			case <-time.After(30 * time.Second):
+				t.Errorf("%s did not return within 30s of cancel", name)
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return stop
+}
+
+// Clock is an injectable, goroutine-safe clock for Now seams.
+type Clock struct {
+	mu  sync.Mutex // guards now
+	now time.Time
+}
+
+// NewClock returns a Clock standing at now.
+func NewClock(now time.Time) *Clock { return &Clock{now: now} }
+
+// Now returns the clock's time.
+func (c *Clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+// Advance moves the clock forward by d.
+func (c *Clock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
 }
