@@ -114,8 +114,8 @@ func demo(ctx context.Context, cfg demoConfig, stdout, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("demo set-up: %w", err)
 	}
-	fmt.Fprintf(stdout, "Outlast demo\n  API        %s  (admin token in %s)\n  metrics    %s/metrics\n  banks      tcb %s, acb %s\n  data       %s\n  client     %s, API key %s\n  traffic    %d payouts/s over %d accounts; Ctrl-C to stop and audit\n\n",
-		m.HTTP.URL(), filepath.Join(cfg.DataDir, "admin-token"), m.HTTP.URL(), banks[0].url, banks[1].url,
+	fmt.Fprintf(stdout, "Outlast demo\n  API        %s\n  admin      token %s (kept in %s)\n  metrics    %s/metrics\n  banks      tcb %s, acb %s\n  data       %s\n  client     %s, API key %s\n  traffic    %d payouts/s over %d accounts; Ctrl-C to stop and audit\n\n",
+		m.HTTP.URL(), m.Config.AdminToken, filepath.Join(cfg.DataDir, "admin-token"), m.HTTP.URL(), banks[0].url, banks[1].url,
 		cfg.DataDir, clientID, apiKey, cfg.Rate, cfg.Accounts)
 
 	runCtx := ctx
