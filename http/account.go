@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	nethttp "net/http"
+	"strconv"
 	"time"
 
 	"github.com/outlast/outlast"
@@ -163,7 +164,8 @@ func (s *Server) getAccount(w nethttp.ResponseWriter, r *nethttp.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	a, err := s.svc.Accounts.Account(r.Context(), id)
+	ctx, fresh := outlast.WithFreshness(r.Context())
+	a, err := s.svc.Accounts.Account(ctx, id)
 	if outlast.ErrorCode(err) == outlast.ENOTFOUND || (err == nil && !p.admin && a.ClientID != p.client.ID) {
 		err = notFound("account", id) // one message for both, so they look alike
 	}
@@ -171,7 +173,23 @@ func (s *Server) getAccount(w nethttp.ResponseWriter, r *nethttp.Request) {
 		s.writeError(w, r, err)
 		return
 	}
+	writeFreshness(w, fresh)
 	writeJSON(w, nethttp.StatusOK, toAccountJSON(a))
+}
+
+// writeFreshness says where a read came from and how old it is: the
+// standard Age header (whole seconds), Outlast-Source, and Outlast-Stale
+// when the value was served past its lifetime because a dependency failed.
+func writeFreshness(w nethttp.ResponseWriter, f *outlast.Freshness) {
+	source := f.Source
+	if source == "" {
+		source = outlast.SourceDatabase
+	}
+	w.Header().Set("Outlast-Source", source)
+	w.Header().Set("Age", strconv.FormatInt(int64(f.Age/time.Second), 10))
+	if f.Stale {
+		w.Header().Set("Outlast-Stale", "true")
+	}
 }
 
 // pathID reads an id path value; an id that can never be valid cannot

@@ -122,7 +122,8 @@ func (s *Server) getPayout(w nethttp.ResponseWriter, r *nethttp.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	p, err := s.svc.Payouts.Payout(r.Context(), id)
+	ctx, fresh := outlast.WithFreshness(r.Context())
+	p, err := s.svc.Payouts.Payout(ctx, id)
 	if outlast.ErrorCode(err) == outlast.ENOTFOUND || (err == nil && !pr.admin && p.ClientID != pr.client.ID) {
 		err = notFound("payout", id)
 	}
@@ -130,6 +131,7 @@ func (s *Server) getPayout(w nethttp.ResponseWriter, r *nethttp.Request) {
 		s.writeError(w, r, err)
 		return
 	}
+	writeFreshness(w, fresh)
 	writeJSON(w, nethttp.StatusOK, toPayoutJSON(p))
 }
 
