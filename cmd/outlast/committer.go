@@ -48,6 +48,7 @@ func (m *Main) runCommitter(ctx context.Context) error {
 		res, err := m.DB.ApplyNotifications(ctx, ns)
 		if err == nil {
 			countOutcomes("log", res)
+			m.Ledger.applied(ctx, res)
 		}
 		return res, err
 	}
@@ -73,16 +74,18 @@ func (m *Main) runInboxDrainer(ctx context.Context) error {
 		case <-t.C:
 		}
 		n, res, err := m.DB.DrainInbox(ctx, inboxBatchMax)
+		if err == nil {
+			countOutcomes("inbox", res)
+			m.Ledger.applied(ctx, res)
+		}
 		switch {
 		case err != nil:
 			inboxErrors.Inc()
 			m.Logger.Warn("inbox drain failed", "err", err)
 			wait = min(wait*2, backoffMax)
 		case n == inboxBatchMax:
-			countOutcomes("inbox", res)
 			wait = 0 // more waiting: drain at full speed
 		default:
-			countOutcomes("inbox", res)
 			wait = inboxPollInterval
 		}
 		t.Reset(wait)

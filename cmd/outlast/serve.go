@@ -21,9 +21,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/outlast/outlast"
+	"github.com/outlast/outlast/cache"
 	"github.com/outlast/outlast/channel"
 	ohttp "github.com/outlast/outlast/http"
 	"github.com/outlast/outlast/jetstream"
+	"github.com/outlast/outlast/redis"
 	"github.com/outlast/outlast/store"
 )
 
@@ -33,6 +35,7 @@ type Config struct {
 	DataDir        string            // if "", ./outlast-data
 	DB             string            // DSN; if "", a SQLite file in DataDir
 	NATS           string            // NATS URL; if "", embedded JetStream in DataDir
+	Redis          string            // Redis URL for the shared cache; if "", in-process cache only
 	Addr           string            // HTTP listen address; if "", 127.0.0.1:8080
 	AdminToken     string            // if "" in embedded mode, generated once into DataDir
 	Channels       map[string]string // partner channel name → base URL
@@ -48,6 +51,8 @@ type Main struct {
 	Logger *slog.Logger
 
 	DB       *store.DB
+	Ledger   *cachedLedger // DB behind the read cache; every reader and writer goes through it
+	Redis    *redis.Store  // nil without --redis
 	Router   *channel.Router
 	HTTP     *ohttp.Server
 	Registry *prometheus.Registry
@@ -79,6 +84,7 @@ func (m *Main) registerFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.DataDir, "data-dir", c.DataDir, "directory for the embedded SQLite database, JetStream store and generated admin token")
 	fs.StringVar(&c.DB, "db", c.DB, "database DSN: postgres://… for PostgreSQL; empty for SQLite in --data-dir")
 	fs.StringVar(&c.NATS, "nats", c.NATS, "NATS URL of an external JetStream cluster; empty for embedded JetStream in --data-dir")
+	fs.StringVar(&c.Redis, "redis", c.Redis, "Redis for the shared read cache: redis://host:port/db, redis-sentinel://h1,h2,h3/master, redis-cluster://h1,h2; empty for the in-process cache only")
 	fs.StringVar(&c.Addr, "addr", c.Addr, "HTTP listen address")
 	fs.StringVar(&c.AdminToken, "admin-token", c.AdminToken, "bearer token for admin endpoints; generated into --data-dir if empty in embedded mode")
 	fs.Var(mapFlag(c.Channels), "channel", "partner channel as name=base-url (repeatable, or comma-separated)")
@@ -104,6 +110,9 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	if err := m.openStore(ctx); err != nil {
 		return err
 	}
+	if err := m.openCache(ctx); err != nil {
+		return err
+	}
 	m.logs = newLogLink()
 	if err := m.openRouter(); err != nil {
 		return err
@@ -116,9 +125,10 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	if err := m.openLog(ctx, bg); err != nil {
 		return err
 	}
+	m.start(bg, "read cache", m.Ledger.Run)
 	m.start(bg, "committer", m.runCommitter)
 	m.start(bg, "inbox drainer", m.runInboxDrainer)
-	m.start(bg, "dispatcher", channel.NewDispatcher(m.DB, m.Router, channel.DispatcherConfig{Logger: m.Logger}).Run)
+	m.start(bg, "dispatcher", channel.NewDispatcher(m.Ledger, m.Router, channel.DispatcherConfig{Logger: m.Logger}).Run)
 	return m.HTTP.Open()
 }
 
@@ -167,6 +177,27 @@ func (m *Main) openLog(ctx, bg context.Context) error {
 	return nil
 }
 
+// openCache puts the tiered read cache in front of the ledger, with Redis
+// as its shared layer when --redis is given. Redis being down at start is
+// not an error: the cache's breaker keeps it out of the way until it is back.
+func (m *Main) openCache(ctx context.Context) error {
+	var l2 cache.L2
+	var bc cache.Broadcaster
+	if m.Config.Redis != "" {
+		r, err := redis.Open(ctx, m.Config.Redis, redis.Options{})
+		if err != nil {
+			return fmt.Errorf("redis: %w", err)
+		}
+		m.Redis, l2, bc = r, r, r
+	}
+	l, err := newCachedLedger(m.DB, l2, bc)
+	if err != nil {
+		return err
+	}
+	m.Ledger = l
+	return nil
+}
+
 func (m *Main) openRouter() error {
 	if len(m.Config.Channels) == 0 {
 		return errors.New("no partner channels: give --channel name=url (and --channel-secret name=secret)")
@@ -198,7 +229,7 @@ func (m *Main) openRouter() error {
 func (m *Main) openHTTP() error {
 	m.Registry = prometheus.NewRegistry()
 	m.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	for _, cs := range [][]prometheus.Collector{ohttp.Collectors(), jetstream.Collectors(), channel.Collectors(), store.Collectors(), mainCollectors()} {
+	for _, cs := range [][]prometheus.Collector{ohttp.Collectors(), jetstream.Collectors(), channel.Collectors(), store.Collectors(), cache.Collectors(), redis.Collectors(), mainCollectors()} {
 		m.Registry.MustRegister(cs...)
 	}
 	secrets := make(map[string][]byte, len(m.Config.ChannelSecrets))
@@ -211,8 +242,8 @@ func (m *Main) openHTTP() error {
 		ChannelSecrets: secrets,
 		Logger:         m.Logger,
 	}, ohttp.Services{
-		Accounts:      m.DB,
-		Payouts:       m.DB,
+		Accounts:      m.Ledger,
+		Payouts:       m.Ledger,
 		Log:           m.logs,
 		Inbox:         m.DB,
 		ChooseChannel: m.Router.Choose,
@@ -264,6 +295,12 @@ func (m *Main) Close() error {
 		if log := m.logs.get(); log != nil {
 			errs = append(errs, log.Close())
 		}
+	}
+	if m.Ledger != nil {
+		errs = append(errs, m.Ledger.Close())
+	}
+	if m.Redis != nil {
+		errs = append(errs, m.Redis.Close())
 	}
 	if m.DB != nil {
 		errs = append(errs, m.DB.Close())
