@@ -17,10 +17,13 @@ package cache
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
 	"reflect"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -103,6 +106,9 @@ type Cache[K comparable, V any] struct {
 	key      func(K) string
 	parseKey func(string) (K, error)
 	log      *slog.Logger
+	// origin tags this instance's broadcasts so it can ignore its own:
+	// its L1 already holds what it wrote.
+	origin string
 
 	l1    *otter.Cache[K, *entry[V]]
 	clock *otter.CoarseClock // nil when Options.Now is set
@@ -162,6 +168,7 @@ func New[K comparable, V any](opts Options[K, V]) (*Cache[K, V], error) {
 		opts:      opts,
 		name:      opts.Name,
 		log:       opts.Logger.With("cache", opts.Name),
+		origin:    newOrigin(),
 		l2Changed: make(chan struct{}, 1),
 		calls:     make(map[K]*call[V]),
 		pending:   make(map[K]struct{}),
@@ -288,3 +295,27 @@ type seamClock struct{ now func() time.Time }
 
 func (s seamClock) NowNano() int64                      { return s.now().UnixNano() }
 func (s seamClock) Tick(time.Duration) <-chan time.Time { return nil }
+
+// originSep separates a broadcast key from its sender's origin tag; the
+// ASCII unit separator does not occur in sensible keys, and the tag is cut
+// at its last occurrence anyway.
+const originSep = "\x1f"
+
+func newOrigin() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// tagOrigin returns the broadcast message for skey.
+func (c *Cache[K, V]) tagOrigin(skey string) string { return skey + originSep + c.origin }
+
+// untagOrigin splits a broadcast message; own reports whether this instance
+// sent it. A message without a tag (another publisher) is all key.
+func (c *Cache[K, V]) untagOrigin(msg string) (skey string, own bool) {
+	i := strings.LastIndex(msg, originSep)
+	if i < 0 {
+		return msg, false
+	}
+	return msg[:i], msg[i+len(originSep):] == c.origin
+}

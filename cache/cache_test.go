@@ -730,3 +730,21 @@ func TestRestartEmptyAfterOutage(t *testing.T) {
 		t.Errorf("cached keys caused %d loads across the outage, want 0", got-cold)
 	}
 }
+
+func TestOwnBroadcastsIgnored(t *testing.T) {
+	c, err := New(Options[string, string]{Load: func(context.Context, string) (string, error) { return "", nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	msg := c.tagOrigin("k\x1fwith-sep")
+	if key, own := c.untagOrigin(msg); key != "k\x1fwith-sep" || !own {
+		t.Errorf("untagOrigin(own %q) = %q, %v; want the key and own", msg, key, own)
+	}
+	if key, own := c.untagOrigin("k" + originSep + "someone-else"); key != "k" || own {
+		t.Errorf("untagOrigin(other) = %q, %v; want k, false", key, own)
+	}
+	if key, own := c.untagOrigin("plain"); key != "plain" || own {
+		t.Errorf("untagOrigin(untagged) = %q, %v; want plain, false", key, own)
+	}
+}

@@ -63,9 +63,13 @@ func (c *Cache[K, V]) subscribe(ctx context.Context) {
 }
 
 // onInvalidation makes a key changed by another instance stale in L1. Keys
-// of other caches fail ParseKey and are ignored. This instance's own
-// broadcasts come back too and cost one L2 read.
-func (c *Cache[K, V]) onInvalidation(skey string) {
+// of other caches fail ParseKey and are ignored, and so are this
+// instance's own broadcasts, whose values its L1 already has.
+func (c *Cache[K, V]) onInvalidation(msg string) {
+	skey, own := c.untagOrigin(msg)
+	if own {
+		return
+	}
 	key, err := c.parseKey(skey)
 	if err != nil {
 		return

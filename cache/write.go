@@ -142,7 +142,7 @@ func (c *Cache[K, V]) publish(ctx context.Context, key K) {
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.opts.L2Timeout)
 	defer cancel()
-	if err := c.opts.Broadcaster.Publish(ctx, c.key(key)); err != nil {
+	if err := c.opts.Broadcaster.Publish(ctx, c.tagOrigin(c.key(key))); err != nil {
 		c.counters.publishErrors.Add(1)
 		c.log.Debug("cache: publish invalidation", "err", err)
 		if c.opts.L2 != nil {

@@ -28,6 +28,19 @@ func newAPIClient(baseURL, token string) *apiClient {
 }
 
 // apiError is a non-2xx answer, with the JSON error shape decoded.
+// newRequest returns a JSON request with the bearer token, if any.
+func newRequest(ctx context.Context, method, url, token string, body io.Reader) (*nethttp.Request, error) {
+	req, err := nethttp.NewRequestWithContext(ctx, method, url, body)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	return req, nil
+}
+
 type apiError struct {
 	Status  int
 	Code    string
@@ -49,13 +62,9 @@ func (c *apiClient) do(ctx context.Context, method, path string, hdr map[string]
 		}
 		r = bytes.NewReader(b)
 	}
-	req, err := nethttp.NewRequestWithContext(ctx, method, c.BaseURL+path, r)
+	req, err := newRequest(ctx, method, c.BaseURL+path, c.Token, r)
 	if err != nil {
 		return 0, err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	if c.Token != "" {
-		req.Header.Set("Authorization", "Bearer "+c.Token)
 	}
 	for k, v := range hdr {
 		req.Header.Set(k, v)
