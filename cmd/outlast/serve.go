@@ -184,6 +184,7 @@ func (m *Main) openCache(ctx context.Context) error {
 	var l2 cache.L2
 	var bc cache.Broadcaster
 	if m.Config.Redis != "" {
+		redis.SetLogger(m.Logger)
 		r, err := redis.Open(ctx, m.Config.Redis, redis.Options{})
 		if err != nil {
 			return fmt.Errorf("redis: %w", err)
