@@ -85,9 +85,10 @@ type Options[K comparable, V any] struct {
 	// EarlyRefreshDisabled turns early refresh off.
 	EarlyRefreshDisabled bool
 
-	// WarmupRate bounds L2 writes per second while refilling an empty L2 from
-	// L1 or repairing writes that failed while L2 was down. If <= 0, 500 is
-	// used.
+	// WarmupRate bounds this instance's L2 writes per second while refilling
+	// an empty L2 from L1 or repairing writes that failed while L2 was down.
+	// It is per instance: N instances refill at up to N times this. If <= 0,
+	// 500 is used.
 	WarmupRate int
 	// WarmupCheckInterval is how often Run checks that L2 still holds its
 	// sentinel key (and so its data). If <= 0, 1 s is used.
