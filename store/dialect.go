@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -27,6 +28,20 @@ type dialect struct {
 	// locks and needs none: its write transactions take the one write lock
 	// up front (BEGIN IMMEDIATE).
 	forUpdate string
+	// forNoKeyUpdate locks rows that an UPDATE of non-key columns will
+	// change. Unlike forUpdate it does not conflict with the key-share
+	// locks that foreign-key checks take, so a transaction that inserted
+	// rows referencing an account (journal) can still lock that account
+	// without deadlocking another one that did the same.
+	forNoKeyUpdate string
+	// batchSetup runs first in a transaction that applies a batch. On
+	// PostgreSQL it lets the foreign-key checks of the batch's inserts
+	// (one per row and key, internally prepared statements) reuse their
+	// plans: the connection's plan_cache_mode=force_custom_plan would
+	// re-plan each one, which made inserting the journal rows 3-4 times
+	// slower. The batch's own statements have a fixed text and array
+	// parameters, so their generic plans are index lookups too.
+	batchSetup string
 	// skipLockedOf, formatted with a table name, lets several dispatchers
 	// share the outbox: each claims rows no other transaction holds, and
 	// locks only that table's rows of a join.
@@ -35,6 +50,8 @@ type dialect struct {
 	serial string
 	// snapshot reads several queries from one consistent state (audit).
 	snapshot *sql.TxOptions
+	// rows binds a rowset or an id list as a fixed number of parameters.
+	rows rowBinder
 }
 
 var (
@@ -42,13 +59,17 @@ var (
 		name:     "sqlite",
 		serial:   "INTEGER PRIMARY KEY",
 		snapshot: &sql.TxOptions{ReadOnly: true}, // a WAL read transaction is a snapshot
+		rows:     jsonRows{},
 	}
 	postgresDialect = dialect{
-		name:         "postgres",
-		forUpdate:    " FOR UPDATE",
-		skipLockedOf: " FOR UPDATE OF %s SKIP LOCKED",
-		serial:       "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY",
-		snapshot:     &sql.TxOptions{Isolation: sql.LevelRepeatableRead, ReadOnly: true},
+		name:           "postgres",
+		forUpdate:      " FOR UPDATE",
+		forNoKeyUpdate: " FOR NO KEY UPDATE",
+		batchSetup:     "SET LOCAL plan_cache_mode = auto",
+		skipLockedOf:   " FOR UPDATE OF %s SKIP LOCKED",
+		serial:         "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY",
+		snapshot:       &sql.TxOptions{Isolation: sql.LevelRepeatableRead, ReadOnly: true},
+		rows:           arrayRows{},
 	}
 )
 
@@ -59,6 +80,151 @@ func (d dialect) skipLocked(table string) string {
 	}
 	return fmt.Sprintf(d.skipLockedOf, table)
 }
+
+// rowBinder turns a batch into statement text that does not depend on the
+// batch's size, and the arguments to bind to it.
+type rowBinder interface {
+	// from is a FROM item named v with rs's columns, bound at $first.
+	from(rs *rowset, first int) string
+	// args are what from binds, in parameter order.
+	args(rs *rowset) []any
+	// in is "IN (the values bound at $param)" for a WHERE clause; typ is
+	// the values' type, "text" or "bigint".
+	in(param int, typ string) string
+	// list is the argument that in binds: values is a []string or an
+	// []int64.
+	list(values any) any
+}
+
+// jsonRows binds a rowset to SQLite as one JSON array of row arrays: one
+// parameter, whatever the number of rows. jsonb_each hands each row to the
+// column extractions as parsed JSONB, so the row's text is not parsed
+// again for every column (measured: about a fifth less CPU per batch than
+// json_each).
+type jsonRows struct{}
+
+func (jsonRows) from(rs *rowset, first int) string {
+	var b strings.Builder
+	b.WriteString("(SELECT ")
+	for i, name := range rs.names {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		// ->> yields SQL TEXT for JSON strings and INTEGER for JSON
+		// integers, which hold any int64 exactly.
+		fmt.Fprintf(&b, "value->>%d AS %s", i, name)
+	}
+	fmt.Fprintf(&b, " FROM jsonb_each($%d)) AS v", first)
+	return b.String()
+}
+
+func (jsonRows) args(rs *rowset) []any {
+	b := make([]byte, 0, 64*rs.n*len(rs.names))
+	b = append(b, '[')
+	for r := range rs.n {
+		if r > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, '[')
+		for c := range rs.names {
+			if c > 0 {
+				b = append(b, ',')
+			}
+			if rs.ints[c] {
+				b = strconv.AppendInt(b, rs.nums[c][r], 10)
+			} else {
+				b = appendJSONString(b, rs.text[c][r])
+			}
+		}
+		b = append(b, ']')
+	}
+	return []any{string(append(b, ']'))}
+}
+
+func (jsonRows) in(param int, typ string) string {
+	return fmt.Sprintf("IN (SELECT value FROM json_each($%d))", param)
+}
+
+func (jsonRows) list(values any) any {
+	var b []byte
+	switch vs := values.(type) {
+	case []string:
+		b = make([]byte, 0, 40*len(vs)+2)
+		for _, v := range vs {
+			b = appendJSONString(append(b, ','), v)
+		}
+	case []int64:
+		b = make([]byte, 0, 20*len(vs)+2)
+		for _, v := range vs {
+			b = strconv.AppendInt(append(b, ','), v, 10)
+		}
+	default:
+		panic(fmt.Sprintf("store: cannot bind %T as a list", values))
+	}
+	if len(b) == 0 {
+		return "[]"
+	}
+	b[0] = '[' // replaces the first value's comma
+	return string(append(b, ']'))
+}
+
+// appendJSONString appends s as a JSON string. The ledger's text is valid
+// UTF-8 without NUL (IDs are validated, free text goes through cleanText),
+// so escaping quotes, backslashes and control characters is enough.
+func appendJSONString(b []byte, s string) []byte {
+	const hex = "0123456789abcdef"
+	b = append(b, '"')
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c == '"' || c == '\\':
+			b = append(b, '\\', c)
+		case c < 0x20:
+			b = append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
+		default:
+			b = append(b, c)
+		}
+	}
+	return append(b, '"')
+}
+
+// arrayRows binds a rowset to PostgreSQL as one array per column, read
+// back with unnest; pgx sends []string and []int64 as text[] and bigint[].
+type arrayRows struct{}
+
+func (arrayRows) from(rs *rowset, first int) string {
+	var b strings.Builder
+	b.WriteString("unnest(")
+	for i := range rs.names {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		typ := "text"
+		if rs.ints[i] {
+			typ = "bigint"
+		}
+		fmt.Fprintf(&b, "$%d::%s[]", first+i, typ)
+	}
+	b.WriteString(") AS v(" + strings.Join(rs.names, ", ") + ")")
+	return b.String()
+}
+
+func (arrayRows) args(rs *rowset) []any {
+	args := make([]any, len(rs.names))
+	for i := range rs.names {
+		if rs.ints[i] {
+			args[i] = rs.nums[i][:rs.n:rs.n]
+		} else {
+			args[i] = rs.text[i][:rs.n:rs.n]
+		}
+	}
+	return args
+}
+
+func (arrayRows) in(param int, typ string) string {
+	return fmt.Sprintf("= ANY($%d::%s[])", param, typ)
+}
+
+func (arrayRows) list(values any) any { return values }
 
 // migrationLockKey serialises migrations of instances starting at once on
 // PostgreSQL (pg_advisory_xact_lock); any constant unique to Outlast works.

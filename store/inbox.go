@@ -4,8 +4,6 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/outlast/outlast"
@@ -71,7 +69,7 @@ func (db *DB) DrainInbox(ctx context.Context, limit int) (int, []outlast.ApplyRe
 				return err
 			}
 		}
-		return deleteInbox(ctx, tx, ids)
+		return db.deleteInbox(ctx, tx, ids)
 	})
 	if err != nil {
 		return 0, nil, err
@@ -129,14 +127,11 @@ func insertDeadLetter(ctx context.Context, tx *sql.Tx, n *outlast.Notification, 
 	return err
 }
 
-func deleteInbox(ctx context.Context, tx *sql.Tx, ids []int64) error {
-	marks := make([]string, len(ids))
-	args := make([]any, len(ids))
-	for i, id := range ids {
-		marks[i] = "$" + strconv.Itoa(i+1)
-		args[i] = id
-	}
-	res, err := tx.ExecContext(ctx, "DELETE FROM inbox WHERE id IN ("+strings.Join(marks, ", ")+")", args...)
+func (db *DB) deleteInbox(ctx context.Context, tx *sql.Tx, ids []int64) error {
+	// One list parameter: the statement's text does not depend on how
+	// many entries were drained.
+	rb := db.d.rows
+	res, err := tx.ExecContext(ctx, "DELETE FROM inbox WHERE id "+rb.in(1, "bigint"), rb.list(ids))
 	if err != nil {
 		return err
 	}

@@ -46,11 +46,12 @@ func countOutcomes(results []outlast.ApplyResult) {
 // code path for notifications (log and inbox) and the dispatcher's marks
 // and rejections.
 //
-// It works in three steps so a batch costs a few round trips rather than
-// several per notification: lock every payout involved (in id order), then
-// decide and apply each change in memory, then flush all writes. Locks are
-// taken in one global order, payouts by id and then accounts by id, so
-// concurrent transactions on PostgreSQL do not deadlock each other.
+// It works in three steps so a batch costs a fixed handful of statements
+// whatever its size: lock every payout involved (in id order), then decide
+// and apply each change in memory, then flush all writes with one
+// statement per table (see rowset). Locks are taken in one global order,
+// payouts by id and then accounts by id, so concurrent transactions on
+// PostgreSQL do not deadlock each other.
 type applier struct {
 	db       *DB
 	tx       *sql.Tx
@@ -58,9 +59,9 @@ type applier struct {
 
 	payouts map[string]*payoutState // locked payouts by id
 	deltas  map[string]*bucketDelta // account bucket changes by account id
-	journal [][]any                 // journal rows: account, payout, bucket, amount, created
-	records [][]any                 // notifications rows
-	clashes [][]any                 // conflicts rows
+	journal *rowset                 // journal rows; created_ns is nowNanos
+	records *rowset                 // notifications rows; applied_ns is nowNanos
+	clashes *rowset                 // conflicts rows; created_ns is nowNanos
 	dequeue []string                // payout ids leaving the outbox
 }
 
@@ -82,6 +83,12 @@ func (db *DB) newApplier(tx *sql.Tx) *applier {
 	return &applier{
 		db: db, tx: tx, nowNanos: db.now().UnixNano(),
 		payouts: make(map[string]*payoutState), deltas: make(map[string]*bucketDelta),
+		journal: newRowset("account_id text", "payout_id text", "bucket text", "amount bigint"),
+		records: newRowset("channel text", "event_id text", "payout_id text", "partner_ref text",
+			"status text", "reason text", "occurred_ns bigint", "received_ns bigint",
+			"outcome text", "outcome_reason text"),
+		clashes: newRowset("payout_id text", "channel text", "event_id text",
+			"payout_status text", "reported_status text"),
 	}
 }
 
@@ -97,6 +104,11 @@ func (ap *applier) applyAll(ctx context.Context, ns []*outlast.Notification) ([]
 		}
 		ids = append(ids, n.PayoutID)
 		keys = append(keys, noteKey{n.Channel, n.EventID})
+	}
+	if setup := ap.db.d.batchSetup; setup != "" {
+		if _, err := ap.tx.ExecContext(ctx, setup); err != nil {
+			return nil, err
+		}
 	}
 	if err := ap.lockPayouts(ctx, ids); err != nil {
 		return nil, err
@@ -137,8 +149,7 @@ func (ap *applier) applyOne(n *outlast.Notification) outlast.ApplyResult {
 		case outlast.OutcomeApplied:
 			ap.transition(st.cur, n.Status, n.Channel, n.PartnerRef, n.Reason)
 		case outlast.OutcomeConflict:
-			ap.clashes = append(ap.clashes, []any{st.cur.ID, n.Channel, n.EventID,
-				string(st.cur.Status), string(n.Status), ap.nowNanos})
+			ap.clashes.add(st.cur.ID, n.Channel, n.EventID, string(st.cur.Status), string(n.Status))
 		}
 		r.Payout = ap.snapshot(n.PayoutID)
 	}
@@ -146,9 +157,9 @@ func (ap *applier) applyOne(n *outlast.Notification) outlast.ApplyResult {
 	if !n.ReceivedAt.IsZero() {
 		received = n.ReceivedAt.UnixNano()
 	}
-	ap.records = append(ap.records, []any{n.Channel, n.EventID, n.PayoutID, n.PartnerRef, string(n.Status),
+	ap.records.add(n.Channel, n.EventID, n.PayoutID, n.PartnerRef, string(n.Status),
 		cleanText(n.Reason, outlast.ReasonBytesMax), n.OccurredAt.UnixNano(), received,
-		string(r.Outcome), r.Reason, ap.nowNanos})
+		string(r.Outcome), r.Reason)
 	return r
 }
 
@@ -182,16 +193,18 @@ func (ap *applier) snapshot(id string) *outlast.Payout {
 
 // lockPayouts loads and locks the payouts with these ids, in id order.
 func (ap *applier) lockPayouts(ctx context.Context, ids []string) error {
+	if len(ids) == 0 {
+		return nil
+	}
 	ids = slices.Compact(slices.Sorted(slices.Values(ids)))
-	for chunk := range slices.Chunk(ids, rowsPerStatement) {
-		ps, err := queryPayouts(ctx, ap.tx, "SELECT "+payoutColumns+" FROM payouts WHERE id IN ("+
-			placeholders(1, len(chunk))+") ORDER BY id"+ap.db.d.forUpdate, anys(chunk)...)
-		if err != nil {
-			return err
-		}
-		for _, p := range ps {
-			ap.track(p)
-		}
+	rb := ap.db.d.rows
+	ps, err := queryPayouts(ctx, ap.tx, "SELECT "+payoutColumns+" FROM payouts WHERE id "+rb.in(1, "text")+
+		" ORDER BY id"+ap.db.d.forUpdate, rb.list(ids))
+	if err != nil {
+		return err
+	}
+	for _, p := range ps {
+		ap.track(p)
 	}
 	return nil
 }
@@ -203,33 +216,29 @@ func (ap *applier) track(p *outlast.Payout) {
 
 // seen returns which keys the ledger has already recorded.
 func (ap *applier) seen(ctx context.Context, keys []noteKey) (map[noteKey]bool, error) {
-	byChannel := make(map[string][]string)
-	for _, k := range keys {
-		byChannel[k.channel] = append(byChannel[k.channel], k.eventID)
-	}
 	seen := make(map[noteKey]bool)
-	for channel, events := range byChannel {
-		for chunk := range slices.Chunk(events, rowsPerStatement) {
-			// One channel per query keeps the lookup on the primary key.
-			rows, err := ap.tx.QueryContext(ctx, "SELECT event_id FROM notifications WHERE channel = $1 AND event_id IN ("+
-				placeholders(2, len(chunk))+")", append([]any{channel}, anys(chunk)...)...)
-			if err != nil {
-				return nil, err
-			}
-			for rows.Next() {
-				var e string
-				if err := rows.Scan(&e); err != nil {
-					rows.Close()
-					return nil, err
-				}
-				seen[noteKey{channel, e}] = true
-			}
-			if err := rows.Close(); err != nil {
-				return nil, err
-			}
-		}
+	if len(keys) == 0 {
+		return seen, nil
 	}
-	return seen, nil
+	batch := newRowset("channel text", "event_id text")
+	for _, k := range keys {
+		batch.add(k.channel, k.eventID)
+	}
+	rb := ap.db.d.rows
+	rows, err := ap.tx.QueryContext(ctx, "SELECT n.channel, n.event_id FROM "+rb.from(batch, 1)+
+		" JOIN notifications n ON n.channel = v.channel AND n.event_id = v.event_id", rb.args(batch)...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var k noteKey
+		if err := rows.Scan(&k.channel, &k.eventID); err != nil {
+			return nil, err
+		}
+		seen[k] = true
+	}
+	return seen, rows.Err()
 }
 
 // transition moves p, locked by this transaction, to status to, which
@@ -260,15 +269,13 @@ func (ap *applier) transition(p *outlast.Payout, to outlast.PayoutStatus, channe
 	case outlast.StatusSucceeded:
 		d.held -= p.Amount
 		d.paidOut += p.Amount
-		ap.journal = append(ap.journal,
-			[]any{p.AccountID, p.ID, string(outlast.BucketHeld), -p.Amount, ap.nowNanos},
-			[]any{p.AccountID, p.ID, string(outlast.BucketPaidOut), p.Amount, ap.nowNanos})
+		ap.journal.add(p.AccountID, p.ID, string(outlast.BucketHeld), -p.Amount)
+		ap.journal.add(p.AccountID, p.ID, string(outlast.BucketPaidOut), p.Amount)
 	case outlast.StatusFailed:
 		d.held -= p.Amount
 		d.available += p.Amount
-		ap.journal = append(ap.journal,
-			[]any{p.AccountID, p.ID, string(outlast.BucketHeld), -p.Amount, ap.nowNanos},
-			[]any{p.AccountID, p.ID, string(outlast.BucketAvailable), p.Amount, ap.nowNanos})
+		ap.journal.add(p.AccountID, p.ID, string(outlast.BucketHeld), -p.Amount)
+		ap.journal.add(p.AccountID, p.ID, string(outlast.BucketAvailable), p.Amount)
 	}
 }
 
@@ -279,41 +286,60 @@ func (ap *applier) flush(ctx context.Context) error {
 	if err := ap.flushPayouts(ctx); err != nil {
 		return err
 	}
-	n, err := insertRows(ctx, ap.tx, `INSERT INTO notifications (channel, event_id, payout_id, partner_ref,
-		status, reason, occurred_ns, received_ns, outcome, outcome_reason, applied_ns) VALUES `,
-		" ON CONFLICT DO NOTHING", ap.records)
+	n, err := ap.insert(ctx, `INSERT INTO notifications (channel, event_id, payout_id, partner_ref, status,
+		reason, occurred_ns, received_ns, outcome, outcome_reason, applied_ns)`, ap.records, " ON CONFLICT DO NOTHING")
 	if err != nil {
 		return err
 	}
-	if n != int64(len(ap.records)) {
+	if n != int64(ap.records.n) {
 		// A concurrent transaction recorded one of these events after we
 		// looked; retrying the batch will see it as a duplicate.
 		return outlast.Unavailable(errRecordedConcurrently, 0, "notification recorded concurrently; retry")
 	}
-	if _, err := insertRows(ctx, ap.tx, "INSERT INTO journal (account_id, payout_id, bucket, amount, created_ns) VALUES ",
-		"", ap.journal); err != nil {
+	if _, err := ap.insert(ctx, "INSERT INTO journal (account_id, payout_id, bucket, amount, created_ns)",
+		ap.journal, ""); err != nil {
 		return err
 	}
-	if _, err := insertRows(ctx, ap.tx, `INSERT INTO conflicts (payout_id, channel, event_id, payout_status,
-		reported_status, created_ns) VALUES `, "", ap.clashes); err != nil {
+	if _, err := ap.insert(ctx, `INSERT INTO conflicts (payout_id, channel, event_id, payout_status,
+		reported_status, created_ns)`, ap.clashes, ""); err != nil {
 		return err
 	}
-	for chunk := range slices.Chunk(ap.dequeue, rowsPerStatement) {
-		if _, err := ap.tx.ExecContext(ctx, "DELETE FROM outbox WHERE payout_id IN ("+
-			placeholders(1, len(chunk))+")", anys(chunk)...); err != nil {
+	if len(ap.dequeue) > 0 {
+		rb := ap.db.d.rows
+		if _, err := ap.tx.ExecContext(ctx, "DELETE FROM outbox WHERE payout_id "+rb.in(1, "text"),
+			rb.list(ap.dequeue)); err != nil {
 			return err
 		}
 	}
 	if err := ap.flushAccounts(ctx); err != nil {
 		return err
 	}
-	ap.records, ap.journal, ap.clashes, ap.dequeue = nil, nil, nil, nil
+	ap.records.reset()
+	ap.journal.reset()
+	ap.clashes.reset()
+	ap.dequeue = ap.dequeue[:0]
 	return nil
 }
 
-// flushPayouts writes the changed payouts with one UPDATE ... FROM
-// (VALUES ...) per chunk, each row checked against the version it was
-// loaded at.
+// insert writes rs's rows, each followed by the transaction's time, into
+// the columns named by into, and returns how many rows were inserted.
+func (ap *applier) insert(ctx context.Context, into string, rs *rowset, suffix string) (int64, error) {
+	if rs.n == 0 {
+		return 0, nil
+	}
+	rb := ap.db.d.rows
+	// "WHERE true" tells SQLite's parser that ON CONFLICT belongs to the
+	// INSERT, not to a join in the SELECT.
+	res, err := ap.tx.ExecContext(ctx, into+" SELECT "+strings.Join(prefixedNames("v.", rs.names), ", ")+
+		", $1 FROM "+rb.from(rs, 2)+" WHERE true"+suffix, append([]any{ap.nowNanos}, rb.args(rs)...)...)
+	if err != nil {
+		return 0, err
+	}
+	return res.RowsAffected()
+}
+
+// flushPayouts writes the changed payouts with one UPDATE ... FROM, each
+// row checked against the version it was loaded at.
 func (ap *applier) flushPayouts(ctx context.Context) error {
 	ids := make([]string, 0, len(ap.payouts))
 	for id, st := range ap.payouts {
@@ -321,76 +347,108 @@ func (ap *applier) flushPayouts(ctx context.Context) error {
 			ids = append(ids, id)
 		}
 	}
+	if len(ids) == 0 {
+		return nil
+	}
 	sort.Strings(ids)
-	for chunk := range slices.Chunk(ids, rowsPerStatement) {
-		var b strings.Builder
-		args := []any{ap.nowNanos}
-		for i, id := range chunk {
-			st := ap.payouts[id]
-			p := st.cur
-			if i > 0 {
-				b.WriteString(", ")
-			}
-			b.WriteString("(" + placeholders(len(args)+1, 7) + ")")
-			// Numbers go as text: PostgreSQL types untyped VALUES columns
-			// as text, and the CASTs below turn them back on both backends.
-			args = append(args, p.ID, string(p.Status), strconv.FormatInt(p.Version, 10), p.Channel,
-				p.PartnerRef, p.FailureReason, strconv.FormatInt(st.loadedVersion, 10))
-		}
-		// VALUES columns are named column1..columnN on both backends.
-		res, err := ap.tx.ExecContext(ctx, `UPDATE payouts SET status = v.column2,
-			version = CAST(v.column3 AS BIGINT), channel = v.column4, partner_ref = v.column5,
-			failure_reason = v.column6, updated_ns = $1
-			FROM (VALUES `+b.String()+`) AS v
-			WHERE payouts.id = v.column1 AND payouts.version = CAST(v.column7 AS BIGINT)`, args...)
-		if err != nil {
-			return err
-		}
-		if n, err := res.RowsAffected(); err != nil || n != int64(len(chunk)) {
-			// The row locks should make this impossible; if another writer
-			// got there first anyway, the whole batch is retried.
-			return outlast.Errorf(outlast.ECONFLICT, "payouts changed concurrently; retry")
-		}
-		for _, id := range chunk {
-			st := ap.payouts[id]
-			st.loadedVersion = st.cur.Version
-		}
+	changed := newRowset("id text", "status text", "version bigint", "channel text", "partner_ref text",
+		"failure_reason text", "loaded_version bigint")
+	for _, id := range ids {
+		st := ap.payouts[id]
+		p := st.cur
+		changed.add(p.ID, string(p.Status), p.Version, p.Channel, p.PartnerRef, p.FailureReason, st.loadedVersion)
+	}
+	rb := ap.db.d.rows
+	res, err := ap.tx.ExecContext(ctx, `UPDATE payouts SET status = v.status, version = v.version,
+		channel = v.channel, partner_ref = v.partner_ref, failure_reason = v.failure_reason, updated_ns = $1
+		FROM `+rb.from(changed, 2)+` WHERE payouts.id = v.id AND payouts.version = v.loaded_version`,
+		append([]any{ap.nowNanos}, rb.args(changed)...)...)
+	if err != nil {
+		return err
+	}
+	if n, err := res.RowsAffected(); err != nil || n != int64(len(ids)) {
+		// The row locks should make this impossible; if another writer
+		// got there first anyway, the whole batch is retried.
+		return outlast.Errorf(outlast.ECONFLICT, "payouts changed concurrently; retry")
+	}
+	for _, id := range ids {
+		st := ap.payouts[id]
+		st.loadedVersion = st.cur.Version
 	}
 	return nil
 }
 
+// flushAccounts adds the deltas to the accounts with one UPDATE and checks
+// the invariant on each account as the UPDATE left it (RETURNING), rather
+// than reading each one back.
 func (ap *applier) flushAccounts(ctx context.Context) error {
+	deltas := newRowset("id text", "available bigint", "held bigint", "paid_out bigint")
 	ids := make([]string, 0, len(ap.deltas))
-	for id := range ap.deltas {
-		ids = append(ids, id)
+	for id, d := range ap.deltas {
+		if *d != (bucketDelta{}) {
+			ids = append(ids, id)
+		}
 	}
 	sort.Strings(ids)
 	for _, id := range ids {
 		d := ap.deltas[id]
-		if *d == (bucketDelta{}) {
-			continue
-		}
-		res, err := ap.tx.ExecContext(ctx, `UPDATE accounts SET available = available + $1, held = held + $2,
-			paid_out = paid_out + $3, version = version + 1, updated_ns = $4 WHERE id = $5`,
-			d.available, d.held, d.paidOut, ap.nowNanos, id)
-		if err != nil {
-			return err
-		}
-		if err := oneRow(res); err != nil {
-			return fmt.Errorf("update account %s: %w", id, err)
-		}
-		a, err := loadAccount(ctx, ap.tx, id, "")
-		if err != nil {
-			return err
-		}
-		mustHold(a)
+		deltas.add(id, d.available, d.held, d.paidOut)
 	}
 	clear(ap.deltas)
+	if len(ids) == 0 {
+		return nil
+	}
+	if err := ap.lockAccounts(ctx, ids); err != nil {
+		return err
+	}
+	rb := ap.db.d.rows
+	rows, err := ap.tx.QueryContext(ctx, `UPDATE accounts SET available = accounts.available + v.available,
+		held = accounts.held + v.held, paid_out = accounts.paid_out + v.paid_out,
+		version = accounts.version + 1, updated_ns = $1
+		FROM `+rb.from(deltas, 2)+` WHERE accounts.id = v.id
+		RETURNING accounts.id, accounts.funded, accounts.available, accounts.held, accounts.paid_out`,
+		append([]any{ap.nowNanos}, rb.args(deltas)...)...)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	updated := 0
+	for rows.Next() {
+		var a outlast.Account
+		if err := rows.Scan(&a.ID, &a.Funded, &a.Available, &a.Held, &a.PaidOut); err != nil {
+			return err
+		}
+		mustHold(&a)
+		updated++
+	}
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	if updated != len(ids) {
+		return fmt.Errorf("update accounts: %d of %d rows: %w", updated, len(ids), errNoRow)
+	}
 	return nil
 }
 
-// rowsPerStatement bounds the rows of one multi-row statement, keeping
-// the bound parameters far below both backends' limits.
+// lockAccounts locks the accounts with these sorted ids in id order
+// before one UPDATE changes them all: the UPDATE alone would lock them in
+// whatever order its plan visits them, and two batches locking in
+// different orders can deadlock. SQLite has no row locks to take.
+func (ap *applier) lockAccounts(ctx context.Context, ids []string) error {
+	if ap.db.d.forNoKeyUpdate == "" {
+		return nil
+	}
+	rb := ap.db.d.rows
+	rows, err := ap.tx.QueryContext(ctx, "SELECT id FROM accounts WHERE id "+rb.in(1, "text")+
+		" ORDER BY id"+ap.db.d.forNoKeyUpdate, rb.list(ids))
+	if err != nil {
+		return err
+	}
+	return rows.Close()
+}
+
+// rowsPerStatement bounds the rows of one multi-row VALUES statement,
+// keeping the bound parameters far below both backends' limits.
 const rowsPerStatement = 200
 
 // insertRows inserts rows (all of one width) with multi-row VALUES
@@ -432,14 +490,6 @@ func placeholders(first, n int) string {
 		b.WriteString("$" + strconv.Itoa(first+i))
 	}
 	return b.String()
-}
-
-func anys[T any](xs []T) []any {
-	out := make([]any, len(xs))
-	for i, x := range xs {
-		out[i] = x
-	}
-	return out
 }
 
 // cleanText makes s storable as TEXT on both backends (valid UTF-8, no
