@@ -21,8 +21,11 @@ import (
 )
 
 func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && args[0] == "cache" {
+		return runBenchCache(ctx, args[1:], stdout, stderr)
+	}
 	if len(args) == 0 || args[0] != "ingest" {
-		fmt.Fprintln(stderr, "usage: outlast bench ingest [flags]  (outlast bench ingest --help)")
+		fmt.Fprintln(stderr, "usage: outlast bench ingest|cache [flags]  (outlast bench ingest --help, outlast bench cache --help)")
 		return exitError(2)
 	}
 	fs := newFlagSet("bench ingest", "Measure partner notifications durably acknowledged and committed to the ledger per\nsecond (group-committed log + batched committer), against the naive design measured in\nthe same run on the same database: one INSERT and COMMIT per notification.", stderr)
