@@ -40,27 +40,9 @@ func openDB(t *testing.T, dsn string) *store.DB {
 	return db
 }
 
-// clock is an injectable time source for db.Now.
-type clock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
-
 // withClock replaces db's clock; call before db is shared.
-func withClock(db *store.DB) *clock {
-	c := &clock{now: time.Now().UTC()}
+func withClock(db *store.DB) *testenv.Clock {
+	c := testenv.NewClock(time.Now().UTC())
 	db.Now = c.Now
 	return c
 }
