@@ -22,42 +22,6 @@ const (
 	itFailoverGapMax = 20 * time.Second
 )
 
-// startItSentinels runs a master, one replica and three sentinels (quorum
-// 2, down-after-milliseconds 1000) and waits until every sentinel knows
-// the other two and the replica.
-func startItSentinels(t *testing.T) (master, replica *redistest.Server, addrs []string) {
-	t.Helper()
-	master = redistest.Start(t)
-	replica = redistest.StartReplica(t, master)
-	for range 3 {
-		s := redistest.StartSentinel(t, master, redistest.SentinelConfig{
-			MasterName: itMasterName, Quorum: 2, DownAfterMs: 1000, FailoverMs: 3000,
-		})
-		addrs = append(addrs, s.Addr)
-	}
-	for _, addr := range addrs {
-		c := goredis.NewSentinelClient(&goredis.Options{Addr: addr, DialTimeout: time.Second, ReadTimeout: time.Second})
-		testenv.WaitFor(t, 15*time.Second, "sentinel "+addr+" to discover its peers and the replica", func() bool {
-			m, err := c.Master(context.Background(), itMasterName).Result()
-			if err != nil || m["num-other-sentinels"] != "2" || m["num-slaves"] != "1" {
-				return false
-			}
-			peers, err := c.Sentinels(context.Background(), itMasterName).Result()
-			if err != nil {
-				return false
-			}
-			for _, p := range peers {
-				if p["flags"] != "sentinel" {
-					return false
-				}
-			}
-			return true
-		})
-		_ = c.Close()
-	}
-	return master, replica, addrs
-}
-
 // sentinelMaster returns the master address a sentinel names, or "".
 func sentinelMaster(c *goredis.SentinelClient) string {
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
@@ -70,7 +34,7 @@ func sentinelMaster(c *goredis.SentinelClient) string {
 }
 
 func TestCacheSentinelFailover(t *testing.T) {
-	master, replica, addrs := startItSentinels(t)
+	master, replica, addrs := redistest.StartSentinelGroup(t, itMasterName)
 	url := "redis-sentinel://" + strings.Join(addrs, ",") + "/" + itMasterName
 	env := newFaultEnv(t, url, 2, 100, nil)
 	env.fill(t)

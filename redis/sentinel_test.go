@@ -20,38 +20,10 @@ const masterName = "mymaster"
 const failoverGapMax = 20 * time.Second
 
 // startSentinelSetup runs a master, one replica and three sentinels with
-// quorum 2, and waits until every sentinel knows the other two and the replica.
+// quorum 2 (see redistest.StartSentinelGroup).
 func startSentinelSetup(t *testing.T) (master, replica *redistest.Server, addrs []string) {
 	t.Helper()
-	master = redistest.Start(t)
-	replica = redistest.StartReplica(t, master)
-	for range 3 {
-		s := redistest.StartSentinel(t, master, redistest.SentinelConfig{
-			MasterName: masterName, Quorum: 2, DownAfterMs: 1000, FailoverMs: 3000,
-		})
-		addrs = append(addrs, s.Addr)
-	}
-	for _, addr := range addrs {
-		c := goredis.NewSentinelClient(&goredis.Options{Addr: addr, DialTimeout: time.Second, ReadTimeout: time.Second})
-		testenv.WaitFor(t, 15*time.Second, "sentinel "+addr+" to discover peers and replica", func() bool {
-			m, err := c.Master(context.Background(), masterName).Result()
-			if err != nil || m["num-other-sentinels"] != "2" || m["num-slaves"] != "1" {
-				return false
-			}
-			peers, err := c.Sentinels(context.Background(), masterName).Result()
-			if err != nil {
-				return false
-			}
-			for _, p := range peers {
-				if p["flags"] != "sentinel" { // not yet connected, or down
-					return false
-				}
-			}
-			return true
-		})
-		c.Close()
-	}
-	return master, replica, addrs
+	return redistest.StartSentinelGroup(t, masterName)
 }
 
 func TestSentinel(t *testing.T) {

@@ -10,6 +10,7 @@ package redistest
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"io"
 	"net"
@@ -22,6 +23,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/outlast/outlast/internal/testenv"
 )
@@ -325,4 +328,41 @@ func (w *tail) String() string {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return string(w.buf)
+}
+
+// StartSentinelGroup runs a master, one replica and three sentinels that
+// watch it as masterName with quorum 2, down-after-milliseconds 1000 and
+// failover-timeout 3000, and waits until every sentinel knows the other two
+// and the replica.
+func StartSentinelGroup(t testing.TB, masterName string) (master, replica *Server, addrs []string) {
+	t.Helper()
+	master = Start(t)
+	replica = StartReplica(t, master)
+	for range 3 {
+		s := StartSentinel(t, master, SentinelConfig{
+			MasterName: masterName, Quorum: 2, DownAfterMs: 1000, FailoverMs: 3000,
+		})
+		addrs = append(addrs, s.Addr)
+	}
+	for _, addr := range addrs {
+		c := goredis.NewSentinelClient(&goredis.Options{Addr: addr, DialTimeout: time.Second, ReadTimeout: time.Second})
+		testenv.WaitFor(t, 15*time.Second, "sentinel "+addr+" to discover peers and replica", func() bool {
+			m, err := c.Master(context.Background(), masterName).Result()
+			if err != nil || m["num-other-sentinels"] != "2" || m["num-slaves"] != "1" {
+				return false
+			}
+			peers, err := c.Sentinels(context.Background(), masterName).Result()
+			if err != nil {
+				return false
+			}
+			for _, p := range peers {
+				if p["flags"] != "sentinel" { // not yet connected, or down
+					return false
+				}
+			}
+			return true
+		})
+		c.Close()
+	}
+	return master, replica, addrs
 }
