@@ -12,6 +12,7 @@ package outlast
 import (
 	"crypto/rand"
 	"encoding/hex"
+	"sync"
 	"time"
 )
 
@@ -29,26 +30,59 @@ const (
 )
 
 // NewID returns a time-ordered UUIDv7 string (RFC 9562): 48 bits of unix
-// milliseconds, then random bits. Time order keeps index inserts appending.
+// milliseconds, a 12-bit counter, then random bits. The counter (RFC 9562
+// §6.2 method 1) keeps ids strictly increasing within one process even for
+// several ids in the same millisecond, so pages of payouts ordered by id are
+// in creation order; time order keeps index inserts appending.
 func NewID() string {
-	return newUUIDv7(time.Now())
+	ms, seq := idClock.next(time.Now().UnixMilli())
+	return newUUIDv7(ms, seq)
 }
 
-func newUUIDv7(now time.Time) string {
+// idClock hands out (millisecond, counter) pairs that always increase.
+var idClock monotonic
+
+type monotonic struct {
+	mu     sync.Mutex // guards ms, seq
+	ms     int64
+	seq    uint16 // 12 bits used
+	seeded bool
+}
+
+// next returns a pair greater than the last one. A new millisecond starts
+// the counter at a random value in its lower half, leaving room to count
+// up; a counter that runs out borrows the next millisecond.
+func (m *monotonic) next(nowMs int64) (int64, uint16) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if !m.seeded || nowMs > m.ms {
+		var b [2]byte
+		_, _ = rand.Read(b[:])
+		m.ms, m.seq, m.seeded = nowMs, (uint16(b[0])<<8|uint16(b[1]))&0x7ff, true
+		return m.ms, m.seq
+	}
+	m.seq++
+	if m.seq > 0xfff {
+		m.ms, m.seq = m.ms+1, 0
+	}
+	return m.ms, m.seq
+}
+
+func newUUIDv7(ms int64, seq uint16) string {
 	var b [16]byte
-	if _, err := rand.Read(b[6:]); err != nil {
+	if _, err := rand.Read(b[8:]); err != nil {
 		// crypto/rand never fails on supported platforms (Go 1.24+ panics
 		// inside Read itself); keep the branch for older toolchains.
 		panic(err)
 	}
-	ms := uint64(now.UnixMilli())
 	b[0] = byte(ms >> 40)
 	b[1] = byte(ms >> 32)
 	b[2] = byte(ms >> 24)
 	b[3] = byte(ms >> 16)
 	b[4] = byte(ms >> 8)
 	b[5] = byte(ms)
-	b[6] = 0x70 | (b[6] & 0x0f) // version 7
+	b[6] = 0x70 | byte(seq>>8)&0x0f // version 7, counter high bits
+	b[7] = byte(seq)
 	b[8] = 0x80 | (b[8] & 0x3f) // variant 10
 	var s [36]byte
 	hex.Encode(s[0:8], b[0:4])
