@@ -26,7 +26,7 @@ Commands:
   demo        run the service with two simulated partner banks and traffic, then audit
   partnersim  run one simulated partner bank
   audit       check the ledger against its journal and against partners' records
-  bench       measure ingest throughput against the naive design
+  bench       measure ingest (vs the naive design) or the read cache (vs go-redis/cache, cache-aside)
 
 Run 'outlast <command> --help' for a command's flags.
 `
