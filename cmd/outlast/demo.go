@@ -232,12 +232,13 @@ func (g *trafficGen) send(ctx context.Context, seq int, intended time.Time) {
 		Currency:    "USD",
 		Destination: fmt.Sprintf("DE%020d", mrand.Int64N(1e18)),
 	}
-	_, _, err := g.api.createPayout(ctx, "demo-"+randomHex(12), body)
+	// A request already sent finishes even when the traffic stops, so the
+	// count printed at the end matches what the ledger holds; the client's
+	// timeout bounds it.
+	_, _, err := g.api.createPayout(context.WithoutCancel(ctx), "demo-"+randomHex(12), body)
 	lat := time.Since(intended)
 	if err != nil {
-		if ctx.Err() == nil {
-			g.errors.Add(1)
-		}
+		g.errors.Add(1)
 		return
 	}
 	g.created.Add(1)
