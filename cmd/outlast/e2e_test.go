@@ -22,6 +22,7 @@ import (
 )
 
 var (
+	raceBuild bool // set by race_test.go when the tests run with -race
 	buildOnce sync.Once
 	binPath   string
 	buildErr  error
@@ -37,7 +38,11 @@ func outlastBinary(t *testing.T) string {
 			return
 		}
 		binPath = filepath.Join(dir, "outlast")
-		out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput()
+		args := []string{"build", "-o", binPath}
+		if raceBuild {
+			args = append(args, "-race")
+		}
+		out, err := exec.Command("go", append(args, ".")...).CombinedOutput()
 		if err != nil {
 			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
 		}
@@ -271,6 +276,13 @@ func testKillRestart(t *testing.T, dsn string) {
 	})
 	checkBalances(t, ctx, admin, gen, banks)
 	svc.kill(syscall.SIGTERM)
+	// Every run of serve wrote to the same log; a race report is printed
+	// when the race happens, so a later SIGKILL does not hide it.
+	if out, err := os.ReadFile(logs.Name()); err == nil {
+		if i := strings.Index(string(out), "WARNING: DATA RACE"); i >= 0 {
+			t.Errorf("the race detector found a data race in outlast serve:\n%s", firstLines(string(out[i:]), 60))
+		}
+	}
 
 	auditArgs := []string{"audit", "--data-dir", dataDir}
 	if dsn != "" {
