@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"sort"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -95,39 +94,32 @@ func (m *Main) runInboxDrainer(ctx context.Context) error {
 func countOutcomes(source string, res []outlast.ApplyResult) {
 	for _, r := range res {
 		appliedTotal.WithLabelValues(source, string(r.Outcome)).Inc()
-		outcomes.add(source + " " + string(r.Outcome))
 	}
 }
 
-// outcomes tallies applied notifications by source and outcome for the
-// demo's summary; the metrics carry the same numbers for operators.
-var outcomes = &tally{n: map[string]int64{}}
-
-type tally struct {
-	mu sync.Mutex // guards n
-	n  map[string]int64
-}
-
-func (t *tally) add(k string) {
-	t.mu.Lock()
-	t.n[k]++
-	t.mu.Unlock()
-}
-
-// String lists the counts in key order.
-func (t *tally) String() string {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	keys := make([]string, 0, len(t.n))
-	for k := range t.n {
-		keys = append(keys, k)
+// appliedSummary lists the applied-notification counter by source and
+// outcome ("log applied 158, log duplicate 12, ..."), read from the metric
+// itself so the demo's summary and /metrics can never disagree.
+func appliedSummary(g prometheus.Gatherer) (string, error) {
+	mfs, err := g.Gather()
+	if err != nil {
+		return "", err
 	}
-	sort.Strings(keys)
-	parts := make([]string, len(keys))
-	for i, k := range keys {
-		parts[i] = fmt.Sprintf("%s %d", k, t.n[k])
+	var parts []string
+	for _, mf := range mfs {
+		if mf.GetName() != "outlast_notifications_applied_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			labels := map[string]string{}
+			for _, l := range m.GetLabel() {
+				labels[l.GetName()] = l.GetValue()
+			}
+			parts = append(parts, fmt.Sprintf("%s %s %.0f", labels["source"], labels["outcome"], m.GetCounter().GetValue()))
+		}
 	}
-	return strings.Join(parts, ", ")
+	sort.Strings(parts)
+	return strings.Join(parts, ", "), nil
 }
 
 // errStopRetry, returned by a retryLoop's fn, ends the loop.

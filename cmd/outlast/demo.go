@@ -137,7 +137,9 @@ func demo(ctx context.Context, cfg demoConfig, stdout, stderr io.Writer) error {
 	if !settled {
 		fmt.Fprintln(stdout, "not everything settled within --drain-timeout; the audit lists what is still in flight")
 	}
-	fmt.Fprintf(stdout, "notifications applied, by source and outcome: %s\n", outcomes)
+	if summary, err := appliedSummary(m.Registry); err == nil {
+		fmt.Fprintf(stdout, "notifications applied, by source and outcome: %s\n", summary)
+	}
 	ok, err := audit(context.Background(), m.DB, partners, stdout)
 	if err != nil {
 		return err
