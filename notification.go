@@ -52,9 +52,10 @@ const (
 	OutcomeDuplicate Outcome = "duplicate" // (channel, event id) seen before
 	OutcomeStale     Outcome = "stale"     // older than the payout's state
 	OutcomeConflict  Outcome = "conflict"  // contradicts a terminal state
-	// OutcomeRejected: the notification can never apply (unknown payout,
-	// wrong channel, invalid transition). Reason says why; the committer
-	// dead-letters it.
+	// OutcomeRejected: the notification cannot apply now (unknown payout,
+	// perhaps not visible yet; wrong channel; invalid transition). Reason
+	// says why. Rejected is not seen: it is not recorded, so a redelivery
+	// is judged again; it is retried and, after a bound, dead-lettered.
 	OutcomeRejected Outcome = "rejected"
 )
 

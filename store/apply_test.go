@@ -92,8 +92,8 @@ func wantFullBatch(t *testing.T, db *store.DB, fs []fixture, ns []*outlast.Notif
 	if n := count(t, db, "SELECT COUNT(*) FROM outbox"); n != 0 {
 		t.Fatalf("outbox = %d rows, want 0", n)
 	}
-	if n := count(t, db, "SELECT COUNT(*) FROM notifications"); n != len(ns)-1 {
-		t.Fatalf("notifications = %d rows, want %d (all but the repeated event)", n, len(ns)-1)
+	if n := count(t, db, "SELECT COUNT(*) FROM notifications"); n != len(ns)-2 {
+		t.Fatalf("notifications = %d rows, want %d (all but the repeated and the rejected event)", n, len(ns)-2)
 	}
 	wantCleanAudit(t, db)
 }

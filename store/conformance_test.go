@@ -339,6 +339,24 @@ func testNotificationsRejected(t *testing.T, db *store.DB) {
 		t.Fatalf("payouts in results = %v, %v; want nil for the unknown one only", rs[0].Payout, rs[1].Payout)
 	}
 	wantBalances(t, db, f.account, 900, 100, 0)
+
+	// Rejected is not seen: delivered again, each is judged again instead
+	// of being acked as a duplicate; the unknown payout's report applies
+	// once its payout exists.
+	rs = apply(t, db, unknown, wrongChannel, unknown)
+	wantOutcomes(t, rs, outlast.OutcomeRejected, outlast.OutcomeRejected, outlast.OutcomeRejected)
+	db.NewID = func() string { return unknown.PayoutID }
+	late := mustPayout(t, db, f.req("k2", 200))
+	if late.ID != unknown.PayoutID {
+		t.Fatalf("CreatePayout id = %q, want %q", late.ID, unknown.PayoutID)
+	}
+	rs = apply(t, db, unknown, unknown)
+	wantOutcomes(t, rs, outlast.OutcomeApplied, outlast.OutcomeDuplicate)
+	if rs[0].Payout.Status != outlast.StatusSucceeded {
+		t.Fatalf("late payout = %s, want succeeded", rs[0].Payout.Status)
+	}
+	wantBalances(t, db, f.account, 700, 100, 200)
+	wantCleanAudit(t, db)
 }
 
 func testNotificationsBatchDuplicates(t *testing.T, db *store.DB) {

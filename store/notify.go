@@ -128,8 +128,10 @@ func (ap *applier) applyAll(ctx context.Context, ns []*outlast.Notification) ([]
 			results[i] = outlast.ApplyResult{Outcome: outlast.OutcomeDuplicate, Payout: ap.snapshot(n.PayoutID)}
 			continue
 		}
-		seen[k] = true
 		results[i] = ap.applyOne(n)
+		// Rejected is not seen (principle 9): a repeat of it, here or in a
+		// later delivery, is judged again rather than acked as a duplicate.
+		seen[k] = results[i].Outcome != outlast.OutcomeRejected
 	}
 	if err := ap.flush(ctx); err != nil {
 		return nil, err
@@ -137,21 +139,26 @@ func (ap *applier) applyAll(ctx context.Context, ns []*outlast.Notification) ([]
 	return results, nil
 }
 
-// applyOne decides and applies one new notification in memory.
+// applyOne decides and applies one new notification in memory and
+// records it, unless it is rejected.
 func (ap *applier) applyOne(n *outlast.Notification) outlast.ApplyResult {
-	var r outlast.ApplyResult
 	st := ap.payouts[n.PayoutID]
 	if st == nil {
-		r = outlast.ApplyResult{Outcome: outlast.OutcomeRejected, Reason: "unknown payout"}
-	} else {
-		r = decide(st.cur, n)
-		switch r.Outcome {
-		case outlast.OutcomeApplied:
-			ap.transition(st.cur, n.Status, n.Channel, n.PartnerRef, n.Reason)
-		case outlast.OutcomeConflict:
-			ap.clashes.add(st.cur.ID, n.Channel, n.EventID, string(st.cur.Status), string(n.Status))
-		}
-		r.Payout = ap.snapshot(n.PayoutID)
+		// Perhaps not yet visible here: the caller retries it later.
+		return outlast.ApplyResult{Outcome: outlast.OutcomeRejected, Reason: "unknown payout"}
+	}
+	r := decide(st.cur, n)
+	switch r.Outcome {
+	case outlast.OutcomeApplied:
+		ap.transition(st.cur, n.Status, n.Channel, n.PartnerRef, n.Reason)
+	case outlast.OutcomeConflict:
+		ap.clashes.add(st.cur.ID, n.Channel, n.EventID, string(st.cur.Status), string(n.Status))
+	}
+	r.Payout = ap.snapshot(n.PayoutID)
+	if r.Outcome == outlast.OutcomeRejected {
+		// Not recorded: only what was applied or judged (stale,
+		// conflict) is remembered as seen.
+		return r
 	}
 	received := ap.nowNanos
 	if !n.ReceivedAt.IsZero() {

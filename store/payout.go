@@ -76,7 +76,7 @@ func (db *DB) createPayout(ctx context.Context, tx *sql.Tx, req *outlast.PayoutR
 		return nil, false, err
 	}
 	p = &outlast.Payout{
-		ID: outlast.NewID(), ClientID: req.ClientID, AccountID: req.AccountID, Amount: req.Amount,
+		ID: db.NewID(), ClientID: req.ClientID, AccountID: req.AccountID, Amount: req.Amount,
 		Currency: req.Currency, Destination: req.Destination, Status: outlast.StatusPending,
 		Channel: req.Channel, IdempotencyKey: req.IdempotencyKey, Version: 1, CreatedAt: now, UpdatedAt: now,
 	}

@@ -77,6 +77,10 @@ type DB struct {
 	// Now returns the current time; tests replace it. It must be set
 	// before the DB is shared. Open sets time.Now.
 	Now func() time.Time
+	// NewID returns a new payout's id; tests replace it to know an id
+	// before its payout exists. It must be set before the DB is shared.
+	// Open sets outlast.NewID.
+	NewID func() string
 }
 
 // Open opens the ledger named by dsn and applies pending migrations. A dsn
@@ -129,7 +133,7 @@ func openPostgres(ctx context.Context, dsn string) (*DB, error) {
 		sdb.Close()
 		return nil, outlast.Unavailable(errWrap("open", err), retryAfter, "database unavailable")
 	}
-	return &DB{d: postgresDialect, w: sdb, r: sdb, Now: time.Now}, nil
+	return &DB{d: postgresDialect, w: sdb, r: sdb, Now: time.Now, NewID: outlast.NewID}, nil
 }
 
 func openSQLite(ctx context.Context, dsn string) (*DB, error) {
@@ -175,7 +179,7 @@ func openSQLite(ctx context.Context, dsn string) (*DB, error) {
 	}
 	r.SetMaxOpenConns(sqliteReadConnsMax)
 	r.SetMaxIdleConns(sqliteReadConnsMax)
-	return &DB{d: sqliteDialect, w: w, r: r, Now: time.Now}, nil
+	return &DB{d: sqliteDialect, w: w, r: r, Now: time.Now, NewID: outlast.NewID}, nil
 }
 
 // sqliteFile returns the file system path of a SQLite dsn, or "" when it
