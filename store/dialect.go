@@ -263,9 +263,12 @@ func isUnavailable(err error) bool {
 	var se *sqlite.Error
 	if errors.As(err, &se) {
 		switch se.Code() & 0xff {
+		// Busy and locked (another writer), I/O, full disk, a file that
+		// cannot be opened or was made read-only, out of memory: the
+		// host's trouble, not the request's.
 		case sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED, sqlite3.SQLITE_IOERR,
 			sqlite3.SQLITE_FULL, sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_PROTOCOL,
-			sqlite3.SQLITE_INTERRUPT:
+			sqlite3.SQLITE_INTERRUPT, sqlite3.SQLITE_READONLY, sqlite3.SQLITE_NOMEM:
 			return true
 		}
 		return false
@@ -281,15 +284,28 @@ func isUnavailable(err error) bool {
 		strings.Contains(msg, "database is locked")
 }
 
-// pgUnavailable reports SQLSTATEs that mean "try again": connection
-// exceptions (08), serialization failures and deadlocks (40), too many
-// connections (53), shutdowns and statement timeouts (57).
+// pgUnavailable reports SQLSTATEs that mean "this database cannot do it
+// now; the same statement may well succeed later", by meaning rather than
+// by the codes seen so far:
+//   - 08 connection exceptions, 53 insufficient resources (too many
+//     connections, disk full, out of memory), 58 system errors (I/O);
+//   - 40 transaction rollbacks: serialization failures and deadlocks;
+//   - 57 operator intervention: statement timeout (57014), admin or crash
+//     shutdown, cannot connect now (57P01-57P03), idle session timeout
+//     (57P05) — but not 57P04, a dropped database, which will not return;
+//   - 25006 read-only transaction: a primary demoted during a failover
+//     answers this until clients reach the new primary;
+//   - 25P03 idle-in-transaction timeout, 55P03 lock not available.
+//
+// Everything here is retried without limit and never dead-lettered.
 func pgUnavailable(code string) bool {
 	switch {
-	case strings.HasPrefix(code, "08"), strings.HasPrefix(code, "53"):
+	case strings.HasPrefix(code, "08"), strings.HasPrefix(code, "53"), strings.HasPrefix(code, "58"),
+		strings.HasPrefix(code, "40"):
 		return true
-	case code == "40001", code == "40P01", code == "57014", code == "57P01",
-		code == "57P02", code == "57P03", code == "55P03", code == "25P03":
+	case strings.HasPrefix(code, "57"):
+		return code != "57P04"
+	case code == "25006", code == "25P03", code == "55P03":
 		return true
 	}
 	return false

@@ -3,10 +3,13 @@ package store_test
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/outlast/outlast"
 	"github.com/outlast/outlast/internal/testenv"
@@ -111,4 +114,55 @@ func TestSQLiteLockedIsUnavailable(t *testing.T) {
 		t.Fatalf("FundAccount after the lock is gone: %v", err)
 	}
 	wantBalances(t, db, f.account, 501, 0, 0)
+}
+
+// TestPostgresReadOnlyIsUnavailable: a primary demoted during a failover
+// answers writes with SQLSTATE 25006. That is the database's state, not
+// the request's fault: it must come back as EUNAVAILABLE (retried without
+// limit), never as an internal error that would dead-letter good
+// notifications.
+func TestPostgresReadOnlyIsUnavailable(t *testing.T) {
+	dsn := testenv.PostgresDSN(t)
+	db := openDB(t, dsn)
+	f := seed(t, db, "ro", 1000)
+	p := mustPayout(t, db, f.req("k1", 100))
+	testenv.SetPostgresReadOnly(t, dsn, true)
+	ctx := context.Background()
+	sawReadOnly := false
+	testenv.WaitFor(t, 10*time.Second, "a write refused with 25006", func() bool {
+		_, err := db.ApplyNotifications(ctx, []*outlast.Notification{note(p, outlast.StatusSucceeded)})
+		wantCode(t, "ApplyNotifications on a read-only primary", err, outlast.EUNAVAILABLE)
+		var pe *pgconn.PgError
+		sawReadOnly = errors.As(err, &pe) && pe.Code == "25006"
+		return sawReadOnly
+	})
+	_, err := db.FundAccount(ctx, f.account, 1)
+	wantCode(t, "FundAccount on a read-only primary", err, outlast.EUNAVAILABLE)
+	testenv.SetPostgresReadOnly(t, dsn, false)
+	testenv.WaitFor(t, 10*time.Second, "the write to apply once the database is writable", func() bool {
+		_, err := db.ApplyNotifications(ctx, []*outlast.Notification{note(p, outlast.StatusSucceeded)})
+		return err == nil
+	})
+	wantBalances(t, db, f.account, 900, 0, 100)
+}
+
+// TestPostgresStoppedIsUnavailable: a stopped server, and the sessions it
+// cut, are EUNAVAILABLE; after a restart the same DB works again.
+func TestPostgresStoppedIsUnavailable(t *testing.T) {
+	pg := testenv.StartPostgres(t)
+	db := openDB(t, pg.DSN())
+	f := seed(t, db, "st", 1000)
+	p := mustPayout(t, db, f.req("k1", 100))
+	pg.Stop()
+	ctx := context.Background()
+	_, err := db.ApplyNotifications(ctx, []*outlast.Notification{note(p, outlast.StatusSucceeded)})
+	wantCode(t, "ApplyNotifications on a stopped server", err, outlast.EUNAVAILABLE)
+	_, err = db.Account(ctx, f.account)
+	wantCode(t, "Account on a stopped server", err, outlast.EUNAVAILABLE)
+	pg.Start()
+	testenv.WaitFor(t, 10*time.Second, "the write to apply after the restart", func() bool {
+		_, err := db.ApplyNotifications(ctx, []*outlast.Notification{note(p, outlast.StatusSucceeded)})
+		return err == nil
+	})
+	wantBalances(t, db, f.account, 900, 0, 100)
 }
