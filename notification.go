@@ -18,6 +18,11 @@ type Notification struct {
 	OccurredAt time.Time `json:"occurred_at"`
 	// ReceivedAt is when Outlast accepted it (set at ingest).
 	ReceivedAt time.Time `json:"received_at"`
+	// Deliveries is how many times this notification has been handed to
+	// Apply, this time included: the log's delivery count, the inbox's
+	// claims. The bound on retrying a rejected notification counts it.
+	// It is not part of the notification's content; 0 counts as 1.
+	Deliveries int `json:"-"`
 }
 
 // ReasonBytesMax bounds a failure reason.
@@ -64,17 +69,22 @@ type ApplyResult struct {
 	Outcome Outcome
 	Reason  string  // for OutcomeRejected and OutcomeConflict
 	Payout  *Payout // the payout after applying, when it exists
+	// For OutcomeRejected only, what the caller does with the notification
+	// (one rule, the ledger's, whichever path brought it): deliver it again
+	// after RetryAfter, or, once DeadLetter is set, dead-letter it with
+	// Reason. Every other outcome is remembered: the caller acks it.
+	RetryAfter time.Duration
+	DeadLetter bool
 }
 
-// NotificationService applies notifications to the ledger.
-type NotificationService interface {
-	// ApplyNotifications applies a batch in one transaction: each
-	// notification at most once by (channel, event id); succeeded moves held
-	// to paid_out, failed releases the hold, dispatched records the partner
-	// ref. The results line up with ns. An error means nothing was
-	// committed and the whole batch may be retried.
-	ApplyNotifications(ctx context.Context, ns []*Notification) ([]ApplyResult, error)
-}
+// Source says which path brought notifications to Apply.
+type Source string
+
+const (
+	FromLog        Source = "log"        // the durable notification log
+	FromInbox      Source = "inbox"      // the database inbox, while the log was down
+	FromReconciler Source = "reconciler" // a partner's answer to a status query
+)
 
 // NotificationLog is the durable log notifications land in before they are
 // applied. Append returns only once n is durable (fsync'd or replicated);
@@ -83,14 +93,25 @@ type NotificationLog interface {
 	Append(ctx context.Context, n *Notification) error
 }
 
+// InboxEntry is a notification waiting in the database inbox.
+type InboxEntry struct {
+	ID           int64
+	Notification *Notification // Deliveries counts the claim that returned it
+}
+
 // Inbox is the database fallback for the log: notifications committed here
-// when the log is down are drained through the same apply path.
+// when the log is down are applied through the same Apply, claimed like
+// outbox entries so several instances can drain it at once.
 type Inbox interface {
-	// AppendInbox commits ns to the inbox table.
+	// AppendInbox commits ns to the inbox. EVALIDATION if any is invalid;
+	// then none is stored.
 	AppendInbox(ctx context.Context, ns []*Notification) error
-	// DrainInbox applies up to limit inbox entries in one transaction and
-	// removes them, returning how many it drained and their results.
-	// Entries that are rejected are moved to the dead-letter table with
-	// their reason rather than left to block the others.
-	DrainInbox(ctx context.Context, limit int) (drained int, results []ApplyResult, err error)
+	// ClaimInbox leases up to limit due entries, oldest first, for lease,
+	// counting a delivery of each.
+	ClaimInbox(ctx context.Context, limit int, lease time.Duration) ([]InboxEntry, error)
+	// SettleInbox records, in one transaction, what Apply's results (lined
+	// up with entries) made of claimed entries: remembered ones leave the
+	// inbox, rejected ones are due again after RetryAfter, and those marked
+	// DeadLetter move to the dead letters with their reason.
+	SettleInbox(ctx context.Context, entries []InboxEntry, results []ApplyResult) error
 }

@@ -291,7 +291,7 @@ type fakeInbox struct {
 	err      error
 }
 
-var _ outlast.Inbox = (*fakeInbox)(nil)
+var _ InboxAppender = (*fakeInbox)(nil)
 
 func (b *fakeInbox) AppendInbox(ctx context.Context, ns []*outlast.Notification) error {
 	b.mu.Lock()
@@ -304,10 +304,6 @@ func (b *fakeInbox) AppendInbox(ctx context.Context, ns []*outlast.Notification)
 		b.appended = append(b.appended, &cp)
 	}
 	return nil
-}
-
-func (b *fakeInbox) DrainInbox(ctx context.Context, limit int) (int, []outlast.ApplyResult, error) {
-	return 0, nil, nil
 }
 
 func (b *fakeInbox) setErr(err error) {

@@ -76,6 +76,11 @@ type Config struct {
 	Logger *slog.Logger
 }
 
+// InboxAppender is the database inbox as the webhook handler sees it.
+type InboxAppender interface {
+	AppendInbox(ctx context.Context, ns []*outlast.Notification) error
+}
+
 // Services are what the API serves from.
 type Services struct {
 	Accounts outlast.AccountService // required
@@ -83,7 +88,7 @@ type Services struct {
 	// Log is the durable notification log. If nil, every notification goes
 	// to Inbox.
 	Log   outlast.NotificationLog
-	Inbox outlast.Inbox // required: the fallback when the log is down
+	Inbox InboxAppender // required: the fallback when the log is down
 	// ChooseChannel picks the partner channel of a new payout (the router).
 	// Required. Any error is answered 503 with Retry-After.
 	ChooseChannel func(ctx context.Context) (string, error)

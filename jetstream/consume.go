@@ -9,12 +9,15 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/outlast/outlast"
+	"github.com/outlast/outlast/internal/backoff"
 )
 
-// ApplyFunc applies notifications to the ledger in one transaction and
-// returns one result per notification (outlast.NotificationService's
-// ApplyNotifications). An error means nothing was committed.
-type ApplyFunc func(ctx context.Context, ns []*outlast.Notification) ([]outlast.ApplyResult, error)
+// Applier applies notifications to the ledger in one transaction and
+// returns one result per notification, each saying what becomes of it
+// (outlast.Ledger's Apply). An error means nothing was committed.
+type Applier interface {
+	Apply(ctx context.Context, source outlast.Source, ns []*outlast.Notification) ([]outlast.ApplyResult, error)
+}
 
 // fetchMessagesMax bounds the messages one fetch asks for, whatever the
 // average batch size suggests.
@@ -35,29 +38,33 @@ type item struct {
 // committer is one Consume call's state; it is used by that goroutine only.
 type committer struct {
 	l      *Log
-	apply  ApplyFunc
+	ledger Applier
 	perMsg float64 // notifications per message in recent fetches
+	retry  backoff.Policy
 	// held is every message of the current fetch: all of them are kept
 	// from redelivery while one chunk waits out a database outage.
 	held []*item
 }
 
-// Consume runs the committer until ctx ends or the Log is closed, then
-// returns nil after the batch in hand is finished. It fetches batch
-// messages from the durable consumer shared by every instance, calls apply
-// once for up to ApplyMax notifications, and acknowledges the messages only
-// after apply returned without error.
+// Consume is the committer: it runs until ctx ends or the Log is closed,
+// then returns nil after the batch in hand is finished. It fetches batch
+// messages from the durable consumer shared by every instance, calls
+// ledger.Apply once for up to ApplyMax notifications, and acknowledges the
+// messages only after Apply returned without error.
 //
-// While apply fails with EUNAVAILABLE (database down) the batch is held and
-// retried with backoff, and never dead-lettered. Any other error re-applies
-// the messages one by one to isolate the failing one. A message that still
-// fails, or holds a notification apply rejected, is redelivered with backoff
-// until it has been delivered MaxDeliver times; then those notifications go
-// to the dead-letter stream and the message is acknowledged, so it never
-// blocks the others. Several instances may run Consume at once.
-func (l *Log) Consume(ctx context.Context, apply ApplyFunc) error {
-	if apply == nil {
-		return outlast.Errorf(outlast.EINVALID, "apply is required")
+// While Apply fails with EUNAVAILABLE (database down, read-only, busy) the
+// batch is held and retried with backoff, without limit, and never
+// dead-lettered. Any other error re-applies the messages one by one to
+// isolate the failing one, which is redelivered with backoff, also without
+// limit: an error is not a verdict on the notification. What becomes of a
+// rejected notification is the ledger's call (its result's RetryAfter or
+// DeadLetter); a message holding one is redelivered after RetryAfter or,
+// once the ledger says so, its rejected notifications go to the
+// dead-letter stream and the message is acknowledged. Several instances
+// may run Consume at once.
+func (l *Log) Consume(ctx context.Context, ledger Applier) error {
+	if ledger == nil {
+		return outlast.Errorf(outlast.EINVALID, "ledger is required")
 	}
 	l.mu.RLock()
 	if l.closed {
@@ -73,21 +80,18 @@ func (l *Log) Consume(ctx context.Context, apply ApplyFunc) error {
 	stopOnClose := context.AfterFunc(l.stopCtx, cancel)
 	defer stopOnClose()
 
-	c := &committer{l: l, apply: apply, perMsg: 1}
-	delay := l.cfg.RetryDelayMin
+	c := &committer{l: l, ledger: ledger, perMsg: 1, retry: l.cfg.retryPolicy()}
+	b := backoff.New(c.retry)
 	for ctx.Err() == nil {
 		msgs, err := c.fetch()
 		if err != nil {
 			consumerErrorsTotal.Inc()
-			l.log.Warn("committer fetch failed", "err", err, "retry_in", delay)
+			l.log.Warn("committer fetch failed", "err", err, "failures", b.Failures()+1)
 			l.repair(ctx)
-			if !sleep(ctx, delay) {
-				break
-			}
-			delay = min(2*delay, l.cfg.RetryDelayMax)
+			b.Wait(ctx)
 			continue
 		}
-		delay = l.cfg.RetryDelayMin
+		b.Reset()
 		if len(msgs) > 0 {
 			c.process(ctx, msgs)
 		}
@@ -173,10 +177,13 @@ func (c *committer) decode(ctx context.Context, m jetstream.Msg) (*item, bool) {
 	}
 	it := &item{msg: m, seq: meta.Sequence.Stream, deliveries: meta.NumDelivered}
 	ns, err := decodeBatch(m.Data(), m.Headers())
+	for _, n := range ns {
+		n.Deliveries = int(min(meta.NumDelivered, 1<<30))
+	}
 	if err != nil {
 		c.l.log.Error("undecodable notification batch", "seq", it.seq, "err", err)
 		if derr := c.l.deadLetterRaw(ctx, it, err.Error()); derr != nil {
-			c.nak([]*item{it}, c.backoff(it.deliveries), "dead_letter")
+			c.nak([]*item{it}, c.retry.Delay(int(it.deliveries)), "dead_letter")
 			return nil, false
 		}
 		c.ack(it)
@@ -209,7 +216,7 @@ func (c *committer) applyChunk(ctx context.Context, items []*item) {
 		}
 		return
 	case len(items) == 1:
-		c.failed(ctx, items[0], err)
+		c.failed(items[0], err)
 		return
 	}
 	c.l.log.Warn("apply failed; isolating the failing message", "messages", len(items), "err", err)
@@ -220,26 +227,26 @@ func (c *committer) applyChunk(ctx context.Context, items []*item) {
 			c.nak(items[i:], 0, "stopped")
 			return
 		case err != nil:
-			c.failed(ctx, it, err)
+			c.failed(it, err)
 		default:
 			c.settle(ctx, it, results)
 		}
 	}
 }
 
-// applyRetrying calls apply until it succeeds or fails with anything but
+// applyRetrying calls Apply until it succeeds or fails with anything but
 // EUNAVAILABLE. While the database is down the messages are held with
 // InProgress rather than Nak'd: a Nak would count a delivery, and a long
-// outage would then dead-letter good notifications at their first
-// rejection.
+// outage would then spend a rejected notification's deliveries.
 func (c *committer) applyRetrying(ctx context.Context, ns []*outlast.Notification) ([]outlast.ApplyResult, error) {
-	delay := c.l.cfg.RetryDelayMin
+	b := backoff.New(c.retry)
 	for {
 		results, err := c.applyOnce(ctx, ns)
 		if err == nil || !unavailable(err) {
 			return results, err
 		}
 		applyUnavailableTotal.Inc()
+		delay := b.Next()
 		c.l.log.Warn("apply unavailable; holding the batch", "notifications", len(ns), "retry_in", delay, "err", err)
 		for _, it := range c.held {
 			if it.settled {
@@ -249,10 +256,9 @@ func (c *committer) applyRetrying(ctx context.Context, ns []*outlast.Notificatio
 				c.l.log.Warn("committer in-progress failed", "seq", it.seq, "err", err)
 			}
 		}
-		if !sleep(ctx, delay) {
+		if !b.Sleep(ctx, delay) {
 			return nil, errStopped
 		}
-		delay = min(2*delay, c.l.cfg.RetryDelayMax)
 	}
 }
 
@@ -262,7 +268,7 @@ func (c *committer) applyRetrying(ctx context.Context, ns []*outlast.Notificatio
 func (c *committer) applyOnce(ctx context.Context, ns []*outlast.Notification) ([]outlast.ApplyResult, error) {
 	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.l.cfg.AckWait)
 	defer cancel()
-	results, err := c.apply(actx, ns)
+	results, err := c.ledger.Apply(actx, outlast.FromLog, ns)
 	if err != nil {
 		return nil, err
 	}
@@ -279,52 +285,51 @@ func unavailable(err error) bool {
 		errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled)
 }
 
-// settle acks it unless apply rejected some of its notifications: those are
-// redelivered until MaxDeliver, then dead-lettered.
+// settle acks it unless the ledger rejected some of its notifications:
+// then the message is redelivered after the longest RetryAfter asked for,
+// or, once the ledger marks them DeadLetter, those go to the dead-letter
+// stream and the message is acked. All notifications of a message share
+// its delivery count, so the ledger's bound is reached by all at once.
 func (c *committer) settle(ctx context.Context, it *item, results []outlast.ApplyResult) {
 	c.l.stats.consumed.Add(uint64(len(results)))
-	var rejected []int
+	var dead []int
+	var reasons []string
+	var retry time.Duration
+	retrying := false
 	for i, r := range results {
-		consumedTotal.WithLabelValues(string(r.Outcome)).Inc()
-		if r.Outcome == outlast.OutcomeRejected {
-			rejected = append(rejected, i)
+		switch {
+		case r.Outcome != outlast.OutcomeRejected:
+		case r.DeadLetter:
+			dead = append(dead, i)
+			reasons = append(reasons, "rejected: "+r.Reason)
+		default:
+			retrying, retry = true, max(retry, r.RetryAfter)
 		}
 	}
-	if len(rejected) == 0 {
+	switch {
+	case retrying:
+		c.nak([]*item{it}, max(retry, c.retry.Base), "rejected")
+	case len(dead) > 0:
+		c.deadLetterAndAck(ctx, it, dead, reasons)
+	default:
 		c.ack(it)
-		return
 	}
-	if it.deliveries < uint64(c.l.cfg.MaxDeliver) {
-		c.nak([]*item{it}, c.backoff(it.deliveries), "rejected")
-		return
-	}
-	reasons := make([]string, len(rejected))
-	for j, i := range rejected {
-		reasons[j] = "rejected: " + results[i].Reason
-	}
-	c.deadLetterAndAck(ctx, it, rejected, reasons)
 }
 
-// failed handles a message whose apply keeps failing with an error other
-// than EUNAVAILABLE.
-func (c *committer) failed(ctx context.Context, it *item, err error) {
-	c.l.log.Error("apply failed", "seq", it.seq, "deliveries", it.deliveries, "err", err)
-	if it.deliveries < uint64(c.l.cfg.MaxDeliver) {
-		c.nak([]*item{it}, c.backoff(it.deliveries), "error")
-		return
-	}
-	idx := make([]int, len(it.ns))
-	reasons := make([]string, len(it.ns))
-	for i := range it.ns {
-		idx[i], reasons[i] = i, "apply failed: "+err.Error()
-	}
-	c.deadLetterAndAck(ctx, it, idx, reasons)
+// failed handles a message whose Apply keeps failing with an error other
+// than EUNAVAILABLE: redelivered with backoff, never dead-lettered, since
+// the error says nothing about whether the notification can apply.
+func (c *committer) failed(it *item, err error) {
+	applyErrorsTotal.Inc()
+	delay := c.retry.Delay(int(it.deliveries))
+	c.l.log.Error("apply failed; message will be redelivered", "seq", it.seq, "deliveries", it.deliveries, "retry_in", delay, "err", err)
+	c.nak([]*item{it}, delay, "error")
 }
 
 func (c *committer) deadLetterAndAck(ctx context.Context, it *item, idx []int, reasons []string) {
 	if err := c.l.deadLetter(ctx, it, idx, reasons); err != nil {
 		c.l.log.Error("dead-lettering failed; message will be redelivered", "seq", it.seq, "err", err)
-		c.nak([]*item{it}, c.backoff(it.deliveries), "dead_letter")
+		c.nak([]*item{it}, c.retry.Delay(int(it.deliveries)), "dead_letter")
 		return
 	}
 	c.ack(it)
@@ -353,16 +358,6 @@ func (c *committer) nak(items []*item, delay time.Duration, reason string) {
 			c.l.log.Warn("committer nak failed; redelivery after AckWait", "seq", it.seq, "err", err)
 		}
 	}
-}
-
-// backoff is the redelivery delay after the given number of deliveries:
-// RetryDelayMin doubling up to RetryDelayMax.
-func (c *committer) backoff(deliveries uint64) time.Duration {
-	d := c.l.cfg.RetryDelayMin
-	for i := uint64(1); i < deliveries && d < c.l.cfg.RetryDelayMax; i++ {
-		d *= 2
-	}
-	return min(d, c.l.cfg.RetryDelayMax)
 }
 
 // sleep waits d or until ctx ends, reporting whether it waited the full d.

@@ -18,9 +18,7 @@ import (
 const (
 	// deadLettersMax bounds one DeadLetters call.
 	deadLettersMax = 1000
-	// rawBytesMax bounds the undecodable body kept in a dead letter; the
-	// whole message stays in the notifications stream (SourceSeq) until
-	// MaxAge.
+	// rawBytesMax bounds the undecodable body kept in a dead letter.
 	rawBytesMax = 256 << 10
 	// reasonHeaderBytesMax bounds the reason copied into a header for
 	// operators browsing the stream; the body holds it whole.

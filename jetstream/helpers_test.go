@@ -104,8 +104,18 @@ func notification(i int) *outlast.Notification {
 	}
 }
 
+// applyFunc is an Applier from a function.
+type applyFunc func(ctx context.Context, ns []*outlast.Notification) ([]outlast.ApplyResult, error)
+
+func (f applyFunc) Apply(ctx context.Context, _ outlast.Source, ns []*outlast.Notification) ([]outlast.ApplyResult, error) {
+	return f(ctx, ns)
+}
+
 // ledger is a fake apply: it records each event once (later ones are
-// duplicates), and rejects or fails the events it is told to.
+// duplicates), and rejects or fails the events it is told to. Rejected
+// events are not recorded (rejected is not seen) and, like the real
+// ledger's rule, are retried until deadAfter deliveries. The real ledger
+// over the real log is tested in package ledger.
 type ledger struct {
 	mu      sync.Mutex
 	applied map[string]int // event id → times applied as new (must stay 1)
@@ -118,6 +128,9 @@ type ledger struct {
 	fail   map[string]bool
 	// tag records which consumer applied each event first.
 	by map[string]string
+	// deadAfter is the deliveries at which a rejected event is
+	// dead-lettered; if 0, 3.
+	deadAfter int
 }
 
 func newLedger() *ledger {
@@ -127,7 +140,7 @@ func newLedger() *ledger {
 	}
 }
 
-func (g *ledger) apply(tag string) ApplyFunc {
+func (g *ledger) apply(tag string) applyFunc {
 	return func(ctx context.Context, ns []*outlast.Notification) ([]outlast.ApplyResult, error) {
 		g.mu.Lock()
 		defer g.mu.Unlock()
@@ -145,7 +158,8 @@ func (g *ledger) apply(tag string) ApplyFunc {
 			g.seen[n.EventID]++
 			switch {
 			case g.reject[n.EventID] != "":
-				res[i] = outlast.ApplyResult{Outcome: outlast.OutcomeRejected, Reason: g.reject[n.EventID]}
+				res[i] = outlast.ApplyResult{Outcome: outlast.OutcomeRejected, Reason: g.reject[n.EventID],
+					DeadLetter: n.Deliveries >= max(g.deadAfter, 3), RetryAfter: 10 * time.Millisecond}
 			case g.applied[n.EventID] > 0:
 				res[i] = outlast.ApplyResult{Outcome: outlast.OutcomeDuplicate}
 			default:
@@ -166,7 +180,7 @@ func (g *ledger) appliedCount() int {
 
 // consume runs l.Consume in the background until the returned stop is
 // called; stop fails t if Consume returned an error or did not return.
-func consume(t testing.TB, l *Log, apply ApplyFunc) (stop func()) {
+func consume(t testing.TB, l *Log, apply Applier) (stop func()) {
 	t.Helper()
 	return testenv.Start(t, "Consume", func(ctx context.Context) error { return l.Consume(ctx, apply) })
 }

@@ -26,6 +26,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/outlast/outlast"
+	"github.com/outlast/outlast/internal/backoff"
 )
 
 var _ outlast.NotificationLog = (*Log)(nil)
@@ -78,15 +79,16 @@ type Config struct {
 	// AckTimeout bounds the wait for a PubAck. If AckTimeout <= 0, 2s is used.
 	AckTimeout time.Duration
 
-	// MaxAge is how long the notifications stream keeps messages, applied
-	// or not: the committer must not stay down longer. If MaxAge <= 0,
-	// 7 days is used.
-	MaxAge time.Duration
-	// MaxBytes bounds the notifications stream. When it is full, appends
-	// fail (DiscardNew) and the HTTP layer falls back to the database inbox;
-	// nothing already stored is dropped to make room. If MaxBytes <= 0,
-	// 1 GiB is used.
+	// MaxBytes bounds the notifications stream, which holds only what the
+	// committer has not applied yet: it is a work queue, so an applied
+	// message is removed when it is acked and nothing unapplied is ever
+	// discarded, by age or to make room. When unapplied notifications fill
+	// it, appends fail (DiscardNew) and the HTTP layer falls back to the
+	// database inbox. If MaxBytes <= 0, 1 GiB is used.
 	MaxBytes int64
+	// MaxMsgs bounds the messages in the notifications stream, likewise.
+	// If MaxMsgs <= 0, 1,000,000 is used.
+	MaxMsgs int64
 	// DeadMaxBytes bounds the dead-letter stream, which keeps entries until
 	// an operator removes them; when it is full, dead-lettering fails and
 	// the message is retried rather than lost. If DeadMaxBytes <= 0,
@@ -112,14 +114,11 @@ type Config struct {
 	// bounds how long Consume takes to notice cancellation. If FetchWait
 	// <= 0, 1s is used.
 	FetchWait time.Duration
-	// MaxDeliver is how many deliveries a rejected or failing message gets
-	// before its notifications are dead-lettered. If MaxDeliver <= 0, 5 is
-	// used.
-	MaxDeliver int
-	// RetryDelayMin and RetryDelayMax bound the exponential backoff between
-	// redeliveries of a rejected message and between apply attempts while
-	// the database is unavailable. If RetryDelayMin <= 0, 100ms is used; if
-	// RetryDelayMax <= 0, 5s is used.
+	// RetryDelayMin and RetryDelayMax bound the backoff (full jitter)
+	// between fetches while the broker fails, apply attempts while the
+	// database is unavailable, and redeliveries of a message whose apply
+	// failed. If RetryDelayMin <= 0, 100ms is used; if RetryDelayMax <= 0,
+	// 5s is used.
 	RetryDelayMin time.Duration
 	RetryDelayMax time.Duration
 
@@ -149,9 +148,7 @@ func (c Config) withDefaults() Config {
 	setInt(&c.QueueMax, 4*c.BatchMax*c.InflightMax)
 	setInt(&c.MaxAckPending, 1024)
 	setInt(&c.ApplyMax, 1000)
-	setInt(&c.MaxDeliver, 5)
 	setDur(&c.AckTimeout, 2*time.Second)
-	setDur(&c.MaxAge, 7*24*time.Hour)
 	setDur(&c.DuplicateWindow, 2*time.Minute)
 	setDur(&c.AckWait, 30*time.Second)
 	setDur(&c.FetchWait, time.Second)
@@ -159,6 +156,9 @@ func (c Config) withDefaults() Config {
 	setDur(&c.RetryDelayMax, 5*time.Second)
 	if c.MaxBytes <= 0 {
 		c.MaxBytes = 1 << 30
+	}
+	if c.MaxMsgs <= 0 {
+		c.MaxMsgs = 1_000_000
 	}
 	if c.DeadMaxBytes <= 0 {
 		c.DeadMaxBytes = 256 << 20
@@ -178,6 +178,11 @@ func (c Config) withDefaults() Config {
 		c.Replicas = 1
 	}
 	return c
+}
+
+// retryPolicy is the one backoff of the committer's loops.
+func (c Config) retryPolicy() backoff.Policy {
+	return backoff.Policy{Base: c.RetryDelayMin, Max: c.RetryDelayMax}
 }
 
 func (c Config) validate() error {
@@ -304,8 +309,9 @@ func Open(ctx context.Context, cfg Config) (*Log, error) {
 		l.shutdown()
 		return nil, err
 	}
-	l.writerWG.Add(1)
+	l.writerWG.Add(2)
 	go l.writer()
+	go l.watchStreams(streamWatchInterval)
 	return l, nil
 }
 
@@ -439,6 +445,9 @@ func (l *Log) repair(ctx context.Context) {
 	l.log.Warn("recreated missing stream or consumer", "stream", l.streamName, "consumer", l.cfg.ConsumerName)
 }
 
+// streamWatchInterval is how often the stream gauges are refreshed.
+const streamWatchInterval = 5 * time.Second
+
 // repairGrace is how long a stream or consumer must stay missing before
 // repair recreates it.
 const repairGrace = time.Second
@@ -454,18 +463,24 @@ func (l *Log) missing(ctx context.Context) bool {
 
 // ensure creates or updates the streams and the durable consumer.
 func (l *Log) ensure(ctx context.Context) (stream, dead jetstream.Stream, consumer jetstream.Consumer, err error) {
+	if err := l.upgradeRetention(ctx); err != nil {
+		return nil, nil, nil, err
+	}
 	stream, err = l.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name:        l.streamName,
-		Description: "Outlast partner notifications awaiting (and after) apply",
+		Description: "Outlast partner notifications awaiting apply",
 		Subjects:    []string{l.subjectBase + ".notifications.>"},
-		Retention:   jetstream.LimitsPolicy,
-		MaxAge:      l.cfg.MaxAge,
-		MaxBytes:    l.cfg.MaxBytes,
-		MaxMsgSize:  int32(l.payloadMax + 4096),
-		Discard:     jetstream.DiscardNew,
-		Storage:     jetstream.FileStorage,
-		Replicas:    l.cfg.Replicas,
-		Duplicates:  l.cfg.DuplicateWindow,
+		// A work queue removes a message once the committer acks it, so
+		// applied traffic never fills the stream and refuses appends; no
+		// MaxAge, so an unapplied message is never dropped.
+		Retention:  jetstream.WorkQueuePolicy,
+		MaxBytes:   l.cfg.MaxBytes,
+		MaxMsgs:    l.cfg.MaxMsgs,
+		MaxMsgSize: int32(l.payloadMax + 4096),
+		Discard:    jetstream.DiscardNew,
+		Storage:    jetstream.FileStorage,
+		Replicas:   l.cfg.Replicas,
+		Duplicates: l.cfg.DuplicateWindow,
 	})
 	if err != nil {
 		return nil, nil, nil, setupErr("create stream "+l.streamName, err)
@@ -490,8 +505,8 @@ func (l *Log) ensure(ctx context.Context) (stream, dead jetstream.Stream, consum
 		DeliverPolicy: jetstream.DeliverAllPolicy,
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		AckWait:       l.cfg.AckWait,
-		// Unlimited: the committer dead-letters by itself after
-		// Config.MaxDeliver; a server-side limit would drop messages
+		// Unlimited: the committer dead-letters by itself when the
+		// ledger says so; a server-side limit would drop messages
 		// silently instead.
 		MaxDeliver:    -1,
 		MaxAckPending: l.cfg.MaxAckPending,
@@ -596,3 +611,76 @@ func (s serverLogger) Fatalf(format string, v ...any)  { s.log.Error(fmt.Sprintf
 func (s serverLogger) Errorf(format string, v ...any)  { s.log.Error(fmt.Sprintf(format, v...)) }
 func (s serverLogger) Debugf(string, ...any)           {}
 func (s serverLogger) Tracef(string, ...any)           {}
+
+// upgradeRetention replaces a notifications stream made by an earlier
+// version under limits retention (which kept applied messages until they
+// filled it) with the work queue: JetStream cannot change a stream's
+// retention to work queue in place. It does so only when the committer has
+// applied everything in it; otherwise it refuses to start, since dropping
+// the stream would lose unapplied notifications.
+func (l *Log) upgradeRetention(ctx context.Context) error {
+	old, err := l.js.Stream(ctx, l.streamName)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return nil
+	}
+	if err != nil {
+		return setupErr("look up stream "+l.streamName, err)
+	}
+	info, err := old.Info(ctx)
+	if err != nil {
+		return setupErr("look up stream "+l.streamName, err)
+	}
+	if info.Config.Retention == jetstream.WorkQueuePolicy {
+		return nil
+	}
+	c, err := old.Consumer(ctx, l.cfg.ConsumerName)
+	if err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return setupErr("look up consumer "+l.cfg.ConsumerName, err)
+	}
+	if c != nil {
+		ci, err := c.Info(ctx)
+		if err != nil {
+			return setupErr("look up consumer "+l.cfg.ConsumerName, err)
+		}
+		if pending := ci.NumPending + uint64(ci.NumAckPending); pending > 0 {
+			return fmt.Errorf("jetstream: stream %s (limits retention, from an earlier version) holds %d unapplied messages: "+
+				"run the earlier version until they are applied, then start this one", l.streamName, pending)
+		}
+	}
+	if err := l.js.DeleteStream(ctx, l.streamName); err != nil {
+		return setupErr("delete stream "+l.streamName, err)
+	}
+	l.log.Warn("replaced the notifications stream of an earlier version (limits retention) with a work queue; it held only applied messages",
+		"stream", l.streamName, "messages", info.State.Msgs)
+	// The server answers a delete before its files are gone (see repair).
+	if !sleep(ctx, repairGrace) {
+		return ctx.Err()
+	}
+	return nil
+}
+
+// watchStreams publishes the streams' size against their limits as
+// metrics every interval until the Log is closed.
+func (l *Log) watchStreams(interval time.Duration) {
+	defer l.writerWG.Done()
+	for {
+		for _, s := range []struct {
+			name   string
+			stream jetstream.Stream
+		}{{"notifications", l.stream}, {"dead", l.dead}} {
+			ctx, cancel := context.WithTimeout(l.stopCtx, l.cfg.AckTimeout)
+			info, err := s.stream.Info(ctx)
+			cancel()
+			if err != nil {
+				continue // the broker is down: the gauges keep their last value
+			}
+			streamBytes.WithLabelValues(s.name).Set(float64(info.State.Bytes))
+			streamBytesLimit.WithLabelValues(s.name).Set(float64(info.Config.MaxBytes))
+			streamMessages.WithLabelValues(s.name).Set(float64(info.State.Msgs))
+			streamMessagesLimit.WithLabelValues(s.name).Set(float64(info.Config.MaxMsgs))
+		}
+		if !sleep(l.stopCtx, interval) {
+			return
+		}
+	}
+}

@@ -11,6 +11,9 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/outlast/outlast"
 	"github.com/outlast/outlast/internal/testenv"
@@ -32,8 +35,9 @@ func TestEmbeddedSyncAlways(t *testing.T) {
 	if err != nil {
 		t.Fatalf("stream info: %v", err)
 	}
-	if info.Config.Storage.String() != "File" || info.Config.Duplicates <= 0 || info.Config.MaxBytes <= 0 || info.Config.MaxAge <= 0 {
-		t.Fatalf("stream config = %+v, want file storage with limits and a duplicate window", info.Config)
+	if info.Config.Storage.String() != "File" || info.Config.Duplicates <= 0 || info.Config.MaxBytes <= 0 || info.Config.MaxAge != 0 ||
+		info.Config.Retention != jetstream.WorkQueuePolicy || info.Config.Discard != jetstream.DiscardNew {
+		t.Fatalf("stream config = %+v, want a file work queue with size limits, no age limit, DiscardNew and a duplicate window", info.Config)
 	}
 	if got := l.ClientURL(); got != "" {
 		t.Errorf("ClientURL() = %q without a listener, want \"\"", got)
@@ -107,7 +111,7 @@ func TestKilledServerRedelivers(t *testing.T) {
 	entered := make(chan struct{}, 1)
 	release := make(chan struct{})
 	var seen atomic.Int64
-	stop := consume(t, l, func(ctx context.Context, ns []*outlast.Notification) ([]outlast.ApplyResult, error) {
+	stop := consume(t, l, applyFunc(func(ctx context.Context, ns []*outlast.Notification) ([]outlast.ApplyResult, error) {
 		seen.Add(int64(len(ns)))
 		select {
 		case entered <- struct{}{}:
@@ -115,7 +119,7 @@ func TestKilledServerRedelivers(t *testing.T) {
 		}
 		<-release
 		return make([]outlast.ApplyResult, len(ns)), nil
-	})
+	}))
 	select {
 	case <-entered:
 	case <-time.After(10 * time.Second):
@@ -139,13 +143,11 @@ func TestKilledServerRedelivers(t *testing.T) {
 }
 
 func TestApplyUnavailableIsRetriedNotDeadLettered(t *testing.T) {
-	cfg := testConfig(t.TempDir())
-	cfg.MaxDeliver = 2
-	l := open(t, cfg)
+	l := open(t, testConfig(t.TempDir()))
 	appendAll(t, l, 0, 200)
 	g := newLedger()
 	var downCalls atomic.Int64
-	g.down = func() bool { return downCalls.Add(1) <= 12 } // well past MaxDeliver
+	g.down = func() bool { return downCalls.Add(1) <= 12 } // well past any bound on deliveries
 	consume(t, l, g.apply("a"))
 	waitApplied(t, g, 200)
 	waitDrained(t, l)
@@ -162,9 +164,7 @@ func TestApplyUnavailableIsRetriedNotDeadLettered(t *testing.T) {
 }
 
 func TestRejectedIsDeadLetteredOthersApplied(t *testing.T) {
-	cfg := testConfig(t.TempDir())
-	cfg.MaxDeliver = 3
-	l := open(t, cfg)
+	l := open(t, testConfig(t.TempDir()))
 	poison := notification(1000)
 	poison.EventID = "poison"
 	batch := []*outlast.Notification{notification(0), poison, notification(1), notification(2)}
@@ -177,7 +177,7 @@ func TestRejectedIsDeadLetteredOthersApplied(t *testing.T) {
 	var first sync.Once
 	var firstApplied []string
 	apply := g.apply("a")
-	consume(t, l, func(ctx context.Context, ns []*outlast.Notification) ([]outlast.ApplyResult, error) {
+	consume(t, l, applyFunc(func(ctx context.Context, ns []*outlast.Notification) ([]outlast.ApplyResult, error) {
 		res, err := apply(ctx, ns)
 		first.Do(func() {
 			for i, r := range res {
@@ -187,7 +187,7 @@ func TestRejectedIsDeadLetteredOthersApplied(t *testing.T) {
 			}
 		})
 		return res, err
-	})
+	}))
 	appendAll(t, l, 3, 10) // later messages flow while the poison one is retried
 	waitApplied(t, g, 10)
 	testenv.WaitFor(t, 10*time.Second, "poison dead-lettered", func() bool { return l.Stats().DeadLetters == 1 })
@@ -197,7 +197,7 @@ func TestRejectedIsDeadLetteredOthersApplied(t *testing.T) {
 	seenPoison := g.seen["poison"]
 	g.mu.Unlock()
 	if seenPoison != 3 {
-		t.Errorf("poison applied %d times, want MaxDeliver = 3", seenPoison)
+		t.Errorf("poison applied %d times, want 3 (the ledger's bound)", seenPoison)
 	}
 	if got := strings.Join(firstApplied, ","); !strings.HasPrefix(got, "ev-0,ev-1,ev-2") {
 		t.Errorf("first apply applied %v, want ev-0, ev-1, ev-2 first", firstApplied)
@@ -215,10 +215,12 @@ func TestRejectedIsDeadLetteredOthersApplied(t *testing.T) {
 	}
 }
 
+// TestFailingMessageIsIsolated: an apply error that is not "unavailable"
+// says nothing about whether the notification can apply, so the failing
+// message is isolated from its neighbours and redelivered with backoff,
+// never dead-lettered; it applies once the error goes away.
 func TestFailingMessageIsIsolated(t *testing.T) {
-	cfg := testConfig(t.TempDir())
-	cfg.MaxDeliver = 2
-	l := open(t, cfg)
+	l := open(t, testConfig(t.TempDir()))
 	bad := notification(1000)
 	bad.EventID = "bad"
 	publishBatch(t, l, notification(0), notification(1))
@@ -228,22 +230,26 @@ func TestFailingMessageIsIsolated(t *testing.T) {
 	g.fail["bad"] = true
 	consume(t, l, g.apply("a"))
 	waitApplied(t, g, 2) // ev-0, ev-1 and ev-3 are not blocked by "bad"
-	testenv.WaitFor(t, 10*time.Second, "bad message dead-lettered", func() bool { return l.Stats().DeadLetters == 2 })
-	waitDrained(t, l)
+	testenv.WaitFor(t, 10*time.Second, "ev-3 applied and bad tried 4 times", func() bool {
+		g.mu.Lock()
+		defer g.mu.Unlock()
+		return g.applied["ev-3"] == 1 && g.calls >= 6
+	})
 	g.mu.Lock()
-	if g.applied["ev-3"] != 1 || g.applied["ev-2"] != 0 {
-		t.Errorf("applied ev-3 %d times and ev-2 %d times, want 1 and 0 (ev-2 shares bad's message)", g.applied["ev-3"], g.applied["ev-2"])
+	if g.applied["ev-2"] != 0 {
+		t.Errorf("applied ev-2 %d times, want 0 (it shares bad's message)", g.applied["ev-2"])
 	}
+	g.fail["bad"] = false
 	g.mu.Unlock()
-	dls, err := l.DeadLetters(context.Background(), 10)
-	if err != nil || len(dls) != 2 {
-		t.Fatalf("DeadLetters() = %v, %v; want 2", dls, err)
+	if s := l.Stats(); s.DeadLetters != 0 {
+		t.Fatalf("DeadLetters = %d for a failing apply, want 0", s.DeadLetters)
 	}
-	for _, dl := range dls {
-		if !strings.HasPrefix(dl.Reason, "apply failed: constraint violated by bad") || dl.Deliveries != 2 {
-			t.Errorf("dead letter %+v, want apply failed after 2 deliveries", dl)
-		}
-	}
+	testenv.WaitFor(t, 20*time.Second, "bad and ev-2 applied once the error is gone", func() bool {
+		g.mu.Lock()
+		defer g.mu.Unlock()
+		return g.applied["bad"] == 1 && g.applied["ev-2"] == 1
+	})
+	waitDrained(t, l)
 }
 
 func TestUndecodableMessageIsDeadLettered(t *testing.T) {
@@ -418,7 +424,7 @@ func TestTwoInstancesShareTheConsumer(t *testing.T) {
 func testTwoInstances(t *testing.T, a, b *Log) {
 	const n = 1000
 	g := newLedger()
-	slow := func(tag string) ApplyFunc {
+	slow := func(tag string) applyFunc {
 		apply := g.apply(tag)
 		return func(ctx context.Context, ns []*outlast.Notification) ([]outlast.ApplyResult, error) {
 			time.Sleep(5 * time.Millisecond) // a database transaction's worth, so both get a turn
@@ -497,16 +503,49 @@ func TestDecodeBatchRejectsMismatchedCount(t *testing.T) {
 	}
 }
 
-func TestBackoff(t *testing.T) {
-	c := &committer{l: &Log{cfg: Config{RetryDelayMin: 100 * time.Millisecond, RetryDelayMax: 5 * time.Second}}}
+func TestRetryPolicyFollowsConfig(t *testing.T) {
+	p := Config{RetryDelayMin: 100 * time.Millisecond, RetryDelayMax: 5 * time.Second}.retryPolicy()
 	for _, tc := range []struct {
-		deliveries uint64
+		deliveries int
 		want       time.Duration
-	}{{1, 100 * time.Millisecond}, {2, 200 * time.Millisecond}, {4, 800 * time.Millisecond}, {7, 5 * time.Second}, {1 << 40, 5 * time.Second}} {
-		if got := c.backoff(tc.deliveries); got != tc.want {
-			t.Errorf("backoff(%d) = %s, want %s", tc.deliveries, got, tc.want)
+	}{{1, 100 * time.Millisecond}, {2, 200 * time.Millisecond}, {4, 800 * time.Millisecond}, {7, 5 * time.Second}, {1 << 30, 5 * time.Second}} {
+		if got := p.Ceiling(tc.deliveries); got != tc.want {
+			t.Errorf("Ceiling(%d) = %s, want %s", tc.deliveries, got, tc.want)
 		}
 	}
+}
+
+// TestAppliedMessagesNeverFillTheLog: the stream holds only what is not
+// applied yet, so far more applied traffic than MaxBytes passes through
+// without a single append being refused (before, acked messages stayed
+// until MaxAge and a full stream refused every append).
+func TestAppliedMessagesNeverFillTheLog(t *testing.T) {
+	cfg := testConfig(t.TempDir())
+	cfg.MaxBytes = 2 << 20
+	l := open(t, cfg)
+	g := newLedger()
+	consume(t, l, g.apply("a"))
+	const waves, perWave = 12, 2500
+	for w := range waves {
+		appendAll(t, l, w*perWave, (w+1)*perWave) // fails t on any refused append
+		waitApplied(t, g, (w+1)*perWave)
+	}
+	waitDrained(t, l)
+	appended := l.Stats().NotificationsAppended
+	info, err := l.stream.Info(context.Background())
+	if err != nil {
+		t.Fatalf("stream info: %v", err)
+	}
+	if info.State.Msgs != 0 {
+		t.Errorf("stream holds %d messages after everything was applied, want 0", info.State.Msgs)
+	}
+	// The notifications that passed through took several times MaxBytes.
+	if bytesThrough := appended * 200; bytesThrough < 2*uint64(cfg.MaxBytes) {
+		t.Fatalf("only %d notifications (~%d bytes) went through, want well over MaxBytes", appended, bytesThrough)
+	}
+	testenv.WaitFor(t, 15*time.Second, "stream gauges published", func() bool {
+		return testutil.ToFloat64(streamBytesLimit.WithLabelValues("notifications")) == float64(cfg.MaxBytes)
+	})
 }
 
 // TestRecreatesDeletedStream deletes the stream (and with it the consumer)

@@ -25,10 +25,26 @@ var (
 		Name: "outlast_jetstream_append_errors_total",
 		Help: "Notifications whose append failed, by reason (queue_full, closed, disconnected, publish, timeout, canceled).",
 	}, []string{"reason"})
-	consumedTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "outlast_jetstream_consumed_notifications_total",
-		Help: "Notifications the committer applied, by outcome (redeliveries count again, as duplicates).",
-	}, []string{"outcome"})
+	applyErrorsTotal = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "outlast_jetstream_apply_errors_total",
+		Help: "Messages whose apply failed with an error other than unavailable; redelivered with backoff, never dead-lettered. Alert when it grows.",
+	})
+	streamBytes = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "outlast_jetstream_stream_bytes",
+		Help: "Bytes held by a stream (notifications: not yet applied; dead: dead letters).",
+	}, []string{"stream"})
+	streamBytesLimit = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "outlast_jetstream_stream_bytes_limit",
+		Help: "MaxBytes of a stream: appends fail (and webhooks fall back to the inbox) when bytes reach it.",
+	}, []string{"stream"})
+	streamMessages = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "outlast_jetstream_stream_messages",
+		Help: "Messages held by a stream.",
+	}, []string{"stream"})
+	streamMessagesLimit = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "outlast_jetstream_stream_messages_limit",
+		Help: "MaxMsgs of a stream (-1: unlimited).",
+	}, []string{"stream"})
 	deadLettersTotal = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "outlast_jetstream_dead_letters_total",
 		Help: "Notifications moved to the dead-letter stream.",
@@ -51,7 +67,8 @@ var (
 func Collectors() []prometheus.Collector {
 	return []prometheus.Collector{
 		appendsTotal, notificationsAppendedTotal, appendBatchNotifications, appendAckSeconds,
-		appendErrorsTotal, consumedTotal, deadLettersTotal, consumerNaksTotal,
+		appendErrorsTotal, applyErrorsTotal, deadLettersTotal, consumerNaksTotal,
+		streamBytes, streamBytesLimit, streamMessages, streamMessagesLimit,
 		applyUnavailableTotal, consumerErrorsTotal,
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/outlast/outlast"
 	"github.com/outlast/outlast/internal/testenv"
@@ -115,11 +116,16 @@ func testDrainFullBatch(t *testing.T, db *store.DB) {
 	if err := db.AppendInbox(ctx, ns); err != nil {
 		t.Fatalf("AppendInbox: %v", err)
 	}
-	drained, rs, err := db.DrainInbox(ctx, 0)
-	if err != nil || drained != len(ns) {
-		t.Fatalf("DrainInbox = %d, %v; want %d", drained, err, len(ns))
+	es, err := db.ClaimInbox(ctx, 0, time.Minute)
+	if err != nil || len(es) != len(ns) {
+		t.Fatalf("ClaimInbox = %d, %v; want %d", len(es), err, len(ns))
 	}
+	rs := applyEntries(t, db, es)
 	wantFullBatch(t, db, fs, ns, rs)
+	rs[len(rs)-1].DeadLetter = true
+	if err := db.SettleInbox(ctx, es, rs); err != nil {
+		t.Fatalf("SettleInbox: %v", err)
+	}
 	if n := count(t, db, "SELECT COUNT(*) FROM inbox"); n != 0 {
 		t.Fatalf("inbox = %d rows after drain, want 0", n)
 	}
@@ -180,7 +186,7 @@ func testApplyInvariantPanics(t *testing.T, db *store.DB) {
 				t.Fatal("ApplyNotifications on a broken account did not panic")
 			}
 		}()
-		db.ApplyNotifications(ctx, []*outlast.Notification{note(pg, outlast.StatusSucceeded), note(pb, outlast.StatusSucceeded)})
+		db.Apply(ctx, outlast.FromLog, []*outlast.Notification{note(pg, outlast.StatusSucceeded), note(pb, outlast.StatusSucceeded)})
 	}()
 	for _, id := range []string{pg.ID, pb.ID} {
 		if p, err := db.Payout(ctx, id); err != nil || p.Status != outlast.StatusPending {

@@ -108,7 +108,7 @@ func benchApply(b *testing.B, db *store.DB, fs []fixture, batch int) {
 			ns = append(ns, note(p, outlast.StatusDispatched), note(p, outlast.StatusSucceeded))
 		}
 		b.StartTimer()
-		rs, err := db.ApplyNotifications(ctx, ns)
+		rs, err := db.Apply(ctx, outlast.FromLog, ns)
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -393,7 +393,7 @@ func testNotificationsConcurrent(t *testing.T, db *store.DB) {
 		rand.New(rand.NewPCG(uint64(w), 1)).Shuffle(len(batch), func(i, j int) { batch[i], batch[j] = batch[j], batch[i] })
 		wg.Go(func() {
 			for attempt := 0; ; attempt++ {
-				rs, err := db.ApplyNotifications(context.Background(), batch)
+				rs, err := db.Apply(context.Background(), outlast.FromLog, batch)
 				if err != nil && attempt < 20 && outlast.ErrorCode(err) == outlast.EUNAVAILABLE {
 					continue // a deadlock victim; the batch is retried whole
 				}
@@ -545,6 +545,7 @@ func testOutboxConcurrentClaimers(t *testing.T, db *store.DB) {
 
 func testInbox(t *testing.T, db *store.DB) {
 	ctx := context.Background()
+	clock := withClock(db)
 	f := seed(t, db, "i", 1000)
 	p := mustPayout(t, db, f.req("k1", 100))
 	good := note(p, outlast.StatusSucceeded)
@@ -554,24 +555,30 @@ func testInbox(t *testing.T, db *store.DB) {
 	}
 	bad := note(p, "pending")
 	wantCode(t, "AppendInbox(invalid)", db.AppendInbox(ctx, []*outlast.Notification{bad}), outlast.EVALIDATION)
-	rep := wantCleanAudit(t, db)
-	if rep.Inbox != 3 {
+	if rep := wantCleanAudit(t, db); rep.Inbox != 3 {
 		t.Fatalf("audit inbox = %d, want 3", rep.Inbox)
 	}
-	drained, rs, err := db.DrainInbox(ctx, 2)
-	if err != nil || drained != 2 {
-		t.Fatalf("DrainInbox(2) = %d, %v; want 2", drained, err)
-	}
+
+	// Applied and rejected: the applied entry leaves, the rejected one is
+	// due again after its RetryAfter.
+	es := claimInbox(t, db, 2, 1, 1)
+	rs := applyEntries(t, db, es)
 	wantOutcomes(t, rs, outlast.OutcomeApplied, outlast.OutcomeRejected)
-	drained, rs, err = db.DrainInbox(ctx, 10)
-	if err != nil || drained != 1 {
-		t.Fatalf("DrainInbox(10) = %d, %v; want 1", drained, err)
+	rs[1].RetryAfter = time.Minute
+	settleInbox(t, db, es, rs)
+	es = claimInbox(t, db, 10, 1) // the repeat of good; unknown is not due
+	wantOutcomes(t, applyEntries(t, db, es), outlast.OutcomeDuplicate)
+	settleInbox(t, db, es, []outlast.ApplyResult{{Outcome: outlast.OutcomeDuplicate}})
+	claimInbox(t, db, 10)
+
+	// Due again, it counts a second delivery; this time the bound is
+	// reached and it moves to the dead letters with its reason.
+	clock.Advance(time.Minute)
+	es = claimInbox(t, db, 10, 2)
+	if es[0].Notification.EventID != unknown.EventID {
+		t.Fatalf("claimed %s, want the unknown payout's report %s", es[0].Notification.EventID, unknown.EventID)
 	}
-	wantOutcomes(t, rs, outlast.OutcomeDuplicate)
-	if drained, _, err := db.DrainInbox(ctx, 10); err != nil || drained != 0 {
-		t.Fatalf("DrainInbox(empty) = %d, %v; want 0", drained, err)
-	}
-	wantBalances(t, db, f.account, 900, 0, 100)
+	settleInbox(t, db, es, []outlast.ApplyResult{{Outcome: outlast.OutcomeRejected, Reason: "unknown payout", DeadLetter: true}})
 	dls, err := db.DeadLetters(ctx, 10)
 	if err != nil || len(dls) != 1 || dls[0].Notification.EventID != unknown.EventID || dls[0].Reason != "unknown payout" {
 		t.Fatalf("DeadLetters = %+v, %v; want the unknown payout's report", dls, err)
@@ -579,9 +586,54 @@ func testInbox(t *testing.T, db *store.DB) {
 	if !dls[0].Notification.OccurredAt.Equal(unknown.OccurredAt) {
 		t.Fatalf("dead letter OccurredAt = %v, want %v", dls[0].Notification.OccurredAt, unknown.OccurredAt)
 	}
-	rep = wantCleanAudit(t, db)
-	if rep.Inbox != 0 || rep.DeadLetters != 1 {
+	if rep := wantCleanAudit(t, db); rep.Inbox != 0 || rep.DeadLetters != 1 {
 		t.Fatalf("audit inbox %d dead letters %d, want 0 and 1", rep.Inbox, rep.DeadLetters)
+	}
+	wantBalances(t, db, f.account, 900, 0, 100)
+
+	// Replayed, it is back in the inbox with its deliveries reset; a claim
+	// whose lease runs out is claimed again.
+	if n, err := db.ReplayDeadLetters(ctx, []int64{dls[0].ID}); err != nil || n != 1 {
+		t.Fatalf("ReplayDeadLetters = %d, %v; want 1", n, err)
+	}
+	if dls, err := db.DeadLetters(ctx, 10); err != nil || len(dls) != 0 {
+		t.Fatalf("DeadLetters after replay = %d, %v; want none", len(dls), err)
+	}
+	claimInbox(t, db, 10, 1)
+	claimInbox(t, db, 10)
+	clock.Advance(31 * time.Second)
+	claimInbox(t, db, 10, 2)
+}
+
+// claimInbox claims up to limit entries with a 30 s lease and checks that
+// they are as many as deliveries and counted those deliveries.
+func claimInbox(t *testing.T, db *store.DB, limit int, deliveries ...int) []outlast.InboxEntry {
+	t.Helper()
+	es, err := db.ClaimInbox(context.Background(), limit, 30*time.Second)
+	if err != nil || len(es) != len(deliveries) {
+		t.Fatalf("ClaimInbox(%d) = %d entries, %v; want %d", limit, len(es), err, len(deliveries))
+	}
+	for i, e := range es {
+		if e.Notification.Deliveries != deliveries[i] {
+			t.Fatalf("entry %d deliveries = %d, want %d", i, e.Notification.Deliveries, deliveries[i])
+		}
+	}
+	return es
+}
+
+func applyEntries(t *testing.T, db *store.DB, es []outlast.InboxEntry) []outlast.ApplyResult {
+	t.Helper()
+	ns := make([]*outlast.Notification, len(es))
+	for i, e := range es {
+		ns[i] = e.Notification
+	}
+	return apply(t, db, ns...)
+}
+
+func settleInbox(t *testing.T, db *store.DB, es []outlast.InboxEntry, rs []outlast.ApplyResult) {
+	t.Helper()
+	if err := db.SettleInbox(context.Background(), es, rs); err != nil {
+		t.Fatalf("SettleInbox: %v", err)
 	}
 }
 
@@ -775,10 +827,7 @@ func testDurability(t *testing.T, db *store.DB) {
 	default:
 		t.Fatalf("Dialect() = %q", db.Dialect())
 	}
-	var n int
-	if err := db.SQL().QueryRowContext(ctx, "SELECT COUNT(*) FROM schema_migrations").Scan(&n); err != nil || n != 1 {
-		t.Fatalf("schema_migrations rows = %d, %v; want 1", n, err)
-	}
+	wantMigrations(t, db)
 }
 
 func testUnavailableAfterClose(t *testing.T, db *store.DB) {

@@ -3,7 +3,6 @@ package store
 import (
 	"context"
 	"database/sql"
-	"fmt"
 	"time"
 
 	"github.com/outlast/outlast"
@@ -41,68 +40,105 @@ func (db *DB) AppendInbox(ctx context.Context, ns []*outlast.Notification) error
 	})
 }
 
-// DrainInbox applies up to limit of the oldest inbox entries in one
-// transaction, through the same path as ApplyNotifications, and removes
-// them; rejected ones move to the dead-letter table with their reason. If
-// limit <= 0 or > BatchMax, BatchMax is used. On PostgreSQL concurrent
-// drainers skip each other's entries.
-func (db *DB) DrainInbox(ctx context.Context, limit int) (int, []outlast.ApplyResult, error) {
+// ClaimInbox leases up to limit due inbox entries, oldest first, for lease
+// and counts a delivery of each; see outlast.Inbox. If limit <= 0 or >
+// BatchMax, BatchMax is used; if lease <= 0, 30 s. On PostgreSQL
+// concurrent drainers skip each other's entries.
+func (db *DB) ClaimInbox(ctx context.Context, limit int, lease time.Duration) ([]outlast.InboxEntry, error) {
 	if limit <= 0 || limit > BatchMax {
 		limit = BatchMax
 	}
-	var results []outlast.ApplyResult
-	err := db.write(ctx, "drain_inbox", func(tx *sql.Tx) error {
-		ids, ns, err := selectInbox(ctx, tx, "SELECT id, "+notificationColumns+
-			" FROM inbox ORDER BY id LIMIT $1"+db.d.skipLocked("inbox"), limit)
-		if err != nil || len(ns) == 0 {
+	if lease <= 0 {
+		lease = leaseDefault
+	}
+	var entries []outlast.InboxEntry
+	err := db.write(ctx, "claim_inbox", func(tx *sql.Tx) error {
+		now := db.now()
+		var err error
+		entries, err = selectInbox(ctx, tx, "SELECT id, deliveries, "+notificationColumns+
+			" FROM inbox WHERE next_attempt_ns <= $1 ORDER BY next_attempt_ns, id LIMIT $2"+db.d.skipLocked("inbox"),
+			now.UnixNano(), limit)
+		if err != nil || len(entries) == 0 {
 			return err
 		}
-		ap := db.newApplier(tx)
-		if results, err = ap.applyAll(ctx, ns); err != nil {
-			return err
+		ids := make([]int64, len(entries))
+		for i, e := range entries {
+			ids[i] = e.ID
 		}
-		for i, r := range results {
-			if r.Outcome != outlast.OutcomeRejected {
-				continue
-			}
-			if err := insertDeadLetter(ctx, tx, ns[i], r.Reason, ap.nowNanos); err != nil {
-				return err
-			}
-		}
-		return db.deleteInbox(ctx, tx, ids)
+		rb := db.d.rows
+		_, err = tx.ExecContext(ctx, "UPDATE inbox SET deliveries = deliveries + 1, next_attempt_ns = $1 WHERE id "+
+			rb.in(2, "bigint"), now.Add(lease).UnixNano(), rb.list(ids))
+		return err
 	})
 	if err != nil {
-		return 0, nil, err
+		return nil, err
 	}
-	countOutcomes(results)
-	for _, r := range results {
-		if r.Outcome == outlast.OutcomeRejected {
-			deadLettersTotal.Inc()
+	return entries, nil
+}
+
+// SettleInbox records what Apply made of claimed entries; see
+// outlast.Inbox. Entries already settled (a lease that ran out and was
+// claimed again elsewhere) are skipped: the notification is deduplicated
+// by (channel, event id) in any case.
+func (db *DB) SettleInbox(ctx context.Context, entries []outlast.InboxEntry, results []outlast.ApplyResult) error {
+	if len(entries) != len(results) {
+		return outlast.Errorf(outlast.EINVALID, "%d results for %d inbox entries", len(results), len(entries))
+	}
+	if len(entries) == 0 {
+		return nil
+	}
+	dead := 0 // counted once committed
+	err := db.write(ctx, "settle_inbox", func(tx *sql.Tx) error {
+		now := db.now()
+		var done []int64
+		for i, e := range entries {
+			r := results[i]
+			switch {
+			case r.Outcome != outlast.OutcomeRejected:
+				done = append(done, e.ID)
+			case r.DeadLetter:
+				if err := insertDeadLetter(ctx, tx, e.Notification, r.Reason, now.UnixNano()); err != nil {
+					return err
+				}
+				done = append(done, e.ID)
+				dead++
+			default:
+				if _, err := tx.ExecContext(ctx, "UPDATE inbox SET next_attempt_ns = $1, last_reason = $2 WHERE id = $3",
+					now.Add(r.RetryAfter).UnixNano(), cleanText(r.Reason, outlast.ReasonBytesMax), e.ID); err != nil {
+					return err
+				}
+			}
 		}
+		return db.deleteInbox(ctx, tx, done)
+	})
+	if err != nil {
+		return err
 	}
-	return len(results), results, nil
+	deadLettersTotal.Add(float64(dead))
+	return nil
 }
 
 const notificationColumns = `channel, event_id, payout_id, partner_ref, status, reason, occurred_ns, received_ns`
 
-func selectInbox(ctx context.Context, q querier, query string, args ...any) ([]int64, []*outlast.Notification, error) {
+func selectInbox(ctx context.Context, q querier, query string, args ...any) ([]outlast.InboxEntry, error) {
 	rows, err := q.QueryContext(ctx, query, args...)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	defer rows.Close()
-	var ids []int64
-	var ns []*outlast.Notification
+	var entries []outlast.InboxEntry
 	for rows.Next() {
-		var id int64
-		n, err := scanNotification(rows, &id)
+		var e outlast.InboxEntry
+		var deliveries int
+		n, err := scanNotification(rows, &e.ID, &deliveries)
 		if err != nil {
-			return nil, nil, err
+			return nil, err
 		}
-		ids = append(ids, id)
-		ns = append(ns, n)
+		n.Deliveries = deliveries + 1 // this claim
+		e.Notification = n
+		entries = append(entries, e)
 	}
-	return ids, ns, rows.Err()
+	return entries, rows.Err()
 }
 
 // scanNotification scans notificationColumns after extra leading ones.
@@ -121,24 +157,23 @@ func scanNotification(s interface{ Scan(...any) error }, extra ...any) (*outlast
 
 func insertDeadLetter(ctx context.Context, tx *sql.Tx, n *outlast.Notification, reason string, nowNanos int64) error {
 	_, err := tx.ExecContext(ctx, `INSERT INTO dead_letters (channel, event_id, payout_id, partner_ref, status,
-		reason, occurred_ns, received_ns, dead_reason, created_ns) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`,
+		reason, occurred_ns, received_ns, dead_reason, created_ns, deliveries)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
 		n.Channel, n.EventID, n.PayoutID, n.PartnerRef, string(n.Status), n.Reason,
-		n.OccurredAt.UnixNano(), n.ReceivedAt.UnixNano(), reason, nowNanos)
+		n.OccurredAt.UnixNano(), n.ReceivedAt.UnixNano(), cleanText(reason, outlast.ReasonBytesMax), nowNanos, n.Deliveries)
 	return err
 }
 
 func (db *DB) deleteInbox(ctx context.Context, tx *sql.Tx, ids []int64) error {
+	if len(ids) == 0 {
+		return nil
+	}
 	// One list parameter: the statement's text does not depend on how
-	// many entries were drained.
+	// many entries were settled. Fewer rows than ids is fine: an entry
+	// whose lease ran out may have been settled by another drainer.
 	rb := db.d.rows
-	res, err := tx.ExecContext(ctx, "DELETE FROM inbox WHERE id "+rb.in(1, "bigint"), rb.list(ids))
-	if err != nil {
-		return err
-	}
-	if n, err := res.RowsAffected(); err != nil || n != int64(len(ids)) {
-		return fmt.Errorf("delete inbox: %d of %d rows: %v", n, len(ids), err)
-	}
-	return nil
+	_, err := tx.ExecContext(ctx, "DELETE FROM inbox WHERE id "+rb.in(1, "bigint"), rb.list(ids))
+	return err
 }
 
 // DeadLetter is an inbox notification that could never be applied.
@@ -179,4 +214,35 @@ func (db *DB) DeadLetters(ctx context.Context, limit int) ([]DeadLetter, error) 
 		return nil, fail("dead_letters", err)
 	}
 	return out, nil
+}
+
+// ReplayDeadLetters moves the dead letters with these ids back into the
+// inbox, due at once with their deliveries reset, in one transaction, and
+// returns how many moved. An operator replays them once what rejected them
+// is mended (the payout exists now, the channel is right): they are judged
+// again through Apply like any other notification.
+func (db *DB) ReplayDeadLetters(ctx context.Context, ids []int64) (int, error) {
+	if len(ids) == 0 {
+		return 0, nil
+	}
+	if len(ids) > deadLettersMax {
+		return 0, outlast.Errorf(outlast.EINVALID, "at most %d dead letters per replay", deadLettersMax)
+	}
+	var moved int64
+	err := db.write(ctx, "replay_dead_letters", func(tx *sql.Tx) error {
+		rb := db.d.rows
+		res, err := tx.ExecContext(ctx, `INSERT INTO inbox (channel, event_id, payout_id, partner_ref, status,
+			reason, occurred_ns, received_ns, created_ns)
+			SELECT channel, event_id, payout_id, partner_ref, status, reason, occurred_ns, received_ns, $1
+			FROM dead_letters WHERE id `+rb.in(2, "bigint")+` ORDER BY id`, db.now().UnixNano(), rb.list(ids))
+		if err != nil {
+			return err
+		}
+		if moved, err = res.RowsAffected(); err != nil {
+			return err
+		}
+		_, err = tx.ExecContext(ctx, "DELETE FROM dead_letters WHERE id "+rb.in(1, "bigint"), rb.list(ids))
+		return err
+	})
+	return int(moved), err
 }

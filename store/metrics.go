@@ -16,10 +16,6 @@ var (
 		Name: "outlast_store_payouts_created_total",
 		Help: "Payouts created (idempotent replays not counted).",
 	})
-	notificationsTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "outlast_store_notifications_total",
-		Help: "Notifications applied to the ledger, by outcome.",
-	}, []string{"outcome"})
 	deadLettersTotal = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "outlast_store_dead_letters_total",
 		Help: "Inbox notifications moved to the dead-letter table.",
@@ -28,5 +24,5 @@ var (
 
 // Collectors returns the package's metrics for the binary to register once.
 func Collectors() []prometheus.Collector {
-	return []prometheus.Collector{txSeconds, errorsTotal, payoutsCreatedTotal, notificationsTotal, deadLettersTotal}
+	return []prometheus.Collector{txSeconds, errorsTotal, payoutsCreatedTotal, deadLettersTotal}
 }

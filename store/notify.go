@@ -14,9 +14,10 @@ import (
 	"github.com/outlast/outlast"
 )
 
-// ApplyNotifications applies a batch in one transaction; see
-// outlast.NotificationService. At most BatchMax notifications per call.
-func (db *DB) ApplyNotifications(ctx context.Context, ns []*outlast.Notification) ([]outlast.ApplyResult, error) {
+// Apply applies a batch in one transaction; see outlast.Ledger. At most
+// BatchMax notifications per call. The store records no metric and makes
+// no retry decision: package ledger does both, once for every source.
+func (db *DB) Apply(ctx context.Context, _ outlast.Source, ns []*outlast.Notification) ([]outlast.ApplyResult, error) {
 	if len(ns) > BatchMax {
 		return nil, outlast.Errorf(outlast.EINVALID, "at most %d notifications per batch", BatchMax)
 	}
@@ -32,14 +33,7 @@ func (db *DB) ApplyNotifications(ctx context.Context, ns []*outlast.Notification
 	if err != nil {
 		return nil, err
 	}
-	countOutcomes(results)
 	return results, nil
-}
-
-func countOutcomes(results []outlast.ApplyResult) {
-	for _, r := range results {
-		notificationsTotal.WithLabelValues(string(r.Outcome)).Inc()
-	}
 }
 
 // applier changes payout states inside one write transaction: the one

@@ -48,9 +48,7 @@ func TestPostgresConcurrentOpen(t *testing.T) {
 	}
 	wg.Wait()
 	db := openDB(t, dsn)
-	if n := count(t, db, "SELECT COUNT(*) FROM schema_migrations"); n != 1 {
-		t.Fatalf("schema_migrations rows = %d, want 1", n)
-	}
+	wantMigrations(t, db)
 }
 
 // TestSQLiteReopen: data survives Close, migrations are not re-run, and
@@ -72,9 +70,7 @@ func TestSQLiteReopen(t *testing.T) {
 		t.Fatalf("Payout after reopen = %+v, %v; want %+v", got, err, p)
 	}
 	wantBalances(t, db, f.account, 400, 100, 0)
-	if n := count(t, db, "SELECT COUNT(*) FROM schema_migrations"); n != 1 {
-		t.Fatalf("schema_migrations rows = %d, want 1", n)
-	}
+	wantMigrations(t, db)
 	_, err = store.Open(context.Background(), ":memory:")
 	wantCode(t, "Open(:memory:)", err, outlast.EINVALID)
 }
@@ -130,7 +126,7 @@ func TestPostgresReadOnlyIsUnavailable(t *testing.T) {
 	ctx := context.Background()
 	sawReadOnly := false
 	testenv.WaitFor(t, 10*time.Second, "a write refused with 25006", func() bool {
-		_, err := db.ApplyNotifications(ctx, []*outlast.Notification{note(p, outlast.StatusSucceeded)})
+		_, err := db.Apply(ctx, outlast.FromLog, []*outlast.Notification{note(p, outlast.StatusSucceeded)})
 		wantCode(t, "ApplyNotifications on a read-only primary", err, outlast.EUNAVAILABLE)
 		var pe *pgconn.PgError
 		sawReadOnly = errors.As(err, &pe) && pe.Code == "25006"
@@ -140,7 +136,7 @@ func TestPostgresReadOnlyIsUnavailable(t *testing.T) {
 	wantCode(t, "FundAccount on a read-only primary", err, outlast.EUNAVAILABLE)
 	testenv.SetPostgresReadOnly(t, dsn, false)
 	testenv.WaitFor(t, 10*time.Second, "the write to apply once the database is writable", func() bool {
-		_, err := db.ApplyNotifications(ctx, []*outlast.Notification{note(p, outlast.StatusSucceeded)})
+		_, err := db.Apply(ctx, outlast.FromLog, []*outlast.Notification{note(p, outlast.StatusSucceeded)})
 		return err == nil
 	})
 	wantBalances(t, db, f.account, 900, 0, 100)
@@ -155,13 +151,13 @@ func TestPostgresStoppedIsUnavailable(t *testing.T) {
 	p := mustPayout(t, db, f.req("k1", 100))
 	pg.Stop()
 	ctx := context.Background()
-	_, err := db.ApplyNotifications(ctx, []*outlast.Notification{note(p, outlast.StatusSucceeded)})
+	_, err := db.Apply(ctx, outlast.FromLog, []*outlast.Notification{note(p, outlast.StatusSucceeded)})
 	wantCode(t, "ApplyNotifications on a stopped server", err, outlast.EUNAVAILABLE)
 	_, err = db.Account(ctx, f.account)
 	wantCode(t, "Account on a stopped server", err, outlast.EUNAVAILABLE)
 	pg.Start()
 	testenv.WaitFor(t, 10*time.Second, "the write to apply after the restart", func() bool {
-		_, err := db.ApplyNotifications(ctx, []*outlast.Notification{note(p, outlast.StatusSucceeded)})
+		_, err := db.Apply(ctx, outlast.FromLog, []*outlast.Notification{note(p, outlast.StatusSucceeded)})
 		return err == nil
 	})
 	wantBalances(t, db, f.account, 900, 0, 100)

@@ -55,12 +55,9 @@ const (
 )
 
 var (
-	_ outlast.AccountService      = (*DB)(nil)
-	_ outlast.PayoutService       = (*DB)(nil)
-	_ outlast.OutboxService       = (*DB)(nil)
-	_ outlast.NotificationService = (*DB)(nil)
-	_ outlast.Inbox               = (*DB)(nil)
-	_ outlast.Auditor             = (*DB)(nil)
+	_ outlast.Ledger  = (*DB)(nil)
+	_ outlast.Inbox   = (*DB)(nil)
+	_ outlast.Auditor = (*DB)(nil)
 )
 
 // DB is the ledger. It is safe for concurrent use.

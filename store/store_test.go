@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"fmt"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -195,7 +196,7 @@ func note(p *outlast.Payout, status outlast.PayoutStatus) *outlast.Notification 
 
 func apply(t *testing.T, db *store.DB, ns ...*outlast.Notification) []outlast.ApplyResult {
 	t.Helper()
-	rs, err := db.ApplyNotifications(context.Background(), ns)
+	rs, err := db.Apply(context.Background(), outlast.FromLog, ns)
 	if err != nil {
 		t.Fatalf("ApplyNotifications: %v", err)
 	}
@@ -211,5 +212,17 @@ func wantOutcomes(t *testing.T, rs []outlast.ApplyResult, want ...outlast.Outcom
 		if rs[i].Outcome != w {
 			t.Fatalf("result %d = %s (%s), want %s", i, rs[i].Outcome, rs[i].Reason, w)
 		}
+	}
+}
+
+// wantMigrations checks that every embedded migration was applied once.
+func wantMigrations(t *testing.T, db *store.DB) {
+	t.Helper()
+	files, err := filepath.Glob("migrations/*.sql")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("migrations = %v, %v; want some", files, err)
+	}
+	if n := count(t, db, "SELECT COUNT(*) FROM schema_migrations"); n != len(files) {
+		t.Fatalf("schema_migrations rows = %d, want %d (one per migration)", n, len(files))
 	}
 }

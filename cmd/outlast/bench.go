@@ -17,6 +17,7 @@ import (
 
 	"github.com/outlast/outlast"
 	"github.com/outlast/outlast/jetstream"
+	"github.com/outlast/outlast/ledger"
 	"github.com/outlast/outlast/store"
 )
 
@@ -319,22 +320,35 @@ func (b *ingestBench) outlast(ctx context.Context, ids []string) (ingestResult, 
 	return resultOf("outlast: group-committed log + batched apply", len(ids), hist, ackedIn, time.Since(start)), nil
 }
 
-// consume runs the committer, counting applied notifications, until stop;
-// wait waits for it to end.
+// consume runs the committer through the ledger seam, as serve does,
+// counting applied notifications, until stop; wait waits for it to end.
 func (b *ingestBench) consume(ctx context.Context, applied *atomic.Int64) (stop func(), wait func()) {
 	ctx, stop = context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		_ = b.log.Consume(ctx, func(ctx context.Context, ns []*outlast.Notification) ([]outlast.ApplyResult, error) {
-			res, err := b.db.ApplyNotifications(ctx, ns)
-			if err == nil {
-				applied.Add(int64(len(ns)))
-			}
-			return res, err
-		})
+		l, err := ledger.New(b.db, ledger.Config{})
+		if err != nil {
+			return
+		}
+		defer l.Close()
+		_ = b.log.Consume(ctx, countingApplier{l, applied})
 	}()
 	return stop, func() { <-done }
+}
+
+// countingApplier counts the notifications of every successful Apply.
+type countingApplier struct {
+	ledger  jetstream.Applier
+	applied *atomic.Int64
+}
+
+func (c countingApplier) Apply(ctx context.Context, source outlast.Source, ns []*outlast.Notification) ([]outlast.ApplyResult, error) {
+	res, err := c.ledger.Apply(ctx, source, ns)
+	if err == nil {
+		c.applied.Add(int64(len(ns)))
+	}
+	return res, err
 }
 
 func resultOf(name string, n int, hist *hdrhistogram.Histogram, ackedIn, committed time.Duration) ingestResult {

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
-	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/outlast/outlast"
 	"github.com/outlast/outlast/internal/testenv"
@@ -44,7 +43,7 @@ func TestServeStartsWithBrokerDown(t *testing.T) {
 		t.Fatalf("createPayout with the broker down: %v", err)
 	}
 	notify(p1, "ev-1") // through the inbox
-	if s.logs.get() != nil {
+	if s.Log.Log() != nil {
 		t.Fatal("log connected although the broker is down")
 	}
 
@@ -58,14 +57,14 @@ func TestServeStartsWithBrokerDown(t *testing.T) {
 	if !ns.ReadyForConnections(10 * time.Second) {
 		t.Fatal("nats server not ready")
 	}
-	testenv.WaitFor(t, 30*time.Second, "the log to connect", func() bool { return s.logs.get() != nil })
-	before := testutil.ToFloat64(appliedTotal.WithLabelValues("log", string(outlast.OutcomeApplied)))
+	testenv.WaitFor(t, 30*time.Second, "the log to connect", func() bool { return s.Log.Log() != nil })
+	before := appliedCount(outlast.FromLog, outlast.OutcomeApplied)
 	p2, _, err := api.createPayout(ctx, "k2", payoutBody{accounts[0], 100, "USD", "dest"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	notify(p2, "ev-2") // through the log
-	if after := testutil.ToFloat64(appliedTotal.WithLabelValues("log", string(outlast.OutcomeApplied))); after <= before {
+	if after := appliedCount(outlast.FromLog, outlast.OutcomeApplied); after <= before {
 		t.Errorf("log-applied counter = %v after the broker came up, want > %v: the notification did not go through the log", after, before)
 	}
 }

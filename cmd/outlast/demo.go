@@ -10,11 +10,14 @@ import (
 	mrand "math/rand/v2"
 	"net"
 	"path/filepath"
+	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/HdrHistogram/hdrhistogram-go"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/outlast/outlast"
 	"github.com/outlast/outlast/partnersim"
@@ -305,4 +308,29 @@ func randomHex(n int) string {
 	b := make([]byte, n)
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
+}
+
+// appliedSummary lists the applied-notification counter by source and
+// outcome ("log applied 158, log duplicate 12, ..."), read from the metric
+// itself so the demo's summary and /metrics can never disagree.
+func appliedSummary(g prometheus.Gatherer) (string, error) {
+	mfs, err := g.Gather()
+	if err != nil {
+		return "", err
+	}
+	var parts []string
+	for _, mf := range mfs {
+		if mf.GetName() != "outlast_notifications_applied_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			labels := map[string]string{}
+			for _, l := range m.GetLabel() {
+				labels[l.GetName()] = l.GetValue()
+			}
+			parts = append(parts, fmt.Sprintf("%s %s %.0f", labels["source"], labels["outcome"], m.GetCounter().GetValue()))
+		}
+	}
+	sort.Strings(parts)
+	return strings.Join(parts, ", "), nil
 }

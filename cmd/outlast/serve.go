@@ -25,6 +25,7 @@ import (
 	"github.com/outlast/outlast/channel"
 	ohttp "github.com/outlast/outlast/http"
 	"github.com/outlast/outlast/jetstream"
+	"github.com/outlast/outlast/ledger"
 	"github.com/outlast/outlast/redis"
 	"github.com/outlast/outlast/store"
 )
@@ -51,13 +52,13 @@ type Main struct {
 	Logger *slog.Logger
 
 	DB       *store.DB
-	Ledger   *cachedLedger // DB behind the read cache; every reader and writer goes through it
-	Redis    *redis.Store  // nil without --redis
+	Ledger   *ledger.Ledger // DB behind the read cache; every reader and writer goes through it
+	Redis    *redis.Store   // nil without --redis
 	Router   *channel.Router
 	HTTP     *ohttp.Server
 	Registry *prometheus.Registry
 
-	logs   *logLink // the notification log, once open
+	Log    *jetstream.Link // the notification log, open now or once the broker is back
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // background loops: committer, inbox drainer, dispatcher
 }
@@ -113,7 +114,13 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	if err := m.openCache(ctx); err != nil {
 		return err
 	}
-	m.logs = newLogLink()
+	// The link exists before the HTTP server that appends through it; it
+	// is opened below, or in the background while the broker is down.
+	m.Log = jetstream.NewLink(jetstream.Config{
+		URL:     m.Config.NATS,
+		DataDir: filepath.Join(m.Config.DataDir, "jetstream"),
+		Logger:  m.Logger,
+	})
 	if err := m.openRouter(); err != nil {
 		return err
 	}
@@ -126,8 +133,8 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		return err
 	}
 	m.start(bg, "read cache", m.Ledger.Run)
-	m.start(bg, "committer", m.runCommitter)
-	m.start(bg, "inbox drainer", m.runInboxDrainer)
+	m.start(bg, "committer", func(ctx context.Context) error { return m.Log.Consume(ctx, m.Ledger) })
+	m.start(bg, "inbox drainer", (&ledger.Drainer{Inbox: m.DB, Ledger: m.Ledger, Logger: m.Logger}).Run)
 	m.start(bg, "dispatcher", channel.NewDispatcher(m.Ledger, m.Router, channel.DispatcherConfig{Logger: m.Logger}).Run)
 	return m.HTTP.Open()
 }
@@ -159,20 +166,14 @@ func (m *Main) openStore(ctx context.Context) error {
 // is a local disk problem and fails start-up; an external broker that is
 // down is retried in the background while webhooks use the inbox.
 func (m *Main) openLog(ctx, bg context.Context) error {
-	cfg := jetstream.Config{
-		URL:     m.Config.NATS,
-		DataDir: filepath.Join(m.Config.DataDir, "jetstream"),
-		Logger:  m.Logger,
-	}
-	log, err := jetstream.Open(ctx, cfg)
+	err := m.Log.Open(ctx)
 	switch {
 	case err == nil:
-		m.logs.set(log)
 	case m.Config.NATS == "":
 		return fmt.Errorf("open embedded notification log: %w", err)
 	default:
 		m.Logger.Warn("notification log unavailable at start; webhooks go to the database inbox until it is back", "err", err)
-		m.start(bg, "log opener", func(ctx context.Context) error { return m.openLogLoop(ctx, cfg) })
+		m.start(bg, "log opener", m.Log.Run)
 	}
 	return nil
 }
@@ -191,7 +192,7 @@ func (m *Main) openCache(ctx context.Context) error {
 		}
 		m.Redis, l2, bc = r, r, r
 	}
-	l, err := newCachedLedger(m.DB, l2, bc)
+	l, err := ledger.New(m.DB, ledger.Config{L2: l2, Broadcaster: bc})
 	if err != nil {
 		return err
 	}
@@ -230,7 +231,7 @@ func (m *Main) openRouter() error {
 func (m *Main) openHTTP() error {
 	m.Registry = prometheus.NewRegistry()
 	m.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	for _, cs := range [][]prometheus.Collector{ohttp.Collectors(), jetstream.Collectors(), channel.Collectors(), store.Collectors(), cache.Collectors(), redis.Collectors(), mainCollectors()} {
+	for _, cs := range [][]prometheus.Collector{ohttp.Collectors(), jetstream.Collectors(), channel.Collectors(), store.Collectors(), cache.Collectors(), redis.Collectors(), ledger.Collectors()} {
 		m.Registry.MustRegister(cs...)
 	}
 	secrets := make(map[string][]byte, len(m.Config.ChannelSecrets))
@@ -245,7 +246,7 @@ func (m *Main) openHTTP() error {
 	}, ohttp.Services{
 		Accounts:      m.Ledger,
 		Payouts:       m.Ledger,
-		Log:           m.logs,
+		Log:           m.Log,
 		Inbox:         m.DB,
 		ChooseChannel: m.Router.Choose,
 		Ready:         m.ready,
@@ -292,10 +293,8 @@ func (m *Main) Close() error {
 		m.cancel()
 	}
 	m.wg.Wait()
-	if m.logs != nil {
-		if log := m.logs.get(); log != nil {
-			errs = append(errs, log.Close())
-		}
+	if m.Log != nil {
+		errs = append(errs, m.Log.Close())
 	}
 	if m.Ledger != nil {
 		errs = append(errs, m.Ledger.Close())

@@ -1,0 +1,261 @@
+// Package ledger is the one entry point to Outlast's ledger: it implements
+// outlast.Ledger over another outlast.Ledger (the store) and owns what every
+// caller must get the same way, whichever path it came by:
+//
+//   - the read cache in front of accounts and payouts, written through or
+//     invalidated by every change made here (seeds 001, 002: with Redis
+//     gone the service is slower, not down);
+//   - the one rule for a rejected notification: delivered again with
+//     backoff while under the bound, then dead-lettered with its reason
+//     (principle 9: rejected is not seen);
+//   - the one metric of notification outcomes, by source.
+//
+// The log consumer, the inbox drainer (Drainer, here) and the reconciler
+// call Apply and nothing else. Every method is written out: an embedded
+// one would silently skip the cache.
+package ledger
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/outlast/outlast"
+	"github.com/outlast/outlast/cache"
+	"github.com/outlast/outlast/internal/backoff"
+)
+
+// Defaults for Config fields left at their zero value.
+const (
+	// CacheTTLDefault is how long a cached account or payout is fresh.
+	// Writes through this instance and the Redis broadcast keep it current
+	// sooner; without Redis, other instances' changes show after at most
+	// this long.
+	CacheTTLDefault = 10 * time.Second
+	// CacheEntriesMaxDefault bounds each in-process cache.
+	CacheEntriesMaxDefault = 100_000
+	// RejectDeliveriesMaxDefault is how many deliveries a rejected
+	// notification gets before it is dead-lettered.
+	RejectDeliveriesMaxDefault = 10
+)
+
+// RejectRetryDefault spaces the deliveries of a rejected notification:
+// about 20 s in all before the default bound dead-letters it, time for a
+// payout that was not visible yet (a replica behind, a partner faster than
+// our commit) to appear.
+var RejectRetryDefault = backoff.Policy{Base: 250 * time.Millisecond, Max: 10 * time.Second}
+
+// Config configures a Ledger. The zero value is an L1-only cache with the
+// defaults above.
+type Config struct {
+	// L2 and Broadcaster are the shared cache layer (Redis) and its
+	// invalidation channel; nil for the in-process cache only.
+	L2          cache.L2
+	Broadcaster cache.Broadcaster
+	// CacheTTL: if <= 0, CacheTTLDefault.
+	CacheTTL time.Duration
+	// CacheEntriesMax: if <= 0, CacheEntriesMaxDefault.
+	CacheEntriesMax int
+	// RejectDeliveriesMax bounds the deliveries of a rejected notification;
+	// the one that reaches it is dead-lettered. If <= 0,
+	// RejectDeliveriesMaxDefault.
+	RejectDeliveriesMax int
+	// RejectRetry spaces those deliveries. If its zero value,
+	// RejectRetryDefault.
+	RejectRetry backoff.Policy
+}
+
+func (c Config) withDefaults() Config {
+	if c.CacheTTL <= 0 {
+		c.CacheTTL = CacheTTLDefault
+	}
+	if c.CacheEntriesMax <= 0 {
+		c.CacheEntriesMax = CacheEntriesMaxDefault
+	}
+	if c.RejectDeliveriesMax <= 0 {
+		c.RejectDeliveriesMax = RejectDeliveriesMaxDefault
+	}
+	if c.RejectRetry.Base <= 0 && c.RejectRetry.Max <= 0 {
+		c.RejectRetry = RejectRetryDefault
+	}
+	return c
+}
+
+// Ledger is the ledger behind its read cache. It is safe for concurrent
+// use; Run runs the caches' background work, Close releases them.
+type Ledger struct {
+	// Written once in New, read-only afterwards.
+	store    outlast.Ledger
+	cfg      Config
+	accounts *cache.Cache[string, *outlast.Account]
+	payouts  *cache.Cache[string, *outlast.Payout]
+}
+
+var _ outlast.Ledger = (*Ledger)(nil)
+
+// New puts the read cache and the notification rules in front of store.
+func New(store outlast.Ledger, cfg Config) (*Ledger, error) {
+	cfg = cfg.withDefaults()
+	accounts, payouts, err := newCaches(store, cfg)
+	if err != nil {
+		return nil, err
+	}
+	return &Ledger{store: store, cfg: cfg, accounts: accounts, payouts: payouts}, nil
+}
+
+// Run runs both caches' background work (L2 repair, warm-up,
+// invalidations) until ctx ends.
+func (l *Ledger) Run(ctx context.Context) error {
+	errc := make(chan error, 1)
+	go func() { errc <- l.payouts.Run(ctx) }()
+	return errors.Join(l.accounts.Run(ctx), <-errc)
+}
+
+// Close releases the caches (not the store).
+func (l *Ledger) Close() error {
+	return errors.Join(l.accounts.Close(), l.payouts.Close())
+}
+
+func (l *Ledger) CreateClient(ctx context.Context, c *outlast.Client, keyHash []byte) error {
+	return l.store.CreateClient(ctx, c, keyHash)
+}
+
+// ClientByKeyHash is not cached: it authenticates every request, and a
+// revoked key must stop working at once.
+func (l *Ledger) ClientByKeyHash(ctx context.Context, keyHash []byte) (*outlast.Client, error) {
+	return l.store.ClientByKeyHash(ctx, keyHash)
+}
+
+// CreateAccount writes the new account through, replacing a cached "not
+// found" left by a read before it existed.
+func (l *Ledger) CreateAccount(ctx context.Context, a *outlast.Account) error {
+	if err := l.store.CreateAccount(ctx, a); err != nil {
+		return err
+	}
+	l.accountChanged(ctx, a)
+	return nil
+}
+
+func (l *Ledger) FundAccount(ctx context.Context, id string, amount int64) (*outlast.Account, error) {
+	a, err := l.store.FundAccount(ctx, id, amount)
+	if err == nil {
+		l.accountChanged(ctx, a)
+	}
+	return a, err
+}
+
+func (l *Ledger) Account(ctx context.Context, id string) (*outlast.Account, error) {
+	a, info, err := l.accounts.Get(ctx, id)
+	if err != nil {
+		return nil, cacheError(err, "account", id)
+	}
+	reportFreshness(ctx, info)
+	cp := *a // cached values are shared; callers get their own copy
+	return &cp, nil
+}
+
+func (l *Ledger) SetAccountFlags(ctx context.Context, id string, flags outlast.AccountFlags) (*outlast.Account, error) {
+	a, err := l.store.SetAccountFlags(ctx, id, flags)
+	if err == nil {
+		l.accountChanged(ctx, a)
+	}
+	return a, err
+}
+
+func (l *Ledger) CreatePayout(ctx context.Context, req *outlast.PayoutRequest) (*outlast.Payout, bool, error) {
+	p, created, err := l.store.CreatePayout(ctx, req)
+	if err == nil && created {
+		l.payoutChanged(ctx, p)
+	}
+	return p, created, err
+}
+
+func (l *Ledger) Payout(ctx context.Context, id string) (*outlast.Payout, error) {
+	p, info, err := l.payouts.Get(ctx, id)
+	if err != nil {
+		return nil, cacheError(err, "payout", id)
+	}
+	reportFreshness(ctx, info)
+	cp := *p
+	return &cp, nil
+}
+
+// Payouts is not cached: pages change with every payout.
+func (l *Ledger) Payouts(ctx context.Context, f outlast.PayoutFilter) ([]*outlast.Payout, string, error) {
+	return l.store.Payouts(ctx, f)
+}
+
+func (l *Ledger) ClaimDispatches(ctx context.Context, limit int, lease time.Duration) ([]*outlast.Dispatch, error) {
+	return l.store.ClaimDispatches(ctx, limit, lease)
+}
+
+func (l *Ledger) MarkDispatched(ctx context.Context, payoutID, channel, partnerRef string) (*outlast.Payout, error) {
+	p, err := l.store.MarkDispatched(ctx, payoutID, channel, partnerRef)
+	if err == nil {
+		// The account's buckets did not move: only the payout changed.
+		_ = l.payouts.Set(ctx, p.ID, p)
+	}
+	return p, err
+}
+
+func (l *Ledger) RetryDispatch(ctx context.Context, payoutID string, notBefore time.Time, lastError string) error {
+	return l.store.RetryDispatch(ctx, payoutID, notBefore, lastError)
+}
+
+func (l *Ledger) RejectDispatch(ctx context.Context, payoutID, channel, reason string) (*outlast.Payout, error) {
+	p, err := l.store.RejectDispatch(ctx, payoutID, channel, reason)
+	if err == nil {
+		l.payoutChanged(ctx, p)
+	}
+	return p, err
+}
+
+// Apply applies ns through the store, then, for every source alike:
+// counts each outcome, writes through what changed, and decides what
+// becomes of each rejected notification (judge).
+func (l *Ledger) Apply(ctx context.Context, source outlast.Source, ns []*outlast.Notification) ([]outlast.ApplyResult, error) {
+	results, err := l.store.Apply(ctx, source, ns)
+	if err != nil {
+		applyErrorsTotal.WithLabelValues(string(source), outlast.ErrorCode(err)).Inc()
+		return nil, err
+	}
+	for i := range results {
+		r := &results[i]
+		if r.Outcome == outlast.OutcomeRejected {
+			l.judge(source, ns[i], r)
+		}
+		outcomesTotal.WithLabelValues(string(source), string(r.Outcome)).Inc()
+		if r.Outcome == outlast.OutcomeApplied && r.Payout != nil {
+			l.payoutChanged(ctx, r.Payout)
+		}
+	}
+	return results, nil
+}
+
+// judge is the one rule for a rejected notification: delivered again,
+// with backoff, until its deliveries reach the bound; then dead-lettered
+// with its reason, to be replayed once an operator mends the cause.
+func (l *Ledger) judge(source outlast.Source, n *outlast.Notification, r *outlast.ApplyResult) {
+	deliveries := max(n.Deliveries, 1)
+	if deliveries >= l.cfg.RejectDeliveriesMax {
+		r.DeadLetter, r.RetryAfter = true, 0
+		deadLetteredTotal.WithLabelValues(string(source)).Inc()
+		return
+	}
+	r.DeadLetter, r.RetryAfter = false, l.cfg.RejectRetry.Delay(deliveries)
+}
+
+// accountChanged stores the account's new state. Cache write errors are
+// not the caller's: the cache repairs L2 itself.
+func (l *Ledger) accountChanged(ctx context.Context, a *outlast.Account) {
+	cp := *a
+	_ = l.accounts.Set(ctx, cp.ID, &cp)
+}
+
+// payoutChanged stores the payout's new state and drops its account, whose
+// buckets moved; the next read of the account loads it (coalesced).
+func (l *Ledger) payoutChanged(ctx context.Context, p *outlast.Payout) {
+	cp := *p
+	_ = l.payouts.Set(ctx, cp.ID, &cp)
+	_ = l.accounts.Invalidate(ctx, p.AccountID)
+}
