@@ -94,8 +94,8 @@ type AccountService interface {
 	CreateAccount(ctx context.Context, a *Account) error
 	// FundAccount adds amount to funded and available, with journal rows.
 	FundAccount(ctx context.Context, id string, amount int64) (*Account, error)
-	// Account returns an account; ENOTFOUND.
-	Account(ctx context.Context, id string) (*Account, error)
+	// Account returns an account and how fresh the read is; ENOTFOUND.
+	Account(ctx context.Context, id string) (*Account, Freshness, error)
 	// SetAccountFlags replaces an account's flags.
 	SetAccountFlags(ctx context.Context, id string, flags AccountFlags) (*Account, error)
 }

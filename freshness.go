@@ -1,12 +1,9 @@
 package outlast
 
-import (
-	"context"
-	"time"
-)
+import "time"
 
 // Freshness says where a read was served from and how old it is, so a
-// response can tell the caller (seed 001: during a Redis outage, users could
+// response can tell the caller (reads return it beside the value) (seed 001: during a Redis outage, users could
 // not tell stale settings from real ones).
 type Freshness struct {
 	// Source is "memory" (the instance's own cache), "redis" (the shared
@@ -25,20 +22,3 @@ const (
 	SourceRedis    = "redis"
 	SourceDatabase = "database"
 )
-
-type freshnessKey struct{}
-
-// WithFreshness returns a context that carries a Freshness for a read
-// further down to fill in, and that Freshness. Readers that do not know
-// leave it zero.
-func WithFreshness(ctx context.Context) (context.Context, *Freshness) {
-	f := &Freshness{}
-	return context.WithValue(ctx, freshnessKey{}, f), f
-}
-
-// ReportFreshness records f in the Freshness carried by ctx, if any.
-func ReportFreshness(ctx context.Context, f Freshness) {
-	if p, ok := ctx.Value(freshnessKey{}).(*Freshness); ok {
-		*p = f
-	}
-}

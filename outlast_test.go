@@ -1,7 +1,6 @@
 package outlast_test
 
 import (
-	"context"
 	"go/build"
 	"strconv"
 	"strings"
@@ -165,15 +164,5 @@ func TestVerifySignature(t *testing.T) {
 		if got := outlast.ErrorCode(err); got != outlast.EUNAUTHORIZED {
 			t.Errorf("%s: code = %q, want %q", name, got, outlast.EUNAUTHORIZED)
 		}
-	}
-}
-
-func TestFreshness(t *testing.T) {
-	outlast.ReportFreshness(context.Background(), outlast.Freshness{Source: outlast.SourceRedis}) // no carrier: a no-op
-	ctx, f := outlast.WithFreshness(context.Background())
-	want := outlast.Freshness{Source: outlast.SourceMemory, Age: 3 * time.Second, Stale: true}
-	outlast.ReportFreshness(ctx, want)
-	if *f != want {
-		t.Errorf("Freshness = %+v, want %+v", *f, want)
 	}
 }

@@ -158,8 +158,8 @@ type PayoutService interface {
 	// differs. Errors: EVALIDATION (unknown account of this client, currency
 	// mismatch, payouts disabled), EINSUFFICIENT.
 	CreatePayout(ctx context.Context, req *PayoutRequest) (p *Payout, created bool, err error)
-	// Payout returns a payout by id; ENOTFOUND.
-	Payout(ctx context.Context, id string) (*Payout, error)
+	// Payout returns a payout by id and how fresh the read is; ENOTFOUND.
+	Payout(ctx context.Context, id string) (*Payout, Freshness, error)
 	// Payouts returns a page and the cursor of the next page ("" at the end).
 	Payouts(ctx context.Context, f PayoutFilter) ([]*Payout, string, error)
 }

@@ -164,8 +164,7 @@ func (s *Server) getAccount(w nethttp.ResponseWriter, r *nethttp.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	ctx, fresh := outlast.WithFreshness(r.Context())
-	a, err := s.svc.Accounts.Account(ctx, id)
+	a, fresh, err := s.svc.Accounts.Account(r.Context(), id)
 	if outlast.ErrorCode(err) == outlast.ENOTFOUND || (err == nil && !p.admin && a.ClientID != p.client.ID) {
 		err = notFound("account", id) // one message for both, so they look alike
 	}
@@ -180,7 +179,7 @@ func (s *Server) getAccount(w nethttp.ResponseWriter, r *nethttp.Request) {
 // writeFreshness says where a read came from and how old it is: the
 // standard Age header (whole seconds), Outlast-Source, and Outlast-Stale
 // when the value was served past its lifetime because a dependency failed.
-func writeFreshness(w nethttp.ResponseWriter, f *outlast.Freshness) {
+func writeFreshness(w nethttp.ResponseWriter, f outlast.Freshness) {
 	source := f.Source
 	if source == "" {
 		source = outlast.SourceDatabase

@@ -107,18 +107,18 @@ func (f *fakeStore) FundAccount(ctx context.Context, id string, amount int64) (*
 	return &cp, nil
 }
 
-func (f *fakeStore) Account(ctx context.Context, id string) (*outlast.Account, error) {
+func (f *fakeStore) Account(ctx context.Context, id string) (*outlast.Account, outlast.Freshness, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.failWith != nil {
-		return nil, f.failWith
+		return nil, outlast.Freshness{}, f.failWith
 	}
 	a, ok := f.accounts[id]
 	if !ok {
-		return nil, outlast.Errorf(outlast.ENOTFOUND, "store says: no account row %q", id)
+		return nil, outlast.Freshness{}, outlast.Errorf(outlast.ENOTFOUND, "store says: no account row %q", id)
 	}
 	cp := *a
-	return &cp, nil
+	return &cp, outlast.Freshness{Source: outlast.SourceDatabase}, nil
 }
 
 func (f *fakeStore) SetAccountFlags(ctx context.Context, id string, flags outlast.AccountFlags) (*outlast.Account, error) {
@@ -172,16 +172,16 @@ func (f *fakeStore) CreatePayout(ctx context.Context, req *outlast.PayoutRequest
 	return &cp, true, nil
 }
 
-func (f *fakeStore) Payout(ctx context.Context, id string) (*outlast.Payout, error) {
+func (f *fakeStore) Payout(ctx context.Context, id string) (*outlast.Payout, outlast.Freshness, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	for _, p := range f.payouts {
 		if p.ID == id {
 			cp := *p
-			return &cp, nil
+			return &cp, outlast.Freshness{Source: outlast.SourceDatabase}, nil
 		}
 	}
-	return nil, outlast.Errorf(outlast.ENOTFOUND, "no payout row %q", id)
+	return nil, outlast.Freshness{}, outlast.Errorf(outlast.ENOTFOUND, "no payout row %q", id)
 }
 
 // Payouts pages newest first; the cursor is the index to continue from.

@@ -9,20 +9,20 @@ import (
 )
 
 // freshStore reports a fixed freshness for every account and payout read,
-// as the cached reader in cmd/outlast does.
+// as the cached ledger does.
 type freshStore struct {
 	*fakeStore
 	fresh outlast.Freshness
 }
 
-func (f freshStore) Account(ctx context.Context, id string) (*outlast.Account, error) {
-	outlast.ReportFreshness(ctx, f.fresh)
-	return f.fakeStore.Account(ctx, id)
+func (f freshStore) Account(ctx context.Context, id string) (*outlast.Account, outlast.Freshness, error) {
+	a, _, err := f.fakeStore.Account(ctx, id)
+	return a, f.fresh, err
 }
 
-func (f freshStore) Payout(ctx context.Context, id string) (*outlast.Payout, error) {
-	outlast.ReportFreshness(ctx, f.fresh)
-	return f.fakeStore.Payout(ctx, id)
+func (f freshStore) Payout(ctx context.Context, id string) (*outlast.Payout, outlast.Freshness, error) {
+	p, _, err := f.fakeStore.Payout(ctx, id)
+	return p, f.fresh, err
 }
 
 func TestReadsSayHowFreshTheyAre(t *testing.T) {

@@ -122,8 +122,7 @@ func (s *Server) getPayout(w nethttp.ResponseWriter, r *nethttp.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	ctx, fresh := outlast.WithFreshness(r.Context())
-	p, err := s.svc.Payouts.Payout(ctx, id)
+	p, fresh, err := s.svc.Payouts.Payout(r.Context(), id)
 	if outlast.ErrorCode(err) == outlast.ENOTFOUND || (err == nil && !pr.admin && p.ClientID != pr.client.ID) {
 		err = notFound("payout", id)
 	}

@@ -21,7 +21,8 @@ func newCaches(store outlast.Ledger, cfg Config) (*cache.Cache[string, *outlast.
 		Decode:  decodeJSON[outlast.Account],
 		Version: func(a *outlast.Account) int64 { return a.Version },
 		Load: func(ctx context.Context, id string) (*outlast.Account, error) {
-			return notFoundAs(store.Account(ctx, id))
+			a, _, err := store.Account(ctx, id)
+			return notFoundAs(a, err)
 		},
 	})
 	if err != nil {
@@ -34,7 +35,8 @@ func newCaches(store outlast.Ledger, cfg Config) (*cache.Cache[string, *outlast.
 		Decode:  decodePayout,
 		Version: func(p *outlast.Payout) int64 { return p.Version },
 		Load: func(ctx context.Context, id string) (*outlast.Payout, error) {
-			return notFoundAs(store.Payout(ctx, id))
+			p, _, err := store.Payout(ctx, id)
+			return notFoundAs(p, err)
 		},
 	})
 	if err != nil {
@@ -44,7 +46,8 @@ func newCaches(store outlast.Ledger, cfg Config) (*cache.Cache[string, *outlast.
 	return accounts, payouts, nil
 }
 
-func reportFreshness(ctx context.Context, info cache.Info) {
+// freshness says in the domain's terms where the cache found a value.
+func freshness(info cache.Info) outlast.Freshness {
 	source := outlast.SourceDatabase
 	switch info.Source {
 	case cache.SourceL1:
@@ -52,7 +55,7 @@ func reportFreshness(ctx context.Context, info cache.Info) {
 	case cache.SourceL2:
 		source = outlast.SourceRedis
 	}
-	outlast.ReportFreshness(ctx, outlast.Freshness{Source: source, Age: info.Age, Stale: info.Stale})
+	return outlast.Freshness{Source: source, Age: info.Age, Stale: info.Stale}
 }
 
 // cacheError turns the cache's errors into the application's.

@@ -144,14 +144,13 @@ func (l *Ledger) FundAccount(ctx context.Context, id string, amount int64) (*out
 	return a, err
 }
 
-func (l *Ledger) Account(ctx context.Context, id string) (*outlast.Account, error) {
+func (l *Ledger) Account(ctx context.Context, id string) (*outlast.Account, outlast.Freshness, error) {
 	a, info, err := l.accounts.Get(ctx, id)
 	if err != nil {
-		return nil, cacheError(err, "account", id)
+		return nil, outlast.Freshness{}, cacheError(err, "account", id)
 	}
-	reportFreshness(ctx, info)
 	cp := *a // cached values are shared; callers get their own copy
-	return &cp, nil
+	return &cp, freshness(info), nil
 }
 
 func (l *Ledger) SetAccountFlags(ctx context.Context, id string, flags outlast.AccountFlags) (*outlast.Account, error) {
@@ -170,14 +169,13 @@ func (l *Ledger) CreatePayout(ctx context.Context, req *outlast.PayoutRequest) (
 	return p, created, err
 }
 
-func (l *Ledger) Payout(ctx context.Context, id string) (*outlast.Payout, error) {
+func (l *Ledger) Payout(ctx context.Context, id string) (*outlast.Payout, outlast.Freshness, error) {
 	p, info, err := l.payouts.Get(ctx, id)
 	if err != nil {
-		return nil, cacheError(err, "payout", id)
+		return nil, outlast.Freshness{}, cacheError(err, "payout", id)
 	}
-	reportFreshness(ctx, info)
 	cp := *p
-	return &cp, nil
+	return &cp, freshness(info), nil
 }
 
 // Payouts is not cached: pages change with every payout.

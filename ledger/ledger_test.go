@@ -130,7 +130,7 @@ func (r *rig) send(t *testing.T, source outlast.Source, n *outlast.Notification)
 func (r *rig) waitStatus(t *testing.T, id string, want outlast.PayoutStatus) {
 	t.Helper()
 	testenv.WaitFor(t, 30*time.Second, fmt.Sprintf("payout %s %s", id, want), func() bool {
-		p, err := r.db.Payout(context.Background(), id)
+		p, _, err := r.db.Payout(context.Background(), id)
 		return err == nil && p.Status == want
 	})
 }
@@ -247,13 +247,13 @@ func TestCachedMissDoesNotOutliveCreate(t *testing.T) {
 	backends(t, func(t *testing.T, dsn func(t *testing.T) string) {
 		r := newRig(t, dsn(t), "", 3)
 		ctx := context.Background()
-		if _, err := r.ledger.Account(ctx, "late"); outlast.ErrorCode(err) != outlast.ENOTFOUND {
+		if _, _, err := r.ledger.Account(ctx, "late"); outlast.ErrorCode(err) != outlast.ENOTFOUND {
 			t.Fatalf("Account(late) before create = %v, want ENOTFOUND", err)
 		}
 		if err := r.ledger.CreateAccount(ctx, &outlast.Account{ID: "late", ClientID: r.client, Currency: "EUR"}); err != nil {
 			t.Fatal(err)
 		}
-		a, err := r.ledger.Account(ctx, "late")
+		a, _, err := r.ledger.Account(ctx, "late")
 		if err != nil || a.ID != "late" || a.Currency != "EUR" {
 			t.Fatalf("Account(late) after create = %+v, %v; want the new account", a, err)
 		}
@@ -272,7 +272,7 @@ func wantNoDeadLetters(t *testing.T, r *rig) {
 
 func wantBalances(t *testing.T, r *rig, available, held, paidOut int64) {
 	t.Helper()
-	a, err := r.db.Account(context.Background(), r.acct)
+	a, _, err := r.db.Account(context.Background(), r.acct)
 	if err != nil || a.Available != available || a.Held != held || a.PaidOut != paidOut {
 		t.Fatalf("account = %+v, %v; want available %d held %d paid out %d", a, err, available, held, paidOut)
 	}

@@ -122,13 +122,17 @@ func (db *DB) FundAccount(ctx context.Context, id string, amount int64) (*outlas
 }
 
 // Account returns an account; ENOTFOUND.
-func (db *DB) Account(ctx context.Context, id string) (*outlast.Account, error) {
+func (db *DB) Account(ctx context.Context, id string) (*outlast.Account, outlast.Freshness, error) {
 	a, err := loadAccount(ctx, db.r, id, "")
 	if err != nil {
-		return nil, fail("account", err)
+		return nil, outlast.Freshness{}, fail("account", err)
 	}
-	return a, nil
+	return a, fromDatabase, nil
 }
+
+// fromDatabase is the freshness of every read the store answers: now, from
+// the source of truth.
+var fromDatabase = outlast.Freshness{Source: outlast.SourceDatabase}
 
 // SetAccountFlags replaces an account's flags; ENOTFOUND.
 func (db *DB) SetAccountFlags(ctx context.Context, id string, flags outlast.AccountFlags) (*outlast.Account, error) {

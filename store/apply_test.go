@@ -154,7 +154,7 @@ func testApplyTextRoundTrips(t *testing.T, db *store.DB) {
 		rs := apply(t, db, n)
 		wantOutcomes(t, rs, outlast.OutcomeApplied)
 		want := strings.ToValidUTF8(strings.ReplaceAll(reason, "\x00", ""), "\uFFFD")
-		got, err := db.Payout(ctx, p.ID)
+		got, _, err := db.Payout(ctx, p.ID)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -189,7 +189,7 @@ func testApplyInvariantPanics(t *testing.T, db *store.DB) {
 		db.Apply(ctx, outlast.FromLog, []*outlast.Notification{note(pg, outlast.StatusSucceeded), note(pb, outlast.StatusSucceeded)})
 	}()
 	for _, id := range []string{pg.ID, pb.ID} {
-		if p, err := db.Payout(ctx, id); err != nil || p.Status != outlast.StatusPending {
+		if p, _, err := db.Payout(ctx, id); err != nil || p.Status != outlast.StatusPending {
 			t.Fatalf("Payout(%s) = %+v, %v; want still pending", id, p, err)
 		}
 	}

@@ -60,7 +60,7 @@ func testAccounts(t *testing.T, db *store.DB) {
 	if n := count(t, db, "SELECT COUNT(*) FROM journal WHERE account_id = $1", f.account); n != 4 {
 		t.Fatalf("journal rows = %d, want 4 (two per funding)", n)
 	}
-	_, err = db.Account(ctx, "nope")
+	_, _, err = db.Account(ctx, "nope")
 	wantCode(t, "Account(unknown)", err, outlast.ENOTFOUND)
 
 	a, err = db.SetAccountFlags(ctx, f.account, outlast.AccountFlags{PayoutsDisabled: true, DailyLimit: 70})
@@ -80,7 +80,7 @@ func testPayoutHappyPath(t *testing.T, db *store.DB) {
 		t.Fatalf("CreatePayout = %+v, want pending v1 via tcb for 300", p)
 	}
 	wantBalances(t, db, f.account, 700, 300, 0)
-	got, err := db.Payout(ctx, p.ID)
+	got, _, err := db.Payout(ctx, p.ID)
 	if err != nil {
 		t.Fatalf("Payout(%q): %v", p.ID, err)
 	}
@@ -99,7 +99,7 @@ func testPayoutHappyPath(t *testing.T, db *store.DB) {
 	if n := count(t, db, "SELECT COUNT(*) FROM outbox WHERE payout_id = $1 AND attempts = 0", p.ID); n != 1 {
 		t.Fatalf("outbox rows = %d, want 1", n)
 	}
-	_, err = db.Payout(ctx, "nope")
+	_, _, err = db.Payout(ctx, "nope")
 	wantCode(t, "Payout(unknown)", err, outlast.ENOTFOUND)
 	wantCleanAudit(t, db)
 }
@@ -288,7 +288,7 @@ func testNotificationsLifecycle(t *testing.T, db *store.DB) {
 	if rs[1].Payout.Status != outlast.StatusSucceeded || rs[1].Reason == "" {
 		t.Fatalf("conflict result = %+v, want the payout still succeeded and a reason", rs[1])
 	}
-	got, err := db.Payout(context.Background(), p.ID)
+	got, _, err := db.Payout(context.Background(), p.ID)
 	if err != nil || got.Status != outlast.StatusSucceeded || got.Version != 3 {
 		t.Fatalf("Payout = %+v, %v; want succeeded v3", got, err)
 	}
@@ -836,7 +836,7 @@ func testUnavailableAfterClose(t *testing.T, db *store.DB) {
 	if err := db.Close(); err != nil {
 		t.Fatalf("Close: %v", err)
 	}
-	_, err := db.Account(ctx, f.account)
+	_, _, err := db.Account(ctx, f.account)
 	wantCode(t, "Account after Close", err, outlast.EUNAVAILABLE)
 	if outlast.ErrorRetryAfter(err) <= 0 {
 		t.Fatalf("RetryAfter = %v, want > 0", outlast.ErrorRetryAfter(err))
@@ -864,7 +864,7 @@ func testInvariantPanics(t *testing.T, db *store.DB) {
 		}()
 		db.FundAccount(ctx, f.account, 10)
 	}()
-	a, err := db.Account(ctx, f.account)
+	a, _, err := db.Account(ctx, f.account)
 	if err != nil || a.Funded != 1001 || a.Available != 1000 {
 		t.Fatalf("Account = %+v, %v; want the tampered state and nothing of the panicked funding", a, err)
 	}

@@ -65,7 +65,7 @@ func TestSQLiteReopen(t *testing.T) {
 		t.Fatal(err)
 	}
 	db = openDB(t, "file:"+path)
-	got, err := db.Payout(context.Background(), p.ID)
+	got, _, err := db.Payout(context.Background(), p.ID)
 	if err != nil || got.Amount != 100 || !got.CreatedAt.Equal(p.CreatedAt) {
 		t.Fatalf("Payout after reopen = %+v, %v; want %+v", got, err, p)
 	}
@@ -153,7 +153,7 @@ func TestPostgresStoppedIsUnavailable(t *testing.T) {
 	ctx := context.Background()
 	_, err := db.Apply(ctx, outlast.FromLog, []*outlast.Notification{note(p, outlast.StatusSucceeded)})
 	wantCode(t, "ApplyNotifications on a stopped server", err, outlast.EUNAVAILABLE)
-	_, err = db.Account(ctx, f.account)
+	_, _, err = db.Account(ctx, f.account)
 	wantCode(t, "Account on a stopped server", err, outlast.EUNAVAILABLE)
 	pg.Start()
 	testenv.WaitFor(t, 10*time.Second, "the write to apply after the restart", func() bool {

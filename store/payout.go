@@ -173,12 +173,12 @@ func (db *DB) payoutByKey(ctx context.Context, q querier, clientID, key, fp stri
 }
 
 // Payout returns a payout by id; ENOTFOUND.
-func (db *DB) Payout(ctx context.Context, id string) (*outlast.Payout, error) {
+func (db *DB) Payout(ctx context.Context, id string) (*outlast.Payout, outlast.Freshness, error) {
 	p, err := loadPayout(ctx, db.r, id, "")
 	if err != nil {
-		return nil, fail("payout", err)
+		return nil, outlast.Freshness{}, fail("payout", err)
 	}
-	return p, nil
+	return p, fromDatabase, nil
 }
 
 // Payouts returns a page of the client's payouts, newest first, and the

@@ -140,7 +140,7 @@ func wantCode(t *testing.T, what string, err error, code string) {
 // wantBalances checks an account's buckets and its invariant.
 func wantBalances(t *testing.T, db *store.DB, id string, available, held, paidOut int64) *outlast.Account {
 	t.Helper()
-	a, err := db.Account(context.Background(), id)
+	a, _, err := db.Account(context.Background(), id)
 	if err != nil {
 		t.Fatalf("Account(%q): %v", id, err)
 	}

@@ -82,7 +82,7 @@ func (s *testService) snapshot(t *testing.T, accountIDs ...string) ledgerSnapsho
 	ctx := context.Background()
 	var snap ledgerSnapshot
 	for _, id := range accountIDs {
-		a, err := s.DB.Account(ctx, id)
+		a, _, err := s.DB.Account(ctx, id)
 		if err != nil {
 			t.Fatalf("Account(%q): %v", id, err)
 		}
@@ -165,7 +165,7 @@ func testBadInput(t *testing.T, dsn string) {
 		t.Fatalf("valid webhook = %d %s, want 200", st, code)
 	}
 	testenv.WaitFor(t, 10*time.Second, "the webhook to be applied", func() bool {
-		got, err := s.DB.Payout(ctx, p.ID)
+		got, _, err := s.DB.Payout(ctx, p.ID)
 		return err == nil && got.Status == outlast.StatusSucceeded
 	})
 	before := s.snapshot(t, accounts[0], accountsB[0])

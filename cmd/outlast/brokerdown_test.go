@@ -34,7 +34,7 @@ func TestServeStartsWithBrokerDown(t *testing.T) {
 			t.Fatalf("webhook = %d %s, want 200", st, code)
 		}
 		testenv.WaitFor(t, 20*time.Second, "payout "+p.ID+" to succeed", func() bool {
-			got, err := s.DB.Payout(ctx, p.ID)
+			got, _, err := s.DB.Payout(ctx, p.ID)
 			return err == nil && got.Status == outlast.StatusSucceeded
 		})
 	}
