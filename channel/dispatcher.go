@@ -4,11 +4,11 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"math/rand/v2"
 	"sync"
 	"time"
 
 	"github.com/outlast/outlast"
+	"github.com/outlast/outlast/internal/backoff"
 )
 
 // Defaults for DispatcherConfig.
@@ -60,7 +60,8 @@ type DispatcherConfig struct {
 	Logger *slog.Logger
 	// Now is the clock for retry times. If nil, time.Now is used.
 	Now func() time.Time
-	// Rand returns a number in [0, 1] for jitter. If nil, math/rand/v2's
+	// Rand returns a number in [0, 1] for jitter, as backoff.Policy.Rand:
+	// 0 gives the longest delay, 1 the shortest. If nil, math/rand/v2's
 	// Float64 is used.
 	Rand func() float64
 }
@@ -91,9 +92,6 @@ func (c DispatcherConfig) withDefaults() DispatcherConfig {
 	if c.Now == nil {
 		c.Now = time.Now
 	}
-	if c.Rand == nil {
-		c.Rand = rand.Float64
-	}
 	return c
 }
 
@@ -105,12 +103,21 @@ type Dispatcher struct {
 	router *Router
 	cfg    DispatcherConfig // defaults applied; written once
 	log    *slog.Logger
+	// retries spaces a payout's attempts and an outcome's writes; parked
+	// spaces the attempts of a parked payout. Written once.
+	retries, parked backoff.Policy
 }
 
 // NewDispatcher returns a dispatcher; call Run.
 func NewDispatcher(outbox outlast.OutboxService, router *Router, cfg DispatcherConfig) *Dispatcher {
 	cfg = cfg.withDefaults()
-	return &Dispatcher{outbox: outbox, router: router, cfg: cfg, log: cfg.Logger}
+	return &Dispatcher{
+		outbox: outbox, router: router, cfg: cfg, log: cfg.Logger,
+		retries: backoff.Policy{Base: cfg.BackoffBase, Max: cfg.BackoffMax, Rand: cfg.Rand},
+		// Equal jitter keeps a parked payout's period near BackoffMax, as
+		// documented, while still spreading them.
+		parked: backoff.Policy{Base: cfg.BackoffMax, Max: cfg.BackoffMax, Jitter: 0.5, Rand: cfg.Rand},
+	}
 }
 
 // Run dispatches until ctx is done. It then stops claiming, lets calls
@@ -145,7 +152,9 @@ func (d *Dispatcher) poll(ctx context.Context, work chan<- *outlast.Dispatch, he
 	// Claim in chunks of at least half a batch: one-at-a-time claims as
 	// calls finish would cost a query each.
 	claimMin := max(1, d.cfg.BatchMax/2)
-	failures := 0
+	// Ceilings start at PollInterval at least: a failing outbox should
+	// not be asked more often than an idle one for long.
+	claims := backoff.New(backoff.Policy{Base: max(d.cfg.BackoffBase, d.cfg.PollInterval), Max: d.cfg.BackoffMax, Rand: d.cfg.Rand})
 	for ctx.Err() == nil {
 		free := cap(held) - len(held)
 		if free < claimMin && len(held) > 0 {
@@ -160,22 +169,18 @@ func (d *Dispatcher) poll(ctx context.Context, work chan<- *outlast.Dispatch, he
 			if ctx.Err() != nil {
 				return
 			}
-			failures++
-			// At least half the capped delay: a database that is down
-			// should not be asked again at once.
-			c := expCap(max(d.cfg.BackoffBase, d.cfg.PollInterval), d.cfg.BackoffMax, failures-1)
-			wait := c/2 + fullJitter(c-c/2, d.rand())
-			d.log.Warn("outbox claim failed; backing off", "err", err, "failures", failures, "wait", wait)
-			sleep(ctx, wait)
+			wait := claims.Next()
+			d.log.Warn("outbox claim failed; backing off", "err", err, "failures", claims.Failures(), "wait", wait)
+			claims.Sleep(ctx, wait)
 			continue
 		}
-		failures = 0
+		claims.Reset()
 		for _, dp := range batch {
 			held <- struct{}{}
 			work <- dp
 		}
 		if len(batch) < free {
-			sleep(ctx, d.cfg.PollInterval)
+			claims.Sleep(ctx, d.cfg.PollInterval)
 		}
 	}
 }
@@ -247,40 +252,14 @@ func (d *Dispatcher) retry(ctx context.Context, dp *outlast.Dispatch, cause erro
 // failed attempts+1 times, and whether it is parked.
 func (d *Dispatcher) retryDelay(attempts int, cause error) (time.Duration, bool) {
 	if attempts+1 >= d.cfg.AttemptsMax {
-		m := d.cfg.BackoffMax
-		return m/2 + time.Duration(d.rand()*float64(m-m/2)), true
+		return d.parked.Delay(1), true
 	}
-	delay := d.backoff(attempts)
+	delay := d.retries.Delay(attempts + 1)
 	if errors.Is(cause, ErrBreakerOpen) {
 		// No point coming back before the breaker lets a call through.
 		delay = max(delay, min(outlast.ErrorRetryAfter(cause), d.cfg.BackoffMax))
 	}
 	return delay, false
-}
-
-// backoff is full jitter: uniform in [0, min(BackoffMax, BackoffBase×2^n)].
-func (d *Dispatcher) backoff(n int) time.Duration {
-	return fullJitter(expCap(d.cfg.BackoffBase, d.cfg.BackoffMax, n), d.rand())
-}
-
-func (d *Dispatcher) rand() float64 {
-	return min(max(d.cfg.Rand(), 0), 1)
-}
-
-// expCap returns min(maxDelay, base×2^n) without overflowing.
-func expCap(base, maxDelay time.Duration, n int) time.Duration {
-	if n < 0 {
-		n = 0
-	}
-	for i := 0; i < n && base < maxDelay; i++ {
-		base *= 2
-	}
-	return min(base, maxDelay)
-}
-
-// fullJitter scales ceiling by r in [0, 1].
-func fullJitter(ceiling time.Duration, r float64) time.Duration {
-	return time.Duration(r * float64(ceiling))
 }
 
 // write records an outcome, trying a few times with short backoff. If the
@@ -290,10 +269,13 @@ func (d *Dispatcher) write(ctx context.Context, op, payoutID string, fn func(con
 	// Detached from ctx: an outcome learned during shutdown is still worth
 	// writing; OutboxTimeout bounds each try.
 	wctx := context.WithoutCancel(ctx)
+	b := backoff.Backoff{Policy: d.retries}
 	var err error
 	for i := range outboxWriteAttemptsMax {
 		if i > 0 {
-			time.Sleep(d.backoff(i))
+			// On wctx too, so shutdown does not cut the writes short;
+			// outboxWriteAttemptsMax bounds what it can add to it.
+			b.Wait(wctx)
 		}
 		cctx, cancel := context.WithTimeout(wctx, d.cfg.OutboxTimeout)
 		err = fn(cctx)
@@ -314,18 +296,5 @@ func signal(c chan<- struct{}) {
 	select {
 	case c <- struct{}{}:
 	default:
-	}
-}
-
-// sleep waits for wait or until ctx is done.
-func sleep(ctx context.Context, wait time.Duration) {
-	if wait <= 0 {
-		return
-	}
-	t := time.NewTimer(wait)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-	case <-t.C:
 	}
 }

@@ -231,11 +231,12 @@ func TestDispatcherRetriesAmbiguousWithGrowingDelays(t *testing.T) {
 	ob := newFakeOutbox(p)
 	const base, capDelay = 20 * time.Millisecond, 160 * time.Millisecond
 	// A stopped clock in the past makes every retry due at once in the
-	// fake and every delay exact: notBefore - t0.
+	// fake and every delay exact: notBefore - t0. Rand 0 puts each delay
+	// at its ceiling.
 	t0 := time.Now().Add(-time.Hour)
 	d := NewDispatcher(ob, router, DispatcherConfig{
 		PollInterval: 2 * time.Millisecond, BackoffBase: base, BackoffMax: capDelay, AttemptsMax: 100,
-		Rand: func() float64 { return 1 }, Now: func() time.Time { return t0 }, Logger: quietLogger,
+		Rand: func() float64 { return 0 }, Now: func() time.Time { return t0 }, Logger: quietLogger,
 	})
 	runDispatcher(t, d)
 	testenv.WaitFor(t, 10*time.Second, "6 retries", func() bool { return len(ob.retriesOf(p.ID)) >= 6 })
@@ -272,12 +273,12 @@ func TestDispatcherParksButNeverFails(t *testing.T) {
 	t0 := time.Now().Add(-time.Hour)
 	d := NewDispatcher(ob, router, DispatcherConfig{
 		PollInterval: 2 * time.Millisecond, BackoffBase: time.Millisecond, BackoffMax: backoffMax, AttemptsMax: 3,
-		Rand: func() float64 { return 0 }, Now: func() time.Time { return t0 }, Logger: quietLogger,
+		Rand: func() float64 { return 1 }, Now: func() time.Time { return t0 }, Logger: quietLogger,
 	})
 	runDispatcher(t, d)
 	testenv.WaitFor(t, 10*time.Second, "6 retries", func() bool { return len(ob.retriesOf(p.ID)) >= 6 })
 	for _, rc := range ob.retriesOf(p.ID) {
-		// With Rand 0, parked delays sit at the bottom of [max/2, max].
+		// With Rand 1, parked delays sit at the bottom of [max/2, max].
 		if delay := rc.notBefore.Sub(t0); rc.attemptsBefore >= 2 && delay != backoffMax/2 {
 			t.Errorf("parked retry (attempts %d) delay = %s, want %s", rc.attemptsBefore, delay, backoffMax/2)
 		}
@@ -347,30 +348,41 @@ func TestDispatcherSurvivesOutboxOutage(t *testing.T) {
 }
 
 func TestFullJitterBackoffStaysWithinCap(t *testing.T) {
+	const base, maxDelay, attemptsMax = 200 * time.Millisecond, 30 * time.Second, 100
 	rng := rand.New(rand.NewPCG(1, 2))
-	d := NewDispatcher(nil, nil, DispatcherConfig{BackoffBase: 200 * time.Millisecond, BackoffMax: 30 * time.Second, Rand: rng.Float64})
+	d := NewDispatcher(nil, nil, DispatcherConfig{BackoffBase: base, BackoffMax: maxDelay, AttemptsMax: attemptsMax, Rand: rng.Float64})
+	cause := errors.New("timeout")
 	sawLow, sawHigh := false, false
-	for n := range 100 {
-		ceiling := expCap(200*time.Millisecond, 30*time.Second, n)
-		if want := min(200*time.Millisecond<<min(n, 20), 30*time.Second); ceiling != want {
-			t.Fatalf("expCap(n=%d) = %s, want %s", n, ceiling, want)
-		}
+	for attempts := range attemptsMax - 1 {
+		ceiling := min(base<<min(attempts, 20), maxDelay)
 		for range 100 {
-			got := d.backoff(n)
-			if got < 0 || got > ceiling {
-				t.Fatalf("backoff(%d) = %s, want within [0, %s]", n, got, ceiling)
+			got, parked := d.retryDelay(attempts, cause)
+			if parked || got < 0 || got > ceiling {
+				t.Fatalf("retryDelay(%d) = %s, %v; want within [0, %s], not parked", attempts, got, parked, ceiling)
 			}
 			sawLow = sawLow || got < ceiling/10
 			sawHigh = sawHigh || got > ceiling*9/10
 		}
 	}
 	if !sawLow || !sawHigh {
-		t.Errorf("backoff never near 0 (%v) or near the cap (%v): not full jitter", sawLow, sawHigh)
+		t.Errorf("retry delays never near 0 (%v) or near the cap (%v): not full jitter", sawLow, sawHigh)
+	}
+	sawLow, sawHigh = false, false
+	for range 1000 {
+		got, parked := d.retryDelay(attemptsMax-1, cause)
+		if !parked || got < maxDelay/2 || got > maxDelay {
+			t.Fatalf("retryDelay(%d) = %s, %v; want parked within [%s, %s]", attemptsMax-1, got, parked, maxDelay/2, maxDelay)
+		}
+		sawLow = sawLow || got < maxDelay*6/10
+		sawHigh = sawHigh || got > maxDelay*9/10
+	}
+	if !sawLow || !sawHigh {
+		t.Errorf("parked delays never near BackoffMax/2 (%v) or near BackoffMax (%v): not spread over the window", sawLow, sawHigh)
 	}
 	for _, r := range []float64{-1, 0, 1, 2} {
-		d := NewDispatcher(nil, nil, DispatcherConfig{BackoffBase: time.Second, BackoffMax: 8 * time.Second, Rand: func() float64 { return r }})
-		if got := d.backoff(1000); got < 0 || got > 8*time.Second {
-			t.Errorf("backoff with Rand %v = %s, want within [0, 8s]", r, got)
+		d := NewDispatcher(nil, nil, DispatcherConfig{BackoffBase: time.Second, BackoffMax: 8 * time.Second, AttemptsMax: 2000, Rand: func() float64 { return r }})
+		if got, _ := d.retryDelay(1000, cause); got < 0 || got > 8*time.Second {
+			t.Errorf("retryDelay with Rand %v = %s, want within [0, 8s]", r, got)
 		}
 	}
 }
