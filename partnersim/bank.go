@@ -77,8 +77,9 @@ type Config struct {
 	// WebhookTimeout bounds one webhook call. If <= 0, 5 s is used.
 	WebhookTimeout time.Duration
 	// WebhookBackoffBase and WebhookBackoffMax shape the capped exponential
-	// backoff (with jitter) between attempts of one webhook. If <= 0,
-	// 100 ms and 10 s are used.
+	// backoff between attempts of one webhook: after n failures it waits
+	// uniform [c/2, c], c = min(WebhookBackoffMax,
+	// WebhookBackoffBase×2^(n-1)). If <= 0, 100 ms and 10 s are used.
 	WebhookBackoffBase time.Duration
 	WebhookBackoffMax  time.Duration
 	// HTTPClient sends webhooks. If nil, a client with its own transport is

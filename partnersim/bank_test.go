@@ -305,6 +305,28 @@ func TestWebhooksRetryUntilAcknowledged(t *testing.T) {
 	}
 }
 
+func TestWebhookBackoffKeepsAFloor(t *testing.T) {
+	const base, maxDelay = 100 * time.Millisecond, time.Second
+	b := New(Config{Seed: 7, WebhookBackoffBase: base, WebhookBackoffMax: maxDelay, Logger: slog.New(slog.DiscardHandler)})
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for attempts := 1; attempts <= 8; attempts++ {
+		ceiling := min(base<<(attempts-1), maxDelay)
+		sawLow, sawHigh := false, false
+		for range 200 {
+			got := b.webhookBackoffLocked(attempts)
+			if got < ceiling/2 || got > ceiling {
+				t.Fatalf("webhookBackoffLocked(%d) = %s, want within [%s, %s]", attempts, got, ceiling/2, ceiling)
+			}
+			sawLow = sawLow || got < ceiling*6/10
+			sawHigh = sawHigh || got > ceiling*9/10
+		}
+		if !sawLow || !sawHigh {
+			t.Errorf("webhookBackoffLocked(%d) never near %s (%v) or near %s (%v): not spread over the window", attempts, ceiling/2, sawLow, ceiling, sawHigh)
+		}
+	}
+}
+
 func TestDuplicateWebhooksRepeatEventID(t *testing.T) {
 	h := start(t, Config{Faults: Faults{DuplicateRate: 1}}, nil)
 	for i := range 5 {

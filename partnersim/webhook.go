@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/outlast/outlast"
+	"github.com/outlast/outlast/internal/backoff"
 )
 
 // bankDispatchedEvent is the optional webhook sent when a payout is
@@ -192,13 +193,14 @@ func (b *Bank) finish(d *delivery, err error, stopping bool) {
 	b.pushLocked(d, now.Add(delay))
 }
 
-// webhookBackoffLocked is capped exponential backoff with equal jitter:
-// uniform in [c/2, c] where c = min(max, base*2^(attempts-1)), so retries
-// after an outage spread out but never come back instantly.
+// webhookBackoffLocked is the wait after a webhook's attempts-th failure.
+// It takes equal jitter (uniform in the upper half of each ceiling), not
+// the full jitter Outlast's own loops use: this imitates a bank, and banks
+// do not redeliver a failed webhook at once, so neither does the
+// simulation, lest the chaos lab load the service as no partner would.
+// The random half still spreads the retries of an outage's backlog.
+// rng is why mu must be held.
 func (b *Bank) webhookBackoffLocked(attempts int) time.Duration {
-	c := b.cfg.WebhookBackoffMax
-	if shift := attempts - 1; shift < 30 {
-		c = min(c, b.cfg.WebhookBackoffBase<<shift)
-	}
-	return c/2 + time.Duration(b.rng.Float64()*float64(c/2))
+	p := backoff.Policy{Base: b.cfg.WebhookBackoffBase, Max: b.cfg.WebhookBackoffMax, Jitter: 0.5, Rand: b.rng.Float64}
+	return p.Delay(attempts)
 }
