@@ -3,10 +3,11 @@ package redis
 import (
 	"context"
 	"fmt"
-	"math/rand/v2"
 	"time"
 
 	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/outlast/outlast/internal/backoff"
 )
 
 const resubscribeDelayMin = 50 * time.Millisecond
@@ -33,7 +34,8 @@ func (s *Store) publish(ctx context.Context, key string) error {
 
 // Subscribe calls fn for every key published by any instance until ctx ends
 // or the Store is closed, then returns nil. It reconnects on its own, with a
-// backoff capped at ResubscribeDelayMax; keys published while it is
+// full-jitter backoff capped at ResubscribeDelayMax, so instances that lost
+// the same server do not come back together; keys published while it is
 // reconnecting are lost (counted in Resubscribes). An idle subscription is
 // pinged every PingInterval, so a hung server is left within about two
 // intervals. fn runs on Subscribe's goroutine and should be quick: while it
@@ -54,7 +56,7 @@ func (s *Store) Subscribe(ctx context.Context, fn func(key string)) error {
 	stop := context.AfterFunc(s.closeCtx, cancel)
 	defer stop()
 
-	delay := resubscribeDelayMin
+	retry := backoff.New(backoff.Policy{Base: resubscribeDelayMin, Max: s.opts.ResubscribeDelayMax})
 	subscribedBefore := false
 	for {
 		subscribed, err := s.subscribeOnce(ctx, fn, subscribedBefore)
@@ -64,17 +66,10 @@ func (s *Store) Subscribe(ctx context.Context, fn func(key string)) error {
 		Calls.WithLabelValues(opSubscribe, resultOf(err)).Inc()
 		if subscribed {
 			subscribedBefore = true
-			delay = resubscribeDelayMin
+			retry.Reset()
 		}
-		// Jitter spreads the reconnects of many instances after a restart.
-		wait := delay/2 + rand.N(delay/2+1)
-		delay = min(2*delay, s.opts.ResubscribeDelayMax)
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !retry.Wait(ctx) {
 			return nil
-		case <-t.C:
 		}
 	}
 }
