@@ -4,10 +4,12 @@ import (
 	"context"
 	"sync"
 	"time"
+
+	"github.com/outlast/outlast/internal/backoff"
 )
 
-// Subscription retry bounds: a dead broadcast (Redis down) is retried
-// quickly at first and at most every 5 s.
+// Subscription retry bounds: the wait before resubscribing to a dead
+// broadcast (Redis down) is at most 100 ms at first and never above 5 s.
 const (
 	subscribeBackoffMin = 100 * time.Millisecond
 	subscribeBackoffMax = 5 * time.Second
@@ -39,7 +41,7 @@ func (c *Cache[K, V]) Run(ctx context.Context) error {
 }
 
 func (c *Cache[K, V]) subscribe(ctx context.Context) {
-	backoff := subscribeBackoffMin
+	retry := backoff.New(backoff.Policy{Base: subscribeBackoffMin, Max: subscribeBackoffMax})
 	for {
 		start := time.Now()
 		err := c.opts.Broadcaster.Subscribe(ctx, c.onInvalidation)
@@ -48,17 +50,14 @@ func (c *Cache[K, V]) subscribe(ctx context.Context) {
 		}
 		c.counters.subscribeErrors.Add(1)
 		c.log.Warn("cache: invalidation subscription ended; other instances' changes reach L1 only by TTL until it is back", "err", err)
+		// A subscription that lasted was a success: the next failure is
+		// a new outage, retried soon again.
 		if time.Since(start) > subscribeBackoffMax {
-			backoff = subscribeBackoffMin
+			retry.Reset()
 		}
-		t := time.NewTimer(backoff)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !retry.Wait(ctx) {
 			return
-		case <-t.C:
 		}
-		backoff = min(2*backoff, subscribeBackoffMax)
 	}
 }
 
