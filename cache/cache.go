@@ -148,6 +148,11 @@ type Cache[K comparable, V any] struct {
 	cancelAll context.CancelFunc
 	wg        sync.WaitGroup // load goroutines
 	closeOnce sync.Once
+
+	// afterFetch, if set, is called once a fetch has stored its value in L1
+	// or dropped it, so a test can wait for that moment instead of
+	// sleeping. It is set before the cache is used and never written after.
+	afterFetch func()
 }
 
 // clockResolution is how often the coarse clock reads the time. A millisecond

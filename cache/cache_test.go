@@ -459,6 +459,8 @@ func TestSetSupersedesLoadWithoutVersion(t *testing.T) {
 	d.put("b", 3, 0)
 	d.gate = make(chan struct{})
 	c := newTestCache(t, testOptions(d, newFakeL2()))
+	fetched := make(chan struct{})
+	c.afterFetch = func() { close(fetched) }
 	ctx := context.Background()
 	go c.Get(ctx, "b")
 	waitFor(t, 5*time.Second, "the load to start", func() bool { return d.inFlight.Load() == 1 })
@@ -466,8 +468,12 @@ func TestSetSupersedesLoadWithoutVersion(t *testing.T) {
 		t.Fatal(err)
 	}
 	close(d.gate)
-	waitFor(t, 5*time.Second, "the load to finish", func() bool { return d.inFlight.Load() == 0 })
-	time.Sleep(10 * time.Millisecond) // let a wrong L1 store happen, if it would
+	// A wrong L1 store would have happened by the time the fetch is done.
+	select {
+	case <-fetched:
+	case <-time.After(5 * time.Second):
+		t.Fatal("timed out after 5s waiting for the load to finish")
+	}
 	if v, _, _ := c.Get(ctx, "b"); v.Value != 4 {
 		t.Errorf("Get after a load raced Set(4) = %+v, want 4", v)
 	}

@@ -103,6 +103,9 @@ func (c *Cache[K, V]) fetchShared(parent context.Context, key K, cl *call[V], pr
 	}
 	delete(c.calls, key)
 	c.mu.Unlock()
+	if c.afterFetch != nil {
+		c.afterFetch()
+	}
 
 	cl.value, cl.info, cl.err = r.value, r.info, r.err
 	close(cl.done)
