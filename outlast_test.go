@@ -1,34 +1,12 @@
 package outlast_test
 
 import (
-	"go/build"
 	"strconv"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/outlast/outlast"
 )
-
-// TestDependencies keeps the domain package free of adapters: only the
-// standard library, and none of the packages that would tie it to one.
-func TestDependencies(t *testing.T) {
-	pkg, err := build.ImportDir(".", 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	forbidden := []string{"database/sql", "net/http", "net"}
-	for _, imp := range pkg.Imports {
-		if strings.Contains(strings.SplitN(imp, "/", 2)[0], ".") {
-			t.Errorf("root package imports %q; it must use the standard library only", imp)
-		}
-		for _, f := range forbidden {
-			if imp == f {
-				t.Errorf("root package imports %q; adapters belong in their own package", imp)
-			}
-		}
-	}
-}
 
 func TestNextTransition(t *testing.T) {
 	P, D, S, F := outlast.StatusPending, outlast.StatusDispatched, outlast.StatusSucceeded, outlast.StatusFailed
