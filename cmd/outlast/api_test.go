@@ -259,23 +259,14 @@ func testBadInput(t *testing.T, dsn string) {
 func appliedCount(source outlast.Source, o outlast.Outcome) float64 {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(ledger.Collectors()...)
-	mfs, err := reg.Gather()
+	counts, err := appliedCounts(reg)
 	if err != nil {
 		return 0
 	}
 	total := 0.0
-	for _, mf := range mfs {
-		if mf.GetName() != "outlast_notifications_applied_total" {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			labels := map[string]string{}
-			for _, l := range m.GetLabel() {
-				labels[l.GetName()] = l.GetValue()
-			}
-			if labels["outcome"] == string(o) && (source == "" || labels["source"] == string(source)) {
-				total += m.GetCounter().GetValue()
-			}
+	for k, v := range counts {
+		if k.outcome == string(o) && (source == "" || k.source == string(source)) {
+			total += v
 		}
 	}
 	return total

@@ -314,23 +314,44 @@ func randomHex(n int) string {
 // outcome ("log applied 158, log duplicate 12, ..."), read from the metric
 // itself so the demo's summary and /metrics can never disagree.
 func appliedSummary(g prometheus.Gatherer) (string, error) {
-	mfs, err := g.Gather()
+	counts, err := appliedCounts(g)
 	if err != nil {
 		return "", err
 	}
-	var parts []string
+	parts := make([]string, 0, len(counts))
+	for k, v := range counts {
+		parts = append(parts, fmt.Sprintf("%s %s %.0f", k.source, k.outcome, v))
+	}
+	sort.Strings(parts)
+	return strings.Join(parts, ", "), nil
+}
+
+// appliedKey is one series of the applied-notification counter.
+type appliedKey struct{ source, outcome string }
+
+// appliedCounts reads outlast_notifications_applied_total from g.
+func appliedCounts(g prometheus.Gatherer) (map[appliedKey]float64, error) {
+	mfs, err := g.Gather()
+	if err != nil {
+		return nil, err
+	}
+	counts := map[appliedKey]float64{}
 	for _, mf := range mfs {
 		if mf.GetName() != "outlast_notifications_applied_total" {
 			continue
 		}
 		for _, m := range mf.GetMetric() {
-			labels := map[string]string{}
+			var k appliedKey
 			for _, l := range m.GetLabel() {
-				labels[l.GetName()] = l.GetValue()
+				switch l.GetName() {
+				case "source":
+					k.source = l.GetValue()
+				case "outcome":
+					k.outcome = l.GetValue()
+				}
 			}
-			parts = append(parts, fmt.Sprintf("%s %s %.0f", labels["source"], labels["outcome"], m.GetCounter().GetValue()))
+			counts[k] += m.GetCounter().GetValue()
 		}
 	}
-	sort.Strings(parts)
-	return strings.Join(parts, ", "), nil
+	return counts, nil
 }
