@@ -2,6 +2,8 @@ package ledger
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
 	"time"
 
@@ -95,6 +97,11 @@ func (d *Drainer) drainOnce(ctx context.Context, b *backoff.Backoff, batchMax in
 		if err == nil {
 			return len(es), d.Inbox.SettleInbox(ctx, es, results)
 		}
+		if outlast.ErrorCode(err) != outlast.EUNAVAILABLE && len(es) > 1 {
+			// Not the database's state: one entry may be failing the
+			// batch. Apply them one by one so the others are not held.
+			return len(es), d.isolate(ctx, es)
+		}
 		if ctx.Err() != nil || time.Now().After(holdUntil) {
 			return 0, err
 		}
@@ -103,6 +110,23 @@ func (d *Drainer) drainOnce(ctx context.Context, b *backoff.Backoff, batchMax in
 			return 0, err
 		}
 	}
+}
+
+// isolate applies and settles each entry alone; an entry that still fails
+// stays leased and is claimed again when the lease runs out (an error is
+// not a verdict on the notification, so it is never dead-lettered).
+func (d *Drainer) isolate(ctx context.Context, es []outlast.InboxEntry) error {
+	var errs []error
+	for _, e := range es {
+		results, err := d.Ledger.Apply(ctx, outlast.FromInbox, []*outlast.Notification{e.Notification})
+		if err == nil {
+			err = d.Inbox.SettleInbox(ctx, []outlast.InboxEntry{e}, results)
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("inbox entry %d: %w", e.ID, err))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 func orDefault[T int | time.Duration](v, def T) T {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -276,4 +277,76 @@ func wantBalances(t *testing.T, r *rig, available, held, paidOut int64) {
 	if err != nil || a.Available != available || a.Held != held || a.PaidOut != paidOut {
 		t.Fatalf("account = %+v, %v; want available %d held %d paid out %d", a, err, available, held, paidOut)
 	}
+}
+
+// failing fails every Apply whose batch holds event bad until healed.
+type failing struct {
+	Applier
+	bad    string
+	healed atomic.Bool
+	calls  atomic.Int64
+}
+
+func (f *failing) Apply(ctx context.Context, source outlast.Source, ns []*outlast.Notification) ([]outlast.ApplyResult, error) {
+	f.calls.Add(1)
+	for _, n := range ns {
+		if n.EventID == f.bad && !f.healed.Load() {
+			return nil, fmt.Errorf("constraint violated by %s", n.EventID)
+		}
+	}
+	return f.Applier.Apply(ctx, source, ns)
+}
+
+// TestInboxIsolatesAFailingEntry: an apply error that is not the
+// database's state holds neither the rest of the batch (applied one by
+// one) nor goes to the dead letters; the entry applies once healed.
+func TestInboxIsolatesAFailingEntry(t *testing.T) {
+	backends(t, func(t *testing.T, dsn func(t *testing.T) string) {
+		ctx := context.Background()
+		db, err := store.Open(ctx, dsn(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { db.Close() })
+		l, err := New(db, Config{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { l.Close() })
+		r := &rig{db: db, ledger: l, acct: "acct-iso", client: "client-iso"}
+		key := sha256.Sum256([]byte(r.client))
+		if err := l.CreateClient(ctx, &outlast.Client{ID: r.client}, key[:]); err != nil {
+			t.Fatal(err)
+		}
+		if err := l.CreateAccount(ctx, &outlast.Account{ID: r.acct, ClientID: r.client, Currency: "EUR"}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := l.FundAccount(ctx, r.acct, 10_000); err != nil {
+			t.Fatal(err)
+		}
+		ps := []*outlast.Payout{r.payout(t, "k1"), r.payout(t, "k2"), r.payout(t, "k3")}
+		bad := "bad-" + ps[1].ID
+		for i, p := range ps {
+			ev := "ok-" + p.ID
+			if i == 1 {
+				ev = bad
+			}
+			r.send(t, outlast.FromInbox, succeeded(p.ID, ev))
+		}
+		f := &failing{Applier: l, bad: bad}
+		d := &Drainer{Inbox: db, Ledger: f, PollInterval: 10 * time.Millisecond, Lease: 200 * time.Millisecond, Logger: quiet,
+			Backoff: backoff.Policy{Base: 10 * time.Millisecond, Max: 50 * time.Millisecond}}
+		testenv.Start(t, "drainer", d.Run)
+		r.waitStatus(t, ps[0].ID, outlast.StatusSucceeded)
+		r.waitStatus(t, ps[2].ID, outlast.StatusSucceeded)
+		testenv.WaitFor(t, 10*time.Second, "the failing entry tried again after its lease", func() bool { return f.calls.Load() >= 6 })
+		if p, _, err := db.Payout(ctx, ps[1].ID); err != nil || p.Status != outlast.StatusPending {
+			t.Fatalf("failing entry's payout = %+v, %v; want still pending", p, err)
+		}
+		if dls, err := db.DeadLetters(ctx, 10); err != nil || len(dls) != 0 {
+			t.Fatalf("dead letters = %d, %v; want none for an apply error", len(dls), err)
+		}
+		f.healed.Store(true)
+		r.waitStatus(t, ps[1].ID, outlast.StatusSucceeded)
+	})
 }
