@@ -17,6 +17,8 @@ import (
 	"time"
 
 	_ "github.com/jackc/pgx/v5/stdlib" // database/sql driver "pgx"
+
+	"github.com/outlast/outlast/internal/redisproc"
 )
 
 const benchCacheSummary = `Measure the tiered cache against go-redis/cache and plain cache-aside, with PostgreSQL
@@ -184,22 +186,23 @@ func (b *cacheBench) writeMachine(ctx context.Context, w io.Writer) {
 	}
 	fmt.Fprintf(w, "## outlast bench cache\n\nMachine: nproc %d (GOMAXPROCS %d), %s; %s %s/%s; %s; %s.\n\n",
 		runtime.NumCPU(), runtime.GOMAXPROCS(0), model, runtime.Version(), runtime.GOOS, runtime.GOARCH,
-		benchRedisVersion(), b.db.version(ctx))
+		benchRedisVersion(ctx), b.db.version(ctx))
 }
 
 // faultEvents returns the Redis failure and the empty restart of a
 // Redis-dies run.
-func (b *cacheBench) faultEvents(fault string, r *benchRedis) []timedEvent {
+func (b *cacheBench) faultEvents(ctx context.Context, fault string, r *redisproc.Server) []timedEvent {
 	failAt, backAt := b.Duration/3, 2*b.Duration/3
+	restart := func() error { return r.Restart(ctx) }
 	if fault == "kill" {
 		return []timedEvent{
-			{failAt, "SIGKILL redis-server", r.kill},
-			{backAt, "restart redis-server empty", r.restartEmpty},
+			{failAt, "SIGKILL redis-server", r.Kill},
+			{backAt, "restart redis-server empty", restart},
 		}
 	}
 	return []timedEvent{
-		{failAt, "SIGSTOP redis-server", r.pause},
-		{backAt, "SIGKILL the stopped redis-server, restart it empty", r.restartEmpty},
+		{failAt, "SIGSTOP redis-server", r.Pause},
+		{backAt, "SIGKILL the stopped redis-server, restart it empty", restart},
 	}
 }
 
@@ -263,13 +266,13 @@ func (b *cacheBench) redisDiesSetup() string {
 }
 
 // runContender runs one contender against a fresh Redis through one fault.
-func (b *cacheBench) runContender(ctx context.Context, dir string, spec contenderSpec, fault string) (contenderRun, error) {
-	r, err := startBenchRedis(dir)
+func (b *cacheBench) runContender(ctx context.Context, dir string, spec contenderSpec, fault string) (_ contenderRun, err error) {
+	r, err := startBenchRedis(ctx, dir)
 	if err != nil {
 		return contenderRun{}, err
 	}
-	defer r.stop()
-	c, err := spec.open(ctx, r.url(), contenderConfig{
+	defer func() { err = errors.Join(err, r.Stop()) }()
+	c, err := spec.open(ctx, r.URL(), contenderConfig{
 		load: b.db.loader(0), l1Entries: b.L1, ttl: b.TTL, localTTL: time.Minute, logTo: b.stderr,
 	})
 	if err != nil {
@@ -283,7 +286,7 @@ func (b *cacheBench) runContender(ctx context.Context, dir string, spec contende
 		rate: b.Rate, duration: b.Duration, prewarm: b.Prewarm, bucket: b.Bucket,
 		inflightMax: b.InflightMax, timeout: b.RequestTimeout,
 		next:    func() string { return b.keys[zipf.Uint64()] },
-		events:  b.faultEvents(fault, r),
+		events:  b.faultEvents(ctx, fault, r),
 		queries: &b.db.queries,
 	})
 	if err != nil {
@@ -320,13 +323,13 @@ func (b *cacheBench) stampede(ctx context.Context, dir string, md io.Writer) err
 	return nil
 }
 
-func (b *cacheBench) runStampede(ctx context.Context, dir string, spec contenderSpec) (contenderRun, error) {
-	r, err := startBenchRedis(dir)
+func (b *cacheBench) runStampede(ctx context.Context, dir string, spec contenderSpec) (_ contenderRun, err error) {
+	r, err := startBenchRedis(ctx, dir)
 	if err != nil {
 		return contenderRun{}, err
 	}
-	defer r.stop()
-	c, err := spec.open(ctx, r.url(), contenderConfig{
+	defer func() { err = errors.Join(err, r.Stop()) }()
+	c, err := spec.open(ctx, r.URL(), contenderConfig{
 		load: b.db.loader(b.StampedeLoadDelay), l1Entries: b.L1, ttl: b.StampedeTTL, localTTL: b.StampedeTTL, logTo: b.stderr,
 	})
 	if err != nil {
