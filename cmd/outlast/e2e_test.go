@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/outlast/outlast"
+	"github.com/outlast/outlast/internal/proc"
 	"github.com/outlast/outlast/internal/testenv"
 	"github.com/outlast/outlast/partnersim"
 )
@@ -58,44 +59,42 @@ type serviceProc struct {
 	t    *testing.T
 	args []string
 	url  string
-	cmd  *exec.Cmd
-	done chan error
-	logs *os.File
+	logs *os.File // every run of serve appends here
+	p    *proc.Process
 }
 
 func (s *serviceProc) start() {
 	s.t.Helper()
-	s.cmd = exec.Command(outlastBinary(s.t), s.args...)
-	s.cmd.Stdout, s.cmd.Stderr = s.logs, s.logs
-	if err := s.cmd.Start(); err != nil {
+	p, err := proc.Start(proc.Options{Path: outlastBinary(s.t), Args: s.args, Output: s.logs})
+	if err != nil {
 		s.t.Fatalf("start outlast serve: %v", err)
 	}
-	s.done = make(chan error, 1)
-	go func(cmd *exec.Cmd, done chan error) { done <- cmd.Wait() }(s.cmd, s.done)
-	api := newAPIClient(s.url, "")
-	testenv.WaitFor(s.t, 60*time.Second, "outlast serve to become ready", func() bool {
-		select {
-		case err := <-s.done:
-			s.t.Fatalf("outlast serve exited during start: %v (logs in %s)", err, s.logs.Name())
-		default:
+	s.p = p
+	// A test that fails half-way must not leave the service running.
+	s.t.Cleanup(func() {
+		if err := p.Stop(syscall.SIGKILL, time.Minute); err != nil {
+			s.t.Errorf("outlast serve: %v", err)
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	})
+	api := newAPIClient(s.url, "")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	err = p.WaitReady(ctx, func(ctx context.Context) bool {
+		ctx, cancel := context.WithTimeout(ctx, time.Second)
 		defer cancel()
 		_, err := api.do(ctx, "GET", "/readyz", nil, nil, nil)
 		return err == nil
 	})
+	if err != nil {
+		s.t.Fatalf("outlast serve: %v (logs in %s)", err, s.logs.Name())
+	}
 }
 
 // kill sends sig and waits for the process to be gone.
 func (s *serviceProc) kill(sig syscall.Signal) {
 	s.t.Helper()
-	if err := s.cmd.Process.Signal(sig); err != nil {
-		s.t.Fatalf("signal %v: %v", sig, err)
-	}
-	select {
-	case <-s.done:
-	case <-time.After(60 * time.Second):
-		s.t.Fatalf("outlast serve did not exit within 60s of %v", sig)
+	if err := s.p.Stop(sig, time.Minute); err != nil {
+		s.t.Fatalf("outlast serve: %v", err)
 	}
 }
 
