@@ -16,6 +16,7 @@ import (
 	"github.com/HdrHistogram/hdrhistogram-go"
 
 	"github.com/outlast/outlast"
+	"github.com/outlast/outlast/internal/load"
 	"github.com/outlast/outlast/jetstream"
 	"github.com/outlast/outlast/ledger"
 	"github.com/outlast/outlast/store"
@@ -145,46 +146,45 @@ func (b *ingestBench) run(ctx context.Context, w io.Writer) error {
 // openLoopInflightMax bounds the open-loop phase's concurrent sends.
 const openLoopInflightMax = 4096
 
-// openLoop sends notifications at ratePerSec for HalfRateFor, measuring each
-// acknowledgement from its intended send time (no coordinated omission).
-// The ids are the payouts the naive phase left pending, cycled with fresh
-// event ids (from eventBase on, so phases never repeat one): the first pass
-// changes state, later ones are stale reports the committer still records.
+// openLoop sends notifications at ratePerSec for HalfRateFor, open loop
+// (package load: latency from the intended send time). The ids are the
+// payouts the naive phase left pending, cycled with fresh event ids (from
+// eventBase on, so phases never repeat one): the first pass changes state,
+// later ones are stale reports the committer still records. Past
+// openLoopInflightMax sends in flight the next waits for a slot rather than
+// being dropped: the phase reports a latency at any rate, and the wait
+// counts in it.
 func (b *ingestBench) openLoop(ctx context.Context, ids []string, ratePerSec float64, eventBase int) (ingestResult, error) {
 	var applied atomic.Int64
 	stop, wait := b.consume(ctx, &applied)
 	defer func() { stop(); wait() }()
-	hist := hdrhistogram.New(1, int64(time.Minute/time.Microsecond), 3)
-	var mu sync.Mutex
+	hist := load.NewHistogram()
+	var mu sync.Mutex // guards hist
 	var failed atomic.Int64
-	sem := make(chan struct{}, openLoopInflightMax)
-	var wg sync.WaitGroup
-	interval := time.Duration(float64(time.Second) / ratePerSec)
-	start := time.Now()
-	n := int(b.HalfRateFor / interval)
-	for i := 0; i < n; i++ {
-		intended := start.Add(time.Duration(i) * interval)
-		if d := time.Until(intended); d > 0 {
-			time.Sleep(d) // pacing the open loop, not synchronisation
-		}
-		sem <- struct{}{}
-		wg.Add(1)
-		go func(i int) {
-			defer func() { <-sem; wg.Done() }()
+	n := 0 // requests sent; written by Next, read after Run
+	gen := load.Open{Rate: ratePerSec, Duration: b.HalfRateFor, InflightMax: openLoopInflightMax, WaitWhenFull: true,
+		Next: func(i int) func(context.Context) error {
+			n = i + 1
 			note := notificationFor(ids[i%len(ids)], 1_000_000_000+eventBase+i)
-			if err := b.log.Append(ctx, note); err != nil {
+			return func(ctx context.Context) error { return b.log.Append(ctx, note) }
+		},
+		Done: func(_ int, _, latency time.Duration, err error) {
+			if err != nil {
 				failed.Add(1)
 				return
 			}
 			mu.Lock()
-			_ = hist.RecordValue(time.Since(intended).Microseconds())
+			load.Record(hist, latency)
 			mu.Unlock()
-		}(i)
+		},
 	}
-	wg.Wait()
+	start := time.Now()
+	if err := gen.Run(ctx); err != nil {
+		return ingestResult{}, err
+	}
 	acked := time.Since(start)
-	for applied.Load() < int64(n)-failed.Load() && ctx.Err() == nil {
-		time.Sleep(10 * time.Millisecond) // waiting for the committer to catch up; bounded by ctx
+	if err := waitApplied(ctx, &applied, int64(n)-failed.Load()); err != nil {
+		return ingestResult{}, err
 	}
 	if f := failed.Load(); f > 0 {
 		return ingestResult{}, fmt.Errorf("%d of %d appends failed", f, n)
@@ -247,7 +247,7 @@ func notificationFor(id string, seq int) *outlast.Notification {
 // closedLoop sends one notification per id from Concurrency senders and
 // records each acknowledgement's latency.
 func (b *ingestBench) closedLoop(ctx context.Context, ids []string, send func(context.Context, *outlast.Notification) error) (*hdrhistogram.Histogram, time.Duration, error) {
-	hist := hdrhistogram.New(1, int64(time.Minute/time.Microsecond), 3)
+	hist := load.NewHistogram()
 	var mu sync.Mutex
 	var next atomic.Int64
 	var firstErr error
@@ -265,7 +265,7 @@ func (b *ingestBench) closedLoop(ctx context.Context, ids []string, send func(co
 				if err != nil {
 					firstErr = errors.Join(firstErr, err)
 				}
-				_ = hist.RecordValue(lat.Microseconds())
+				load.Record(hist, lat)
 				mu.Unlock()
 				if err != nil {
 					return
@@ -311,13 +311,26 @@ func (b *ingestBench) outlast(ctx context.Context, ids []string) (ingestResult, 
 	if err != nil {
 		return ingestResult{}, err
 	}
-	for applied.Load() < int64(len(ids)) {
-		if ctx.Err() != nil {
-			return ingestResult{}, ctx.Err()
-		}
-		time.Sleep(time.Millisecond) // waiting for the committer; bounded by ctx
+	if err := waitApplied(ctx, &applied, int64(len(ids))); err != nil {
+		return ingestResult{}, err
 	}
 	return resultOf("outlast: group-committed log + batched apply", len(ids), hist, ackedIn, time.Since(start)), nil
+}
+
+// waitApplied waits until the committer has applied want notifications,
+// or ctx ends. It polls every millisecond: the time it returns at is the
+// phase's "committed" time, and the committer has no completion signal.
+func waitApplied(ctx context.Context, applied *atomic.Int64, want int64) error {
+	t := time.NewTicker(time.Millisecond)
+	defer t.Stop()
+	for applied.Load() < want {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for the committer: %w", ctx.Err())
+		case <-t.C:
+		}
+	}
+	return nil
 }
 
 // consume runs the committer through the ledger seam, as serve does,

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"regexp"
 	"sync"
@@ -9,11 +10,9 @@ import (
 	"time"
 
 	"github.com/HdrHistogram/hdrhistogram-go"
-)
 
-// latencyMaxMicros is the largest latency the histograms hold; larger ones
-// are recorded as this.
-const latencyMaxMicros = int64(time.Minute / time.Microsecond)
+	"github.com/outlast/outlast/internal/load"
+)
 
 // errorKindsMax bounds the distinct error messages kept per run.
 const errorKindsMax = 8
@@ -29,9 +28,8 @@ type bucketStats struct {
 }
 
 func (b *bucketStats) record(latency time.Duration, failed bool) {
-	us := min(max(1, latency.Microseconds()), latencyMaxMicros)
 	b.mu.Lock()
-	_ = b.hist.RecordValue(us)
+	load.Record(b.hist, latency)
 	b.requests++
 	if failed {
 		b.errors++
@@ -61,7 +59,7 @@ type driveConfig struct {
 	bucket      time.Duration // row width
 	inflightMax int64
 	timeout     time.Duration // per request
-	next        func() string // the key of the next request; driver goroutine only
+	next        func() string // the key of the next request; called in order, by load.Open.Run only
 	events      []timedEvent
 	queries     *atomic.Int64 // the loader's query counter
 }
@@ -93,20 +91,21 @@ func (r *runResult) noteError(err error) {
 	}
 }
 
-// drive sends cfg.rate requests per second to c, open loop: each request
-// has an intended send time fixed in advance, its latency is measured from
-// that time (so a stalled harness or cache cannot hide queueing: no
-// coordinated omission), and a request that cannot start because
-// cfg.inflightMax are in flight counts as an error. It returns when every
-// request has finished.
+// drive sends cfg.rate requests per second to c, open loop (see package
+// load: latency from the intended send time, a request that cannot start
+// because cfg.inflightMax are in flight counts as an error), while the
+// sampler and the fault events run on the same clock. It returns when
+// every request has finished.
 func drive(ctx context.Context, c benchCache, cfg driveConfig) (*runResult, error) {
 	nb := int((cfg.duration + cfg.bucket - 1) / cfg.bucket)
 	res := &runResult{buckets: make([]*bucketStats, nb), errKinds: make(map[string]int64)}
 	for i := range res.buckets {
-		res.buckets[i] = &bucketStats{hist: hdrhistogram.New(1, latencyMaxMicros, 3)}
+		res.buckets[i] = &bucketStats{hist: load.NewHistogram()}
 	}
-	d := &driver{ctx: ctx, c: c, cfg: cfg, res: res, origin: time.Now()}
-	start := d.origin.Add(cfg.prewarm)
+	origin := time.Now() // the first intended send time (the pre-warm's start)
+	start := origin.Add(cfg.prewarm)
+	runCtx, stopRun := context.WithCancel(ctx)
+	defer stopRun()
 	var bg sync.WaitGroup
 	bgCtx, stopBg := context.WithCancel(ctx)
 	defer func() { stopBg(); bg.Wait() }()
@@ -115,86 +114,55 @@ func drive(ctx context.Context, c benchCache, cfg driveConfig) (*runResult, erro
 	sampled := make(chan struct{})
 	bg.Go(func() { defer close(sampled); sampleQueries(bgCtx, start, cfg, res.buckets) })
 	eventErr := make(chan error, 1)
-	bg.Go(func() { runEvents(bgCtx, start, cfg.events, res, eventErr) })
-
-	interval := float64(time.Second) / cfg.rate
-	total := int(float64(cfg.prewarm+cfg.duration) / interval)
-	for i := 0; i < total; {
-		// Requests are sent in batches: a sleep shorter than a millisecond
-		// lasts about one (the runtime's poller waits in milliseconds).
-		now := time.Since(d.origin)
-		for ; i < total && time.Duration(float64(i)*interval) <= now; i++ {
-			d.issue(time.Duration(float64(i) * interval))
+	bg.Go(func() {
+		if err := runEvents(bgCtx, start, cfg.events, res); err != nil {
+			eventErr <- err
+			stopRun() // a fault that could not be injected voids the run
 		}
-		select {
-		case <-ctx.Done():
-			d.reqs.Wait()
-			return nil, ctx.Err()
-		case err := <-eventErr:
-			d.reqs.Wait()
-			return nil, err
-		case <-time.After(time.Duration(float64(i)*interval) - time.Since(d.origin)):
-		}
+	})
+	gen := load.Open{Rate: cfg.rate, Duration: cfg.prewarm + cfg.duration, Start: origin, InflightMax: cfg.inflightMax,
+		Next: func(int) func(context.Context) error {
+			key := cfg.next()
+			return func(ctx context.Context) error {
+				ctx, cancel := context.WithTimeout(ctx, cfg.timeout)
+				defer cancel()
+				return c.get(ctx, key)
+			}
+		},
+		Done: func(_ int, due, latency time.Duration, err error) { res.done(cfg, due, latency, err) },
 	}
-	d.reqs.Wait()
-	select {
-	case <-sampled:
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
+	runErr := gen.Run(runCtx)
 	select {
 	case err := <-eventErr:
 		return nil, err
 	default:
 	}
+	if runErr != nil {
+		return nil, runErr
+	}
+	select {
+	case <-sampled:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
 	return res, nil
 }
 
-// driver is the state of one drive.
-type driver struct {
-	ctx      context.Context
-	c        benchCache
-	cfg      driveConfig
-	res      *runResult
-	origin   time.Time // the first intended send time (the pre-warm's start)
-	inflight atomic.Int64
-	reqs     sync.WaitGroup
-}
-
-// issue starts the request intended at offset from origin, or counts it
-// as an error when too many are in flight.
-func (d *driver) issue(offset time.Duration) {
-	var bucket *bucketStats // nil during the pre-warm: not measured
-	if rel := offset - d.cfg.prewarm; rel >= 0 {
-		bucket = d.res.buckets[min(int(rel/d.cfg.bucket), len(d.res.buckets)-1)]
-	}
-	key := d.cfg.next()
-	if d.inflight.Load() >= d.cfg.inflightMax {
-		if bucket != nil {
-			bucket.reject()
-		}
+// done records a request in the bucket its intended send time falls into;
+// the pre-warm's requests are not measured.
+func (r *runResult) done(cfg driveConfig, due, latency time.Duration, err error) {
+	rel := due - cfg.prewarm
+	if rel < 0 {
 		return
 	}
-	d.inflight.Add(1)
-	d.reqs.Add(1)
-	go func() {
-		defer d.reqs.Done()
-		defer d.inflight.Add(-1)
-		request(d.ctx, d.c, key, d.origin.Add(offset), d.cfg.timeout, bucket, d.res)
-	}()
-}
-
-func request(ctx context.Context, c benchCache, key string, intended time.Time, timeout time.Duration, b *bucketStats, res *runResult) {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	err := c.get(ctx, key)
-	cancel()
-	latency := time.Since(intended)
-	if b == nil {
+	b := r.buckets[min(int(rel/cfg.bucket), len(r.buckets)-1)]
+	if errors.Is(err, load.ErrDropped) {
+		b.reject()
 		return
 	}
 	b.record(latency, err != nil)
 	if err != nil {
-		res.noteError(err)
+		r.noteError(err)
 	}
 }
 
@@ -217,19 +185,21 @@ func sampleQueries(ctx context.Context, start time.Time, cfg driveConfig, bucket
 	}
 }
 
-func runEvents(ctx context.Context, start time.Time, events []timedEvent, res *runResult, errc chan<- error) {
+// runEvents injects the faults at their offsets from start, and stops at
+// the first that fails.
+func runEvents(ctx context.Context, start time.Time, events []timedEvent, res *runResult) error {
 	for _, ev := range events {
 		if !sleepUntil(ctx, start.Add(ev.at)) {
-			return
+			return nil
 		}
 		began := time.Since(start)
 		if err := ev.do(); err != nil {
-			errc <- fmt.Errorf("%s: %w", ev.name, err)
-			return
+			return fmt.Errorf("%s: %w", ev.name, err)
 		}
 		res.eventLog = append(res.eventLog, fmt.Sprintf("%s at %.3f s (took %s)", ev.name, began.Seconds(),
 			(time.Since(start)-began).Round(time.Millisecond)))
 	}
+	return nil
 }
 
 // sleepUntil waits for t; false when ctx ended first.

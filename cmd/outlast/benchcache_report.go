@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/HdrHistogram/hdrhistogram-go"
+
+	"github.com/outlast/outlast/internal/load"
 )
 
 // Targets of issue 3 for the outlast cache in a Redis-dies run.
@@ -105,7 +107,7 @@ func maxRate(buckets []*bucketStats, bucket time.Duration, win func() (int, int)
 
 func merged(buckets []*bucketStats, win func() (int, int)) *hdrhistogram.Histogram {
 	lo, hi := win()
-	h := hdrhistogram.New(1, latencyMaxMicros, 3)
+	h := load.NewHistogram()
 	for _, b := range buckets[lo:max(lo, hi+1)] {
 		h.Merge(b.hist)
 	}
@@ -215,7 +217,7 @@ func writeStampedeTable(w io.Writer, runs []contenderRun, duration, ttl, bucket 
 	fmt.Fprintln(w, "| contender | requests | DB loads | periods | loads per period | worst second (loads) | p50 ms | p99 ms | max ms | errors |")
 	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 	for _, run := range runs {
-		h := hdrhistogram.New(1, latencyMaxMicros, 3)
+		h := load.NewHistogram()
 		var loads, worst, reqs, errs int64
 		for _, b := range run.res.buckets {
 			h.Merge(b.hist)

@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/outlast/outlast"
+	"github.com/outlast/outlast/internal/load"
 	"github.com/outlast/outlast/partnersim"
 )
 
@@ -128,8 +129,10 @@ func demo(ctx context.Context, cfg demoConfig, stdout, stderr io.Writer) error {
 		defer cancel()
 	}
 	gen := &trafficGen{api: newAPIClient(m.HTTP.URL(), apiKey), accounts: accounts, rate: cfg.Rate}
-	var notifiedBefore int64
-	gen.run(runCtx, func(elapsed time.Duration) { printStatus(ctx, stdout, m, gen, banks, elapsed, &notifiedBefore) })
+	var notifiedBefore int64 // only the status goroutine touches it
+	if err := gen.run(runCtx, func(elapsed time.Duration) { printStatus(ctx, stdout, m, gen, banks, elapsed, &notifiedBefore) }); err != nil {
+		return fmt.Errorf("demo traffic: %w", err)
+	}
 
 	fmt.Fprintf(stdout, "\nstopped traffic after %d payouts created (%d refused, %d errors); waiting up to %s for in-flight payouts to settle…\n",
 		gen.created.Load(), gen.refused.Load(), gen.errors.Load(), cfg.DrainTimeout)
@@ -186,51 +189,46 @@ type trafficGen struct {
 	hist *hdrhistogram.Histogram
 }
 
-// trafficInflightMax bounds concurrent requests; past it a tick is counted
-// as refused rather than queued, so the generator never grows without limit.
+// trafficInflightMax bounds concurrent requests; past it a request is
+// counted as refused rather than queued.
 const trafficInflightMax = 512
 
-func (g *trafficGen) run(ctx context.Context, everySecond func(elapsed time.Duration)) {
-	g.hist = hdrhistogram.New(1, int64(time.Minute/time.Microsecond), 3)
-	interval := time.Second / time.Duration(g.rate)
+// run sends traffic until ctx ends, calling everySecond once a second
+// meanwhile, and returns when every request sent has finished.
+func (g *trafficGen) run(ctx context.Context, everySecond func(elapsed time.Duration)) error {
+	g.hist = load.NewHistogram()
 	start := time.Now()
-	next := start
-	nextReport := start.Add(time.Second)
-	sem := make(chan struct{}, trafficInflightMax)
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	for seq := 0; ; seq++ {
-		if d := time.Until(next); d > 0 {
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(d):
-			}
-		}
-		if ctx.Err() != nil {
-			return
-		}
-		if time.Now().After(nextReport) {
-			everySecond(time.Since(start).Round(time.Second))
-			nextReport = nextReport.Add(time.Second)
-		}
-		intended := next
-		next = next.Add(interval)
+	statusCtx, stopStatus := context.WithCancel(ctx)
+	var status sync.WaitGroup
+	status.Go(func() { tickEverySecond(statusCtx, start, everySecond) })
+	defer func() { stopStatus(); status.Wait() }()
+	gen := load.Open{Rate: float64(g.rate), Start: start, InflightMax: trafficInflightMax,
+		Next: func(seq int) func(context.Context) error {
+			return func(ctx context.Context) error { return g.send(ctx, seq) }
+		},
+		Done: g.done,
+	}
+	err := gen.Run(ctx)
+	if ctx.Err() != nil {
+		return nil // the traffic stops when ctx ends
+	}
+	return err
+}
+
+func tickEverySecond(ctx context.Context, start time.Time, f func(elapsed time.Duration)) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
 		select {
-		case sem <- struct{}{}:
-		default:
-			g.refused.Add(1)
-			continue
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			f(time.Since(start).Round(time.Second))
 		}
-		wg.Add(1)
-		go func(seq int) {
-			defer func() { <-sem; wg.Done() }()
-			g.send(ctx, seq, intended)
-		}(seq)
 	}
 }
 
-func (g *trafficGen) send(ctx context.Context, seq int, intended time.Time) {
+func (g *trafficGen) send(ctx context.Context, seq int) error {
 	body := payoutBody{
 		AccountID:   g.accounts[seq%len(g.accounts)],
 		Amount:      int64(100 + mrand.IntN(100_000)),
@@ -241,15 +239,21 @@ func (g *trafficGen) send(ctx context.Context, seq int, intended time.Time) {
 	// count printed at the end matches what the ledger holds; the client's
 	// timeout bounds it.
 	_, _, err := g.api.createPayout(context.WithoutCancel(ctx), "demo-"+randomHex(12), body)
-	lat := time.Since(intended)
-	if err != nil {
+	return err
+}
+
+func (g *trafficGen) done(_ int, _, latency time.Duration, err error) {
+	switch {
+	case errors.Is(err, load.ErrDropped):
+		g.refused.Add(1)
+	case err != nil:
 		g.errors.Add(1)
-		return
+	default:
+		g.created.Add(1)
+		g.mu.Lock()
+		load.Record(g.hist, latency)
+		g.mu.Unlock()
 	}
-	g.created.Add(1)
-	g.mu.Lock()
-	_ = g.hist.RecordValue(lat.Microseconds())
-	g.mu.Unlock()
 }
 
 // takeP99 returns the p99 since the last call and resets the histogram.
