@@ -63,6 +63,19 @@ var badDeps = map[string]rule{
 	"outlast/internal/backoff": {
 		bad: map[string]string{"outlast/...": "backoff is one mechanism with no domain; importing nothing of Outlast is what lets cache, the adapters and the ledger all share it"},
 	},
+	// The one process supervisor and the one load generator: mechanisms
+	// with no domain, shared by the benchmarks, the end-to-end tests and
+	// (next) the chaos lab.
+	"outlast/internal/proc": {
+		bad: map[string]string{"outlast/...": "starting, signalling and waiting for a child process needs nothing of Outlast; importing nothing keeps it usable from tests and benchmarks alike"},
+	},
+	"outlast/internal/redisproc": {
+		bad: map[string]string{"outlast/...": "a private redis-server is a process to supervise, not a cache; it must not need the redis adapter it is used to test"},
+		ok:  map[string]string{"outlast/internal/proc": "it is a redis-server under the one process supervisor"},
+	},
+	"outlast/internal/load": {
+		bad: map[string]string{"outlast/...": "an open-loop schedule and its latency histogram know nothing of what is sent; the benchmarks and the demo supply the request"},
+	},
 	// The ledger in front of the store: it implements outlast.Ledger by
 	// wrapping another outlast.Ledger with the tiered cache.
 	"outlast/ledger": {
@@ -89,7 +102,11 @@ var badDeps = map[string]rule{
 	"outlast/redis/redistest": {
 		helper: true,
 		bad:    map[string]string{"outlast/...": "redis's in-package tests import redistest, so importing redis would be a cycle; starting a redis-server needs nothing of the domain"},
-		ok:     map[string]string{"outlast/internal/testenv": "helpers build on each other; only tests import either"},
+		ok: map[string]string{
+			"outlast/internal/testenv":   "helpers build on each other; only tests import either",
+			"outlast/internal/redisproc": "the test wrapper and the benchmark share the one redis-server supervisor",
+			"outlast/internal/proc":      "the one process supervisor, under redisproc",
+		},
 	},
 }
 
