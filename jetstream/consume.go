@@ -359,15 +359,3 @@ func (c *committer) nak(items []*item, delay time.Duration, reason string) {
 		}
 	}
 }
-
-// sleep waits d or until ctx ends, reporting whether it waited the full d.
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
-}

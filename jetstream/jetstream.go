@@ -431,7 +431,7 @@ func (l *Log) repair(ctx context.Context) {
 	// The server answers a stream delete before it has finished moving the
 	// stream's files away; recreating at once can lose the new stream's
 	// files to that move (seen with nats-server 2.15). Wait, then look again.
-	if !sleep(ctx, repairGrace) || !l.missing(ctx) {
+	if !backoff.Sleep(ctx, repairGrace) || !l.missing(ctx) {
 		return
 	}
 	l.repairMu.Lock()
@@ -653,7 +653,7 @@ func (l *Log) upgradeRetention(ctx context.Context) error {
 	l.log.Warn("replaced the notifications stream of an earlier version (limits retention) with a work queue; it held only applied messages",
 		"stream", l.streamName, "messages", info.State.Msgs)
 	// The server answers a delete before its files are gone (see repair).
-	if !sleep(ctx, repairGrace) {
+	if !backoff.Sleep(ctx, repairGrace) {
 		return ctx.Err()
 	}
 	return nil
@@ -679,7 +679,7 @@ func (l *Log) watchStreams(interval time.Duration) {
 			streamMessages.WithLabelValues(s.name).Set(float64(info.State.Msgs))
 			streamMessagesLimit.WithLabelValues(s.name).Set(float64(info.Config.MaxMsgs))
 		}
-		if !sleep(l.stopCtx, interval) {
+		if !backoff.Sleep(l.stopCtx, interval) {
 			return
 		}
 	}

@@ -116,18 +116,24 @@ func (b *Backoff) Sleep(ctx context.Context, d time.Duration) bool {
 	}
 	after := b.After
 	if after == nil {
-		t := time.NewTimer(d)
-		defer t.Stop()
-		select {
-		case <-t.C:
-			return true
-		case <-ctx.Done():
-			return false
-		}
+		return Sleep(ctx, d)
 	}
 	select {
 	case <-after(d):
 		return ctx.Err() == nil
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// Sleep waits d on the real clock, or until ctx ends; it reports whether
+// the full d passed. For fixed waits outside a retry loop.
+func Sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
 	case <-ctx.Done():
 		return false
 	}
