@@ -33,7 +33,11 @@ func TestGetSources(t *testing.T) {
 	if err != nil || v.Value != 1 || info.Source != SourceLoader || info.Stale {
 		t.Fatalf("first Get = %v, %+v, %v; want 1 from the loader", v, info, err)
 	}
-	waitFor(t, time.Second, "the load written to L2", func() bool { _, ok := l2.has("a"); return ok })
+	// Counted once the write has returned, which is after it landed in L2.
+	waitFor(t, time.Second, "the load written to L2", func() bool {
+		_, ok := l2.has("a")
+		return ok && a.Stats().L2.Writes == 1
+	})
 	clock.Advance(time.Second)
 	v, info, err = a.Get(ctx, "a")
 	if err != nil || v.Value != 1 || info.Source != SourceL1 || info.Age != time.Second {
