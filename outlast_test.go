@@ -144,3 +144,22 @@ func TestVerifySignature(t *testing.T) {
 		}
 	}
 }
+
+func TestDeadLetterKeys(t *testing.T) {
+	keys, err := outlast.DeadLetterKeys(outlast.FromInbox, []string{"inbox:7", outlast.DeadLetterID(outlast.FromInbox, "12")})
+	if err != nil || len(keys) != 2 || keys[0] != 7 || keys[1] != 12 {
+		t.Fatalf("DeadLetterKeys = %v, %v; want [7 12]", keys, err)
+	}
+	for _, id := range []string{"log:7", "inbox:", "inbox:x", "inbox:-1", "inbox:0", "7", ""} {
+		if _, err := outlast.DeadLetterKeys(outlast.FromInbox, []string{id}); outlast.ErrorCode(err) != outlast.EVALIDATION {
+			t.Errorf("DeadLetterKeys(%q) = %v, want %s", id, err, outlast.EVALIDATION)
+		}
+	}
+	tooMany := make([]string, outlast.DeadLettersMax+1)
+	for i := range tooMany {
+		tooMany[i] = "inbox:" + strconv.Itoa(i+1)
+	}
+	if _, err := outlast.DeadLetterKeys(outlast.FromInbox, tooMany); outlast.ErrorCode(err) != outlast.EVALIDATION {
+		t.Errorf("DeadLetterKeys(%d ids) = %v, want %s", len(tooMany), err, outlast.EVALIDATION)
+	}
+}

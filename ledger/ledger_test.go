@@ -192,7 +192,7 @@ func TestRejectedIsDeadLetteredAfterTheBound(t *testing.T) {
 			t.Fatalf("inbox dead letters = %+v, %v; want the report, unknown payout", dbDead, err)
 		}
 		r.payout(t, "k1")
-		if n, err := r.db.ReplayDeadLetters(ctx, []int64{dbDead[0].ID}); err != nil || n != 1 {
+		if n, err := r.db.ReplayDeadLetters(ctx, []string{dbDead[0].ID}); err != nil || n != 1 {
 			t.Fatalf("ReplayDeadLetters = %d, %v; want 1", n, err)
 		}
 		r.waitStatus(t, id, outlast.StatusSucceeded)

@@ -580,8 +580,9 @@ func testInbox(t *testing.T, db *store.DB) {
 	}
 	settleInbox(t, db, es, []outlast.ApplyResult{{Outcome: outlast.OutcomeRejected, Reason: "unknown payout", DeadLetter: true}})
 	dls, err := db.DeadLetters(ctx, 10)
-	if err != nil || len(dls) != 1 || dls[0].Notification.EventID != unknown.EventID || dls[0].Reason != "unknown payout" {
-		t.Fatalf("DeadLetters = %+v, %v; want the unknown payout's report", dls, err)
+	if err != nil || len(dls) != 1 || dls[0].Notification.EventID != unknown.EventID || dls[0].Reason != "unknown payout" ||
+		dls[0].Deliveries != 2 || !strings.HasPrefix(dls[0].ID, "inbox:") || dls[0].At.IsZero() {
+		t.Fatalf("DeadLetters = %+v, %v; want the unknown payout's report, inbox:<id>, after 2 deliveries", dls, err)
 	}
 	if !dls[0].Notification.OccurredAt.Equal(unknown.OccurredAt) {
 		t.Fatalf("dead letter OccurredAt = %v, want %v", dls[0].Notification.OccurredAt, unknown.OccurredAt)
@@ -593,11 +594,19 @@ func testInbox(t *testing.T, db *store.DB) {
 
 	// Replayed, it is back in the inbox with its deliveries reset; a claim
 	// whose lease runs out is claimed again.
-	if n, err := db.ReplayDeadLetters(ctx, []int64{dls[0].ID}); err != nil || n != 1 {
+	for _, id := range []string{"log:1", "inbox:x", "inbox:0", "7"} {
+		_, err := db.ReplayDeadLetters(ctx, []string{dls[0].ID, id})
+		wantCode(t, fmt.Sprintf("ReplayDeadLetters(%q)", id), err, outlast.EVALIDATION)
+	}
+	if n, err := db.ReplayDeadLetters(ctx, []string{dls[0].ID}); err != nil || n != 1 {
 		t.Fatalf("ReplayDeadLetters = %d, %v; want 1", n, err)
 	}
 	if dls, err := db.DeadLetters(ctx, 10); err != nil || len(dls) != 0 {
 		t.Fatalf("DeadLetters after replay = %d, %v; want none", len(dls), err)
+	}
+	// Replaying again is safe: it is no longer a dead letter.
+	if n, err := db.ReplayDeadLetters(ctx, []string{dls[0].ID}); err != nil || n != 0 {
+		t.Fatalf("ReplayDeadLetters again = %d, %v; want 0", n, err)
 	}
 	claimInbox(t, db, 10, 1)
 	claimInbox(t, db, 10)

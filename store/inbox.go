@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"database/sql"
+	"strconv"
 	"time"
 
 	"github.com/outlast/outlast"
@@ -176,38 +177,28 @@ func (db *DB) deleteInbox(ctx context.Context, tx *sql.Tx, ids []int64) error {
 	return err
 }
 
-// DeadLetter is an inbox notification that could never be applied.
-type DeadLetter struct {
-	ID           int64
-	Notification outlast.Notification
-	Reason       string // why it was rejected
-	CreatedAt    time.Time
-}
-
-// deadLettersMax bounds one DeadLetters listing.
-const deadLettersMax = 1000
-
-// DeadLetters lists up to limit dead letters, newest first. If limit <= 0
-// or > 1000, 1000 is used.
-func (db *DB) DeadLetters(ctx context.Context, limit int) ([]DeadLetter, error) {
-	if limit <= 0 || limit > deadLettersMax {
-		limit = deadLettersMax
+// DeadLetters lists up to limit of the database's dead letters, newest
+// first; see outlast.DeadLetters. Their ids are "inbox:<row id>".
+func (db *DB) DeadLetters(ctx context.Context, limit int) ([]outlast.DeadLetter, error) {
+	if limit <= 0 || limit > outlast.DeadLettersMax {
+		limit = outlast.DeadLettersMax
 	}
-	rows, err := db.r.QueryContext(ctx, "SELECT id, dead_reason, created_ns, "+notificationColumns+
+	rows, err := db.r.QueryContext(ctx, "SELECT id, dead_reason, created_ns, deliveries, "+notificationColumns+
 		" FROM dead_letters ORDER BY id DESC LIMIT $1", limit)
 	if err != nil {
 		return nil, fail("dead_letters", err)
 	}
 	defer rows.Close()
-	var out []DeadLetter
+	var out []outlast.DeadLetter
 	for rows.Next() {
-		var d DeadLetter
-		var created int64
-		n, err := scanNotification(rows, &d.ID, &d.Reason, &created)
+		var d outlast.DeadLetter
+		var id, created int64
+		n, err := scanNotification(rows, &id, &d.Reason, &created, &d.Deliveries)
 		if err != nil {
 			return nil, fail("dead_letters", err)
 		}
-		d.Notification, d.CreatedAt = *n, fromNanos(created)
+		d.ID = outlast.DeadLetterID(outlast.FromInbox, strconv.FormatInt(id, 10))
+		d.Notification, d.At = n, fromNanos(created)
 		out = append(out, d)
 	}
 	if err := rows.Err(); err != nil {
@@ -218,30 +209,28 @@ func (db *DB) DeadLetters(ctx context.Context, limit int) ([]DeadLetter, error) 
 
 // ReplayDeadLetters moves the dead letters with these ids back into the
 // inbox, due at once with their deliveries reset, in one transaction, and
-// returns how many moved. An operator replays them once what rejected them
-// is mended (the payout exists now, the channel is right): they are judged
-// again through Apply like any other notification.
-func (db *DB) ReplayDeadLetters(ctx context.Context, ids []int64) (int, error) {
-	if len(ids) == 0 {
-		return 0, nil
-	}
-	if len(ids) > deadLettersMax {
-		return 0, outlast.Errorf(outlast.EINVALID, "at most %d dead letters per replay", deadLettersMax)
+// returns how many moved; see outlast.DeadLetters. Leaving the dead letters
+// and entering the inbox commit together, so a notification is never in
+// neither.
+func (db *DB) ReplayDeadLetters(ctx context.Context, ids []string) (int, error) {
+	keys, err := outlast.DeadLetterKeys(outlast.FromInbox, ids)
+	if err != nil || len(keys) == 0 {
+		return 0, err
 	}
 	var moved int64
-	err := db.write(ctx, "replay_dead_letters", func(tx *sql.Tx) error {
+	err = db.write(ctx, "replay_dead_letters", func(tx *sql.Tx) error {
 		rb := db.d.rows
 		res, err := tx.ExecContext(ctx, `INSERT INTO inbox (channel, event_id, payout_id, partner_ref, status,
 			reason, occurred_ns, received_ns, created_ns)
 			SELECT channel, event_id, payout_id, partner_ref, status, reason, occurred_ns, received_ns, $1
-			FROM dead_letters WHERE id `+rb.in(2, "bigint")+` ORDER BY id`, db.now().UnixNano(), rb.list(ids))
+			FROM dead_letters WHERE id `+rb.in(2, "bigint")+` ORDER BY id`, db.now().UnixNano(), rb.list(keys))
 		if err != nil {
 			return err
 		}
 		if moved, err = res.RowsAffected(); err != nil {
 			return err
 		}
-		_, err = tx.ExecContext(ctx, "DELETE FROM dead_letters WHERE id "+rb.in(1, "bigint"), rb.list(ids))
+		_, err = tx.ExecContext(ctx, "DELETE FROM dead_letters WHERE id "+rb.in(1, "bigint"), rb.list(keys))
 		return err
 	})
 	return int(moved), err

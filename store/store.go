@@ -55,9 +55,10 @@ const (
 )
 
 var (
-	_ outlast.Ledger  = (*DB)(nil)
-	_ outlast.Inbox   = (*DB)(nil)
-	_ outlast.Auditor = (*DB)(nil)
+	_ outlast.Ledger      = (*DB)(nil)
+	_ outlast.Inbox       = (*DB)(nil)
+	_ outlast.Auditor     = (*DB)(nil)
+	_ outlast.DeadLetters = (*DB)(nil)
 )
 
 // DB is the ledger. It is safe for concurrent use.
