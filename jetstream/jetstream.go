@@ -129,6 +129,10 @@ type Config struct {
 	// beforePublish, if set, runs in the group-commit goroutine before each
 	// publish: a seam for tests to hold the pipeline.
 	beforePublish func()
+	// beforeDeleteDead, if set, runs before a replayed dead letter is
+	// deleted; an error fails the delete: a seam for tests of a failure
+	// between a replay's append and its delete.
+	beforeDeleteDead func() error
 }
 
 func (c Config) withDefaults() Config {

@@ -202,16 +202,25 @@ func TestRejectedIsDeadLetteredOthersApplied(t *testing.T) {
 	if got := strings.Join(firstApplied, ","); !strings.HasPrefix(got, "ev-0,ev-1,ev-2") {
 		t.Errorf("first apply applied %v, want ev-0, ev-1, ev-2 first", firstApplied)
 	}
-	dls, err := l.DeadLetters(context.Background(), 10)
+	entries, err := l.deadEntries(context.Background(), 10)
 	if err != nil {
-		t.Fatalf("DeadLetters: %v", err)
+		t.Fatalf("deadEntries: %v", err)
 	}
-	if len(dls) != 1 {
-		t.Fatalf("DeadLetters() = %d entries, want 1", len(dls))
+	if len(entries) != 1 {
+		t.Fatalf("deadEntries() = %d entries, want 1", len(entries))
+	}
+	if e := entries[0]; e.Index != 1 || e.SourceSeq == 0 {
+		t.Errorf("deadEntries()[0] = %+v, want index 1 of its batch message", e)
+	}
+	dls, err := l.DeadLetters(context.Background(), 10)
+	if err != nil || len(dls) != 1 {
+		t.Fatalf("DeadLetters() = %+v, %v; want 1 entry", dls, err)
 	}
 	dl := dls[0]
-	if dl.Notification == nil || dl.Notification.EventID != "poison" || dl.Reason != "rejected: unknown payout" || dl.Deliveries != 3 || dl.Index != 1 {
-		t.Errorf("DeadLetters()[0] = %+v, want poison, rejected: unknown payout, 3 deliveries, index 1", dl)
+	wantID := fmt.Sprintf("log:%d", entries[0].Seq)
+	if dl.ID != wantID || dl.Notification == nil || dl.Notification.EventID != "poison" || dl.Reason != "rejected: unknown payout" ||
+		dl.Deliveries != 3 || dl.At.IsZero() {
+		t.Errorf("DeadLetters()[0] = %+v, want %s: poison, rejected: unknown payout, 3 deliveries", dl, wantID)
 	}
 }
 

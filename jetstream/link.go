@@ -23,7 +23,10 @@ type Link struct {
 	up  chan struct{} // closed once log is set
 }
 
-var _ outlast.NotificationLog = (*Link)(nil)
+var (
+	_ outlast.NotificationLog = (*Link)(nil)
+	_ outlast.DeadLetters     = (*Link)(nil)
+)
 
 // NewLink returns a Link that opens a Log with cfg.
 func NewLink(cfg Config) *Link { return &Link{cfg: cfg, up: make(chan struct{})} }
@@ -69,11 +72,40 @@ func (k *Link) Log() *Log {
 // Append appends to the log, or fails fast with EUNAVAILABLE while it is
 // not open yet so the caller falls back to the inbox.
 func (k *Link) Append(ctx context.Context, n *outlast.Notification) error {
-	log := k.Log()
-	if log == nil {
-		return outlast.Unavailable(nil, retryAfter, "notification log not connected")
+	log, err := k.open()
+	if err != nil {
+		return err
 	}
 	return log.Append(ctx, n)
+}
+
+// DeadLetters lists the log's dead letters (Log.DeadLetters), or fails
+// with EUNAVAILABLE while the log is not open yet.
+func (k *Link) DeadLetters(ctx context.Context, limit int) ([]outlast.DeadLetter, error) {
+	log, err := k.open()
+	if err != nil {
+		return nil, err
+	}
+	return log.DeadLetters(ctx, limit)
+}
+
+// ReplayDeadLetters replays the log's dead letters
+// (Log.ReplayDeadLetters), or fails with EUNAVAILABLE while the log is not
+// open yet.
+func (k *Link) ReplayDeadLetters(ctx context.Context, ids []string) (int, error) {
+	log, err := k.open()
+	if err != nil {
+		return 0, err
+	}
+	return log.ReplayDeadLetters(ctx, ids)
+}
+
+// open returns the log, or EUNAVAILABLE while it is not open yet.
+func (k *Link) open() (*Log, error) {
+	if log := k.Log(); log != nil {
+		return log, nil
+	}
+	return nil, outlast.Unavailable(nil, retryAfter, "notification log not connected")
 }
 
 // Consume waits for the log to open, then runs its committer (Log.Consume)
