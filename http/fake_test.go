@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/hex"
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 	"sync"
@@ -316,4 +317,92 @@ func (b *fakeInbox) all() []*outlast.Notification {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return slices.Clone(b.appended)
+}
+
+// fakeDeadLetters is a goroutine-safe outlast.DeadLetters of one source
+// that can fail, with the real stores' rules: ids "<source>:<n>", missing
+// ones skipped, one without a notification refused.
+type fakeDeadLetters struct {
+	source outlast.Source
+	mu     sync.Mutex
+	dead   map[int64]outlast.DeadLetter
+	next   int64
+	back   []*outlast.Notification // replayed, in order
+	err    error                   // if set, every call fails with it
+}
+
+var _ outlast.DeadLetters = (*fakeDeadLetters)(nil)
+
+func newFakeDeadLetters(source outlast.Source) *fakeDeadLetters {
+	return &fakeDeadLetters{source: source, dead: map[int64]outlast.DeadLetter{}}
+}
+
+// add dead-letters n (nil: an undecodable message) at at and returns its id.
+func (f *fakeDeadLetters) add(n *outlast.Notification, reason string, at time.Time) string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.next++
+	d := outlast.DeadLetter{ID: outlast.DeadLetterID(f.source, strconv.FormatInt(f.next, 10)),
+		Notification: n, Reason: reason, Deliveries: 3, At: at}
+	if n == nil {
+		d.Raw = []byte("not json")
+	}
+	f.dead[f.next] = d
+	return d.ID
+}
+
+func (f *fakeDeadLetters) DeadLetters(ctx context.Context, limit int) ([]outlast.DeadLetter, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.err != nil {
+		return nil, f.err
+	}
+	if limit <= 0 || limit > outlast.DeadLettersMax {
+		limit = outlast.DeadLettersMax
+	}
+	keys := slices.Sorted(maps.Keys(f.dead))
+	slices.Reverse(keys)
+	var out []outlast.DeadLetter
+	for _, k := range keys[:min(limit, len(keys))] {
+		out = append(out, f.dead[k])
+	}
+	return out, nil
+}
+
+func (f *fakeDeadLetters) ReplayDeadLetters(ctx context.Context, ids []string) (int, error) {
+	keys, err := outlast.DeadLetterKeys(f.source, ids)
+	if err != nil {
+		return 0, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.err != nil {
+		return 0, f.err
+	}
+	for _, k := range keys {
+		if d, ok := f.dead[k]; ok && d.Notification == nil {
+			return 0, outlast.Errorf(outlast.EVALIDATION, "cannot replay %s (undecodable)", d.ID)
+		}
+	}
+	n := 0
+	for _, k := range keys {
+		if d, ok := f.dead[k]; ok {
+			f.back = append(f.back, d.Notification)
+			delete(f.dead, k)
+			n++
+		}
+	}
+	return n, nil
+}
+
+func (f *fakeDeadLetters) setErr(err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.err = err
+}
+
+func (f *fakeDeadLetters) replayed() []*outlast.Notification {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.back)
 }

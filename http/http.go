@@ -1,7 +1,8 @@
-// Package http serves Outlast's JSON API: clients and accounts (admin),
-// payouts (clients), partner bank webhooks, health and metrics. It speaks
-// only in domain terms — the root package's service interfaces and a few
-// function fields — so it never knows which store or log sits behind them.
+// Package http serves Outlast's JSON API: clients, accounts and dead
+// letters (admin), payouts (clients), partner bank webhooks, health and
+// metrics. It speaks only in domain terms — the root package's service
+// interfaces and a few function fields — so it never knows which store or
+// log sits behind them.
 //
 // Its one promise to the rest of the system: a partner notification is
 // answered 200 only after the log (or, when the log is down, the database
@@ -16,7 +17,9 @@ import (
 	"log/slog"
 	"net"
 	nethttp "net/http"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -97,6 +100,10 @@ type Services struct {
 	Ready func(ctx context.Context) error
 	// Metrics is served at GET /metrics. If nil, /metrics is 404.
 	Metrics nethttp.Handler
+	// DeadLetters are the stores of dead letters the admin API lists and
+	// replays, by the source their ids start with ("log", "inbox"). If
+	// empty, there are none to list.
+	DeadLetters map[outlast.Source]outlast.DeadLetters
 }
 
 // Server is the HTTP API server.
@@ -110,6 +117,8 @@ type Server struct {
 	handler nethttp.Handler
 	mux     *nethttp.ServeMux
 	routes  map[string]bool // registered patterns; written once in New
+	// deadSources are svc.DeadLetters' names in order; written once in New.
+	deadSources []outlast.Source
 
 	mu     sync.Mutex // guards ln, closed
 	ln     net.Listener
@@ -131,6 +140,10 @@ func New(cfg Config, svc Services) (*Server, error) {
 		mux:    nethttp.NewServeMux(),
 		routes: make(map[string]bool),
 	}
+	for source := range svc.DeadLetters {
+		s.deadSources = append(s.deadSources, source)
+	}
+	slices.Sort(s.deadSources)
 	s.registerRoutes()
 	s.handler = s.middleware(nethttp.HandlerFunc(s.route))
 	s.srv = &nethttp.Server{
@@ -155,6 +168,11 @@ func check(cfg *Config, svc Services) error {
 		return errors.New("http: accounts, payouts and inbox services are required")
 	case svc.ChooseChannel == nil:
 		return errors.New("http: ChooseChannel is required")
+	}
+	for source, dls := range svc.DeadLetters {
+		if !outlast.ValidID(string(source)) || strings.Contains(string(source), ":") || dls == nil {
+			return fmt.Errorf("http: dead-letter source %q must be a name without ':' and not nil", source)
+		}
 	}
 	secrets := make(map[string][]byte, len(cfg.ChannelSecrets))
 	for name, secret := range cfg.ChannelSecrets {

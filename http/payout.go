@@ -190,15 +190,24 @@ func payoutFilter(q url.Values, pr principal) (outlast.PayoutFilter, error) {
 	if len(f.Cursor) > 4*outlast.IDBytesMax {
 		return f, outlast.Errorf(outlast.EINVALID, "invalid cursor")
 	}
-	if v := q.Get("limit"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil {
-			return f, outlast.Errorf(outlast.EINVALID, "limit must be an integer")
-		}
-		if n < 1 || n > outlast.PageLimitMax {
-			return f, outlast.Errorf(outlast.EVALIDATION, "limit must be between 1 and %d", outlast.PageLimitMax)
-		}
-		f.Limit = n
+	limit, err := queryLimit(q, outlast.PageLimitMax)
+	f.Limit = limit
+	return f, err
+}
+
+// queryLimit reads the limit query parameter: 0 if absent, else an
+// integer from 1 to max.
+func queryLimit(q url.Values, max int) (int, error) {
+	v := q.Get("limit")
+	if v == "" {
+		return 0, nil
 	}
-	return f, nil
+	n, err := strconv.Atoi(v)
+	if err != nil {
+		return 0, outlast.Errorf(outlast.EINVALID, "limit must be an integer")
+	}
+	if n < 1 || n > max {
+		return 0, outlast.Errorf(outlast.EVALIDATION, "limit must be between 1 and %d", max)
+	}
+	return n, nil
 }

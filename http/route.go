@@ -21,6 +21,8 @@ const routeOther = "other"
 
 func (s *Server) registerRoutes() {
 	s.handle("POST /admin/v1/clients", s.createClient)
+	s.handle("GET /admin/v1/deadletters", s.listDeadLetters)
+	s.handle("POST /admin/v1/deadletters/replay", s.replayDeadLetters)
 	s.handle("POST /v1/accounts", s.createAccount)
 	s.handle("GET /v1/accounts/{id}", s.getAccount)
 	s.handle("POST /v1/accounts/{id}/funds", s.fundAccount)
