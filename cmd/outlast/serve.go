@@ -43,6 +43,9 @@ type Config struct {
 	ChannelSecrets map[string]string // partner channel name → webhook HMAC secret
 	ActiveChannel  string            // if "", the first channel by name
 	LogLevel       string            // debug, info, warn, error; if "", info
+	// RejectDeliveriesMax is how many deliveries a rejected notification
+	// gets before it is dead-lettered; if <= 0, ledger.RejectDeliveriesMaxDefault.
+	RejectDeliveriesMax int
 }
 
 // Main is the running service. Tests drive it in-process on port :0; the
@@ -61,6 +64,10 @@ type Main struct {
 	Log    *jetstream.Link // the notification log, open now or once the broker is back
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // background loops: committer, inbox drainer, dispatcher
+
+	// storeOpened, if set, runs on the store as soon as it is open, before
+	// anything shares it: tests set the store's seams (NewID) there.
+	storeOpened func(*store.DB)
 }
 
 // NewMain returns a Main with embedded defaults.
@@ -92,6 +99,8 @@ func (m *Main) registerFlags(fs *flag.FlagSet) {
 	fs.Var(mapFlag(c.ChannelSecrets), "channel-secret", "webhook HMAC secret as name=secret, one per channel")
 	fs.StringVar(&c.ActiveChannel, "active-channel", c.ActiveChannel, "channel new payouts go to; default the first by name")
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error")
+	fs.IntVar(&c.RejectDeliveriesMax, "reject-deliveries-max", c.RejectDeliveriesMax,
+		fmt.Sprintf("deliveries of a notification that cannot apply (unknown payout, wrong channel) before it is dead-lettered, spaced by backoff; 0 for %d", ledger.RejectDeliveriesMaxDefault))
 }
 
 // Run opens every dependency, starts the background loops and the HTTP
@@ -149,6 +158,9 @@ func (m *Main) openStore(ctx context.Context) error {
 		return fmt.Errorf("open database: %w", err)
 	}
 	m.DB = db
+	if m.storeOpened != nil {
+		m.storeOpened(db)
+	}
 	if m.Config.AdminToken == "" {
 		if db.Dialect() != "sqlite" {
 			return errors.New("--admin-token (OUTLAST_ADMIN_TOKEN) is required with an external database")
@@ -192,7 +204,7 @@ func (m *Main) openCache(ctx context.Context) error {
 		}
 		m.Redis, l2, bc = r, r, r
 	}
-	l, err := ledger.New(m.DB, ledger.Config{L2: l2, Broadcaster: bc})
+	l, err := ledger.New(m.DB, ledger.Config{L2: l2, Broadcaster: bc, RejectDeliveriesMax: m.Config.RejectDeliveriesMax})
 	if err != nil {
 		return err
 	}
@@ -251,6 +263,7 @@ func (m *Main) openHTTP() error {
 		ChooseChannel: m.Router.Choose,
 		Ready:         m.ready,
 		Metrics:       promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{}),
+		DeadLetters:   map[outlast.Source]outlast.DeadLetters{outlast.FromLog: m.Log, outlast.FromInbox: m.DB},
 	})
 	if err != nil {
 		return err
