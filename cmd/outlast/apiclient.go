@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	nethttp "net/http"
+	"strconv"
 	"time"
 
 	"github.com/outlast/outlast"
@@ -134,4 +135,41 @@ func (c *apiClient) payout(ctx context.Context, id string) (*outlast.Payout, err
 	var p outlast.Payout
 	_, err := c.do(ctx, "GET", "/v1/payouts/"+id, nil, nil, &p)
 	return &p, err
+}
+
+// deadLetter is one entry of GET /admin/v1/deadletters.
+type deadLetter struct {
+	ID           string                `json:"id"`
+	Source       string                `json:"source"`
+	Notification *outlast.Notification `json:"notification"`
+	Raw          string                `json:"raw"`
+	Reason       string                `json:"reason"`
+	Deliveries   int                   `json:"deliveries"`
+	At           time.Time             `json:"at"`
+}
+
+type deadLetterPage struct {
+	DeadLetters []deadLetter `json:"dead_letters"`
+	Unavailable []string     `json:"unavailable"`
+}
+
+// deadLetters returns the listing both as the API's JSON and decoded.
+func (c *apiClient) deadLetters(ctx context.Context, limit int) (json.RawMessage, *deadLetterPage, error) {
+	var raw json.RawMessage
+	if _, err := c.do(ctx, "GET", "/admin/v1/deadletters?limit="+strconv.Itoa(limit), nil, nil, &raw); err != nil {
+		return nil, nil, err
+	}
+	var page deadLetterPage
+	if err := json.Unmarshal(raw, &page); err != nil {
+		return nil, nil, fmt.Errorf("decode dead letters: %w", err)
+	}
+	return raw, &page, nil
+}
+
+func (c *apiClient) replayDeadLetters(ctx context.Context, ids []string) (int, error) {
+	var out struct {
+		Replayed int `json:"replayed"`
+	}
+	_, err := c.do(ctx, "POST", "/admin/v1/deadletters/replay", nil, map[string][]string{"ids": ids}, &out)
+	return out.Replayed, err
 }

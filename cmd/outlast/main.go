@@ -1,7 +1,7 @@
 // Command outlast is the one binary of the Outlast payout service: serve,
-// demo, partnersim, audit and bench. Every flag has an OUTLAST_* environment
-// equivalent (--admin-token ↔ OUTLAST_ADMIN_TOKEN); a flag on the command
-// line wins over the environment.
+// demo, partnersim, audit, deadletters and bench. Every flag has an
+// OUTLAST_* environment equivalent (--admin-token ↔ OUTLAST_ADMIN_TOKEN); a
+// flag on the command line wins over the environment.
 package main
 
 import (
@@ -26,6 +26,7 @@ Commands:
   demo        run the service with two simulated partner banks and traffic, then audit
   partnersim  run one simulated partner bank
   audit       check the ledger against its journal and against partners' records
+  deadletters list or replay the notifications that could never be applied (admin API)
   bench       measure ingest (vs the naive design) or the read cache (vs go-redis/cache, cache-aside)
 
 Run 'outlast <command> --help' for a command's flags.
@@ -68,6 +69,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runPartnersim(ctx, rest, stdout, stderr)
 	case "audit":
 		return runAudit(ctx, rest, stdout, stderr)
+	case "deadletters":
+		return runDeadLetters(ctx, rest, stdout, stderr)
 	case "bench":
 		return runBench(ctx, rest, stdout, stderr)
 	case "help", "-h", "--help":
