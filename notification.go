@@ -2,7 +2,10 @@ package outlast
 
 import (
 	"context"
+	"fmt"
+	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // Notification is a partner's report about a payout, received on its
@@ -63,6 +66,43 @@ const (
 	// is judged again; it is retried and, after a bound, dead-lettered.
 	OutcomeRejected Outcome = "rejected"
 )
+
+// Decide is what applying n, a valid notification not seen before, does
+// to p, the payout it reports on as it stands: rejected on a channel
+// mismatch or a transition that can never apply, otherwise as
+// NextTransition says, with a reason for a conflict. Every implementation
+// of Ledger decides by it, so none can judge a notification differently.
+func Decide(p *Payout, n *Notification) ApplyResult {
+	if p.Channel != "" && p.Channel != n.Channel {
+		return ApplyResult{Outcome: OutcomeRejected, Reason: "channel mismatch"}
+	}
+	switch NextTransition(p.Status, n.Status) {
+	case TransitionApply:
+		return ApplyResult{Outcome: OutcomeApplied}
+	case TransitionStale:
+		return ApplyResult{Outcome: OutcomeStale}
+	case TransitionConflict:
+		return ApplyResult{Outcome: OutcomeConflict,
+			Reason: fmt.Sprintf("payout is %s, partner reported %s", p.Status, n.Status)}
+	}
+	return ApplyResult{Outcome: OutcomeRejected,
+		Reason: fmt.Sprintf("invalid transition from %s to %s", p.Status, n.Status)}
+}
+
+// CleanText makes free text (a destination, a failure reason) what a
+// ledger keeps: valid UTF-8 without NUL bytes (storable as TEXT on both
+// databases), cut to at most maxBytes on a character boundary.
+func CleanText(s string, maxBytes int) string {
+	s = strings.ToValidUTF8(strings.ReplaceAll(s, "\x00", ""), "\uFFFD")
+	if len(s) <= maxBytes {
+		return s
+	}
+	cut := maxBytes
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut]
+}
 
 // ApplyResult is the outcome for the notification at the same index.
 type ApplyResult struct {

@@ -163,3 +163,21 @@ func TestDeadLetterKeys(t *testing.T) {
 		t.Errorf("DeadLetterKeys(%d ids) = %v, want %s", len(tooMany), err, outlast.EVALIDATION)
 	}
 }
+
+func TestCleanText(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		max  int
+		want string
+	}{
+		{"plain", 10, "plain"},
+		{"nul\x00byte", 10, "nulbyte"},
+		{"bad \xff utf-8", 20, "bad \uFFFD utf-8"},
+		{"éé", 3, "é"}, // never half a character
+		{"abc", 0, ""},
+	} {
+		if got := outlast.CleanText(tc.in, tc.max); got != tc.want {
+			t.Errorf("CleanText(%q, %d) = %q, want %q", tc.in, tc.max, got, tc.want)
+		}
+	}
+}

@@ -169,7 +169,7 @@ func (jsonRows) list(values any) any {
 }
 
 // appendJSONString appends s as a JSON string. The ledger's text is valid
-// UTF-8 without NUL (IDs are validated, free text goes through cleanText),
+// UTF-8 without NUL (IDs are validated, free text goes through outlast.CleanText),
 // so escaping quotes, backslashes and control characters is enough.
 func appendJSONString(b []byte, s string) []byte {
 	const hex = "0123456789abcdef"

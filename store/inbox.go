@@ -33,7 +33,7 @@ func (db *DB) AppendInbox(ctx context.Context, ns []*outlast.Notification) error
 			if _, err := tx.ExecContext(ctx, `INSERT INTO inbox (channel, event_id, payout_id, partner_ref, status,
 				reason, occurred_ns, received_ns, created_ns) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
 				n.Channel, n.EventID, n.PayoutID, n.PartnerRef, string(n.Status),
-				cleanText(n.Reason, outlast.ReasonBytesMax), n.OccurredAt.UnixNano(), received, now); err != nil {
+				outlast.CleanText(n.Reason, outlast.ReasonBytesMax), n.OccurredAt.UnixNano(), received, now); err != nil {
 				return err
 			}
 		}
@@ -105,7 +105,7 @@ func (db *DB) SettleInbox(ctx context.Context, entries []outlast.InboxEntry, res
 				dead++
 			default:
 				if _, err := tx.ExecContext(ctx, "UPDATE inbox SET next_attempt_ns = $1, last_reason = $2 WHERE id = $3",
-					now.Add(r.RetryAfter).UnixNano(), cleanText(r.Reason, outlast.ReasonBytesMax), e.ID); err != nil {
+					now.Add(r.RetryAfter).UnixNano(), outlast.CleanText(r.Reason, outlast.ReasonBytesMax), e.ID); err != nil {
 					return err
 				}
 			}
@@ -161,7 +161,7 @@ func insertDeadLetter(ctx context.Context, tx *sql.Tx, n *outlast.Notification, 
 		reason, occurred_ns, received_ns, dead_reason, created_ns, deliveries)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
 		n.Channel, n.EventID, n.PayoutID, n.PartnerRef, string(n.Status), n.Reason,
-		n.OccurredAt.UnixNano(), n.ReceivedAt.UnixNano(), cleanText(reason, outlast.ReasonBytesMax), nowNanos, n.Deliveries)
+		n.OccurredAt.UnixNano(), n.ReceivedAt.UnixNano(), outlast.CleanText(reason, outlast.ReasonBytesMax), nowNanos, n.Deliveries)
 	return err
 }
 

@@ -9,7 +9,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"unicode/utf8"
 
 	"github.com/outlast/outlast"
 )
@@ -141,7 +140,7 @@ func (ap *applier) applyOne(n *outlast.Notification) outlast.ApplyResult {
 		// Perhaps not yet visible here: the caller retries it later.
 		return outlast.ApplyResult{Outcome: outlast.OutcomeRejected, Reason: "unknown payout"}
 	}
-	r := decide(st.cur, n)
+	r := outlast.Decide(st.cur, n)
 	switch r.Outcome {
 	case outlast.OutcomeApplied:
 		ap.transition(st.cur, n.Status, n.Channel, n.PartnerRef, n.Reason)
@@ -159,27 +158,9 @@ func (ap *applier) applyOne(n *outlast.Notification) outlast.ApplyResult {
 		received = n.ReceivedAt.UnixNano()
 	}
 	ap.records.add(n.Channel, n.EventID, n.PayoutID, n.PartnerRef, string(n.Status),
-		cleanText(n.Reason, outlast.ReasonBytesMax), n.OccurredAt.UnixNano(), received,
+		outlast.CleanText(n.Reason, outlast.ReasonBytesMax), n.OccurredAt.UnixNano(), received,
 		string(r.Outcome), r.Reason)
 	return r
-}
-
-// decide is the outcome of n on p.
-func decide(p *outlast.Payout, n *outlast.Notification) outlast.ApplyResult {
-	if p.Channel != "" && p.Channel != n.Channel {
-		return outlast.ApplyResult{Outcome: outlast.OutcomeRejected, Reason: "channel mismatch"}
-	}
-	switch outlast.NextTransition(p.Status, n.Status) {
-	case outlast.TransitionApply:
-		return outlast.ApplyResult{Outcome: outlast.OutcomeApplied}
-	case outlast.TransitionStale:
-		return outlast.ApplyResult{Outcome: outlast.OutcomeStale}
-	case outlast.TransitionConflict:
-		return outlast.ApplyResult{Outcome: outlast.OutcomeConflict,
-			Reason: fmt.Sprintf("payout is %s, partner reported %s", p.Status, n.Status)}
-	}
-	return outlast.ApplyResult{Outcome: outlast.OutcomeRejected,
-		Reason: fmt.Sprintf("invalid transition from %s to %s", p.Status, n.Status)}
 }
 
 // snapshot copies a locked payout's current state, or nil if unknown.
@@ -256,7 +237,7 @@ func (ap *applier) transition(p *outlast.Payout, to outlast.PayoutStatus, channe
 		p.PartnerRef = partnerRef
 	}
 	if to == outlast.StatusFailed {
-		p.FailureReason = cleanText(reason, outlast.ReasonBytesMax)
+		p.FailureReason = outlast.CleanText(reason, outlast.ReasonBytesMax)
 	}
 	// Every transition ends in dispatched or a final state: either way
 	// the payout is no longer the dispatcher's to send.
@@ -491,18 +472,4 @@ func placeholders(first, n int) string {
 		b.WriteString("$" + strconv.Itoa(first+i))
 	}
 	return b.String()
-}
-
-// cleanText makes s storable as TEXT on both backends (valid UTF-8, no
-// NUL) and cuts it to at most maxBytes on a character boundary.
-func cleanText(s string, maxBytes int) string {
-	s = strings.ToValidUTF8(strings.ReplaceAll(s, "\x00", ""), "\uFFFD")
-	if len(s) <= maxBytes {
-		return s
-	}
-	cut := maxBytes
-	for cut > 0 && !utf8.RuneStart(s[cut]) {
-		cut--
-	}
-	return s[:cut]
 }

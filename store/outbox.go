@@ -105,7 +105,7 @@ func (db *DB) RetryDispatch(ctx context.Context, payoutID string, notBefore time
 	return db.write(ctx, "retry_dispatch", func(tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx, `UPDATE outbox SET attempts = attempts + 1, next_attempt_ns = $1,
 			last_error = $2 WHERE payout_id = $3`,
-			notBefore.UnixNano(), cleanText(lastError, outlast.ReasonBytesMax), payoutID)
+			notBefore.UnixNano(), outlast.CleanText(lastError, outlast.ReasonBytesMax), payoutID)
 		if err != nil {
 			return err
 		}

@@ -23,7 +23,7 @@ func (db *DB) CreatePayout(ctx context.Context, req *outlast.PayoutRequest) (*ou
 	if err := req.Validate(); err != nil {
 		return nil, false, err
 	}
-	if cleanText(req.Destination, outlast.DestinationBytesMax) != req.Destination {
+	if outlast.CleanText(req.Destination, outlast.DestinationBytesMax) != req.Destination {
 		return nil, false, outlast.Errorf(outlast.EVALIDATION, "destination must be UTF-8 text without NUL bytes")
 	}
 	fp := req.Fingerprint()
