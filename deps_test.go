@@ -99,6 +99,16 @@ var badDeps = map[string]rule{
 		helper: true,
 		bad:    map[string]string{"outlast/...": "testenv is under every package's tests, in-package ones included: importing any package of Outlast would be an import cycle for that package's tests"},
 	},
+	"outlast/internal/ledgertest": {
+		helper: true,
+		bad: map[string]string{
+			"...": "the conformance suite is typed by outlast.Ledger alone, so every implementation's tests (store, ledger, the adapters' fakes) can run it: any other import of Outlast would be a cycle for one of them, and anything outside the standard library a dependency of all",
+		},
+		ok: map[string]string{
+			"outlast": "the Ledger interface and the domain types the suite is written against",
+			"std":     "plain testing and the standard library are all a suite needs",
+		},
+	},
 	"outlast/redis/redistest": {
 		helper: true,
 		bad:    map[string]string{"outlast/...": "redis's in-package tests import redistest, so importing redis would be a cycle; starting a redis-server needs nothing of the domain"},

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/outlast/outlast"
+	"github.com/outlast/outlast/internal/ledgertest"
 	"github.com/outlast/outlast/internal/testenv"
 	"github.com/outlast/outlast/store"
 )
@@ -48,27 +49,27 @@ func TestApplyBulk(t *testing.T) {
 // fullBatch creates payouts over three accounts and returns BatchMax
 // notifications: per payout dispatched then succeeded or failed, plus a
 // repeated event and a report on an unknown payout at the end.
-func fullBatch(t *testing.T, db *store.DB) ([]fixture, []*outlast.Notification) {
+func fullBatch(t *testing.T, db *store.DB) ([]ledgertest.Fixture, []*outlast.Notification) {
 	t.Helper()
-	fs := []fixture{seed(t, db, "a", 100000), seed(t, db, "b", 100000), seed(t, db, "c", 100000)}
+	fs := []ledgertest.Fixture{ledgertest.Seed(t, db, "a", 100000), ledgertest.Seed(t, db, "b", 100000), ledgertest.Seed(t, db, "c", 100000)}
 	const payouts = (store.BatchMax - 2) / 2
 	var ns []*outlast.Notification
 	for i := range payouts {
-		p := mustPayout(t, db, fs[i%len(fs)].req(fmt.Sprintf("k%d", i), int64(1+i%7)))
+		p := ledgertest.MustPayout(t, db, fs[i%len(fs)].Req(fmt.Sprintf("k%d", i), int64(1+i%7)))
 		final := outlast.StatusSucceeded
 		if i%5 == 0 {
 			final = outlast.StatusFailed
 		}
-		ns = append(ns, note(p, outlast.StatusDispatched), note(p, final))
+		ns = append(ns, ledgertest.Note(p, outlast.StatusDispatched), ledgertest.Note(p, final))
 	}
 	dupe := *ns[1]
-	unknown := note(&outlast.Payout{ID: "00000000-0000-7000-8000-000000000000"}, outlast.StatusSucceeded)
+	unknown := ledgertest.Note(&outlast.Payout{ID: "00000000-0000-7000-8000-000000000000"}, outlast.StatusSucceeded)
 	return fs, append(ns, &dupe, unknown)
 }
 
 // wantFullBatch checks the results and the ledger after fullBatch's
 // notifications were applied once.
-func wantFullBatch(t *testing.T, db *store.DB, fs []fixture, ns []*outlast.Notification, rs []outlast.ApplyResult) {
+func wantFullBatch(t *testing.T, db *store.DB, fs []ledgertest.Fixture, ns []*outlast.Notification, rs []outlast.ApplyResult) {
 	t.Helper()
 	if len(rs) != len(ns) {
 		t.Fatalf("got %d results for %d notifications", len(rs), len(ns))
@@ -86,9 +87,9 @@ func wantFullBatch(t *testing.T, db *store.DB, fs []fixture, ns []*outlast.Notif
 			released[r.Payout.AccountID] += r.Payout.Amount
 		}
 	}
-	wantOutcomes(t, rs[len(ns)-2:], outlast.OutcomeDuplicate, outlast.OutcomeRejected)
+	ledgertest.WantOutcomes(t, rs[len(ns)-2:], outlast.OutcomeDuplicate, outlast.OutcomeRejected)
 	for _, f := range fs {
-		wantBalances(t, db, f.account, 100000-paid[f.account], 0, paid[f.account])
+		ledgertest.WantBalances(t, db, f.Account, 100000-paid[f.Account], 0, paid[f.Account])
 	}
 	if n := count(t, db, "SELECT COUNT(*) FROM outbox"); n != 0 {
 		t.Fatalf("outbox = %d rows, want 0", n)
@@ -101,9 +102,9 @@ func wantFullBatch(t *testing.T, db *store.DB, fs []fixture, ns []*outlast.Notif
 
 func testApplyFullBatch(t *testing.T, db *store.DB) {
 	fs, ns := fullBatch(t, db)
-	wantFullBatch(t, db, fs, ns, apply(t, db, ns...))
+	wantFullBatch(t, db, fs, ns, ledgertest.Apply(t, db, ns...))
 	// The whole batch again: every event is now a duplicate.
-	for i, r := range apply(t, db, ns...) {
+	for i, r := range ledgertest.Apply(t, db, ns...) {
 		if r.Outcome != outlast.OutcomeDuplicate && !(i == len(ns)-1 && r.Outcome == outlast.OutcomeRejected) {
 			t.Fatalf("replayed result %d = %+v, want duplicate", i, r)
 		}
@@ -138,7 +139,7 @@ func testDrainFullBatch(t *testing.T, db *store.DB) {
 // characters the bulk encoding must escape.
 func testApplyTextRoundTrips(t *testing.T, db *store.DB) {
 	ctx := context.Background()
-	f := seed(t, db, "t", 1000)
+	f := ledgertest.Seed(t, db, "t", 1000)
 	reasons := []string{
 		`quote " backslash \ slash / brace ] } [ {`,
 		"newline\n tab\t cr\r bell\a escape\x1b del\x7f",
@@ -148,11 +149,11 @@ func testApplyTextRoundTrips(t *testing.T, db *store.DB) {
 		strings.Repeat("é", outlast.ReasonBytesMax/2),
 	}
 	for i, reason := range reasons {
-		p := mustPayout(t, db, f.req(fmt.Sprintf("k%d", i), 1))
-		n := note(p, outlast.StatusFailed)
+		p := ledgertest.MustPayout(t, db, f.Req(fmt.Sprintf("k%d", i), 1))
+		n := ledgertest.Note(p, outlast.StatusFailed)
 		n.Reason = reason
-		rs := apply(t, db, n)
-		wantOutcomes(t, rs, outlast.OutcomeApplied)
+		rs := ledgertest.Apply(t, db, n)
+		ledgertest.WantOutcomes(t, rs, outlast.OutcomeApplied)
 		want := strings.ToValidUTF8(strings.ReplaceAll(reason, "\x00", ""), "\uFFFD")
 		got, _, err := db.Payout(ctx, p.ID)
 		if err != nil {
@@ -175,9 +176,9 @@ func testApplyTextRoundTrips(t *testing.T, db *store.DB) {
 // payouts that were fine.
 func testApplyInvariantPanics(t *testing.T, db *store.DB) {
 	ctx := context.Background()
-	good, bad := seed(t, db, "g", 1000), seed(t, db, "v", 1000)
-	pg, pb := mustPayout(t, db, good.req("k1", 100)), mustPayout(t, db, bad.req("k1", 100))
-	if _, err := db.SQL().ExecContext(ctx, "UPDATE accounts SET funded = funded + 1 WHERE id = $1", bad.account); err != nil {
+	good, bad := ledgertest.Seed(t, db, "g", 1000), ledgertest.Seed(t, db, "v", 1000)
+	pg, pb := ledgertest.MustPayout(t, db, good.Req("k1", 100)), ledgertest.MustPayout(t, db, bad.Req("k1", 100))
+	if _, err := db.SQL().ExecContext(ctx, "UPDATE accounts SET funded = funded + 1 WHERE id = $1", bad.Account); err != nil {
 		t.Fatal(err)
 	}
 	func() {
@@ -186,14 +187,14 @@ func testApplyInvariantPanics(t *testing.T, db *store.DB) {
 				t.Fatal("ApplyNotifications on a broken account did not panic")
 			}
 		}()
-		db.Apply(ctx, outlast.FromLog, []*outlast.Notification{note(pg, outlast.StatusSucceeded), note(pb, outlast.StatusSucceeded)})
+		db.Apply(ctx, outlast.FromLog, []*outlast.Notification{ledgertest.Note(pg, outlast.StatusSucceeded), ledgertest.Note(pb, outlast.StatusSucceeded)})
 	}()
 	for _, id := range []string{pg.ID, pb.ID} {
 		if p, _, err := db.Payout(ctx, id); err != nil || p.Status != outlast.StatusPending {
 			t.Fatalf("Payout(%s) = %+v, %v; want still pending", id, p, err)
 		}
 	}
-	wantBalances(t, db, good.account, 900, 100, 0)
+	ledgertest.WantBalances(t, db, good.Account, 900, 100, 0)
 	if n := count(t, db, "SELECT COUNT(*) FROM notifications"); n != 0 {
 		t.Fatalf("notifications = %d rows after the panic, want 0", n)
 	}

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/outlast/outlast"
+	"github.com/outlast/outlast/internal/ledgertest"
 	"github.com/outlast/outlast/internal/testenv"
 	"github.com/outlast/outlast/store"
 )
@@ -30,43 +31,27 @@ func openBench(b *testing.B, dsn string) *store.DB {
 	return db
 }
 
-func seedBench(b *testing.B, db *store.DB, funded int64) fixture {
-	b.Helper()
-	ctx := context.Background()
-	f := fixture{client: "bench", account: "bench-acct"}
-	if err := db.CreateClient(ctx, &outlast.Client{ID: f.client}, keyHash(f.client)); err != nil {
-		b.Fatal(err)
-	}
-	if err := db.CreateAccount(ctx, &outlast.Account{ID: f.account, ClientID: f.client, Currency: "EUR"}); err != nil {
-		b.Fatal(err)
-	}
-	if _, err := db.FundAccount(ctx, f.account, funded); err != nil {
-		b.Fatal(err)
-	}
-	return f
-}
-
 // BenchmarkCreatePayout measures the whole payout transaction: idempotency
 // check, balance hold, journal, outbox, invariant check, durable commit.
 func BenchmarkCreatePayout(b *testing.B) {
 	for _, be := range backends {
 		b.Run(be.name, func(b *testing.B) {
 			db := be.open(b)
-			f := seedBench(b, db, outlast.AmountMax)
+			f := ledgertest.Seed(b, db, "bench", outlast.AmountMax)
 			i := 0
 			for b.Loop() {
 				i++
-				if _, _, err := db.CreatePayout(context.Background(), f.req(fmt.Sprintf("k%d", i), 1)); err != nil {
+				if _, _, err := db.CreatePayout(context.Background(), f.Req(fmt.Sprintf("k%d", i), 1)); err != nil {
 					b.Fatal(err)
 				}
 			}
 		})
 		b.Run(be.name+"/parallel", func(b *testing.B) {
 			db := be.open(b)
-			f := seedBench(b, db, outlast.AmountMax)
+			f := ledgertest.Seed(b, db, "bench", outlast.AmountMax)
 			b.RunParallel(func(pb *testing.PB) {
 				for pb.Next() {
-					if _, _, err := db.CreatePayout(context.Background(), f.req(outlast.NewID(), 1)); err != nil {
+					if _, _, err := db.CreatePayout(context.Background(), f.Req(outlast.NewID(), 1)); err != nil {
 						b.Error(err)
 						return
 					}
@@ -91,7 +76,7 @@ func BenchmarkApplyNotifications(b *testing.B) {
 	}
 }
 
-func benchApply(b *testing.B, db *store.DB, fs []fixture, batch int) {
+func benchApply(b *testing.B, db *store.DB, fs []ledgertest.Fixture, batch int) {
 	ctx := context.Background()
 	k := 0
 	// A classic b.N loop: the untimed set-up of each batch is excluded
@@ -101,11 +86,11 @@ func benchApply(b *testing.B, db *store.DB, fs []fixture, batch int) {
 		ns := make([]*outlast.Notification, 0, batch)
 		for range batch / 2 {
 			k++
-			p, _, err := db.CreatePayout(ctx, fs[k%len(fs)].req(fmt.Sprintf("k%d", k), 1))
+			p, _, err := db.CreatePayout(ctx, fs[k%len(fs)].Req(fmt.Sprintf("k%d", k), 1))
 			if err != nil {
 				b.Fatal(err)
 			}
-			ns = append(ns, note(p, outlast.StatusDispatched), note(p, outlast.StatusSucceeded))
+			ns = append(ns, ledgertest.Note(p, outlast.StatusDispatched), ledgertest.Note(p, outlast.StatusSucceeded))
 		}
 		b.StartTimer()
 		rs, err := db.Apply(ctx, outlast.FromLog, ns)
@@ -123,17 +108,17 @@ func benchApply(b *testing.B, db *store.DB, fs []fixture, batch int) {
 }
 
 // seedAccounts creates n funded accounts of one client.
-func seedAccounts(b *testing.B, db *store.DB, n int) []fixture {
+func seedAccounts(b *testing.B, db *store.DB, n int) []ledgertest.Fixture {
 	b.Helper()
-	f := seedBench(b, db, outlast.AmountMax)
-	fs := []fixture{f}
+	f := ledgertest.Seed(b, db, "bench", outlast.AmountMax)
+	fs := []ledgertest.Fixture{f}
 	for i := 1; i < n; i++ {
-		g := fixture{client: f.client, account: fmt.Sprintf("bench-acct-%d", i)}
+		g := ledgertest.Fixture{Client: f.Client, Account: fmt.Sprintf("bench-acct-%d", i)}
 		ctx := context.Background()
-		if err := db.CreateAccount(ctx, &outlast.Account{ID: g.account, ClientID: g.client, Currency: "EUR"}); err != nil {
+		if err := db.CreateAccount(ctx, &outlast.Account{ID: g.Account, ClientID: g.Client, Currency: "EUR"}); err != nil {
 			b.Fatal(err)
 		}
-		if _, err := db.FundAccount(ctx, g.account, outlast.AmountMax); err != nil {
+		if _, err := db.FundAccount(ctx, g.Account, outlast.AmountMax); err != nil {
 			b.Fatal(err)
 		}
 		fs = append(fs, g)

@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/outlast/outlast"
+	"github.com/outlast/outlast/internal/ledgertest"
 	"github.com/outlast/outlast/internal/testenv"
 	"github.com/outlast/outlast/store"
 )
@@ -26,7 +27,7 @@ func TestOpenUnreachablePostgres(t *testing.T) {
 		db.Close()
 		t.Fatalf("Open(%q) succeeded, want an error", dsn)
 	}
-	wantCode(t, "Open(unreachable)", err, outlast.EUNAVAILABLE)
+	ledgertest.WantCode(t, "Open(unreachable)", err, outlast.EUNAVAILABLE)
 	if d := time.Since(start); d > 3*time.Second {
 		t.Fatalf("Open took %v, want it to fail fast", d)
 	}
@@ -59,8 +60,8 @@ func TestSQLiteReopen(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Open: %v", err)
 	}
-	f := seed(t, db, "re", 500)
-	p := mustPayout(t, db, f.req("k1", 100))
+	f := ledgertest.Seed(t, db, "re", 500)
+	p := ledgertest.MustPayout(t, db, f.Req("k1", 100))
 	if err := db.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -69,10 +70,10 @@ func TestSQLiteReopen(t *testing.T) {
 	if err != nil || got.Amount != 100 || !got.CreatedAt.Equal(p.CreatedAt) {
 		t.Fatalf("Payout after reopen = %+v, %v; want %+v", got, err, p)
 	}
-	wantBalances(t, db, f.account, 400, 100, 0)
+	ledgertest.WantBalances(t, db, f.Account, 400, 100, 0)
 	wantMigrations(t, db)
 	_, err = store.Open(context.Background(), ":memory:")
-	wantCode(t, "Open(:memory:)", err, outlast.EINVALID)
+	ledgertest.WantCode(t, "Open(:memory:)", err, outlast.EINVALID)
 }
 
 // TestSQLiteLockedIsUnavailable: another process holding the write lock
@@ -80,7 +81,7 @@ func TestSQLiteReopen(t *testing.T) {
 func TestSQLiteLockedIsUnavailable(t *testing.T) {
 	path := t.TempDir() + "/ledger.db"
 	db := openDB(t, path)
-	f := seed(t, db, "lk", 500)
+	f := ledgertest.Seed(t, db, "lk", 500)
 	other, err := sql.Open("sqlite", path)
 	if err != nil {
 		t.Fatal(err)
@@ -98,18 +99,18 @@ func TestSQLiteLockedIsUnavailable(t *testing.T) {
 	tctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
 	defer cancel()
 	start := time.Now()
-	_, err = db.FundAccount(tctx, f.account, 1)
-	wantCode(t, "FundAccount while locked", err, outlast.EUNAVAILABLE)
+	_, err = db.FundAccount(tctx, f.Account, 1)
+	ledgertest.WantCode(t, "FundAccount while locked", err, outlast.EUNAVAILABLE)
 	if d := time.Since(start); d > 3*time.Second {
 		t.Fatalf("FundAccount waited %v, want about the 300ms deadline", d)
 	}
 	if _, err := conn.ExecContext(ctx, "ROLLBACK"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := db.FundAccount(ctx, f.account, 1); err != nil {
+	if _, err := db.FundAccount(ctx, f.Account, 1); err != nil {
 		t.Fatalf("FundAccount after the lock is gone: %v", err)
 	}
-	wantBalances(t, db, f.account, 501, 0, 0)
+	ledgertest.WantBalances(t, db, f.Account, 501, 0, 0)
 }
 
 // TestPostgresReadOnlyIsUnavailable: a primary demoted during a failover
@@ -120,26 +121,26 @@ func TestSQLiteLockedIsUnavailable(t *testing.T) {
 func TestPostgresReadOnlyIsUnavailable(t *testing.T) {
 	dsn := testenv.PostgresDSN(t)
 	db := openDB(t, dsn)
-	f := seed(t, db, "ro", 1000)
-	p := mustPayout(t, db, f.req("k1", 100))
+	f := ledgertest.Seed(t, db, "ro", 1000)
+	p := ledgertest.MustPayout(t, db, f.Req("k1", 100))
 	testenv.SetPostgresReadOnly(t, dsn, true)
 	ctx := context.Background()
 	sawReadOnly := false
 	testenv.WaitFor(t, 10*time.Second, "a write refused with 25006", func() bool {
-		_, err := db.Apply(ctx, outlast.FromLog, []*outlast.Notification{note(p, outlast.StatusSucceeded)})
-		wantCode(t, "ApplyNotifications on a read-only primary", err, outlast.EUNAVAILABLE)
+		_, err := db.Apply(ctx, outlast.FromLog, []*outlast.Notification{ledgertest.Note(p, outlast.StatusSucceeded)})
+		ledgertest.WantCode(t, "ApplyNotifications on a read-only primary", err, outlast.EUNAVAILABLE)
 		var pe *pgconn.PgError
 		sawReadOnly = errors.As(err, &pe) && pe.Code == "25006"
 		return sawReadOnly
 	})
-	_, err := db.FundAccount(ctx, f.account, 1)
-	wantCode(t, "FundAccount on a read-only primary", err, outlast.EUNAVAILABLE)
+	_, err := db.FundAccount(ctx, f.Account, 1)
+	ledgertest.WantCode(t, "FundAccount on a read-only primary", err, outlast.EUNAVAILABLE)
 	testenv.SetPostgresReadOnly(t, dsn, false)
 	testenv.WaitFor(t, 10*time.Second, "the write to apply once the database is writable", func() bool {
-		_, err := db.Apply(ctx, outlast.FromLog, []*outlast.Notification{note(p, outlast.StatusSucceeded)})
+		_, err := db.Apply(ctx, outlast.FromLog, []*outlast.Notification{ledgertest.Note(p, outlast.StatusSucceeded)})
 		return err == nil
 	})
-	wantBalances(t, db, f.account, 900, 0, 100)
+	ledgertest.WantBalances(t, db, f.Account, 900, 0, 100)
 }
 
 // TestPostgresStoppedIsUnavailable: a stopped server, and the sessions it
@@ -147,18 +148,18 @@ func TestPostgresReadOnlyIsUnavailable(t *testing.T) {
 func TestPostgresStoppedIsUnavailable(t *testing.T) {
 	pg := testenv.StartPostgres(t)
 	db := openDB(t, pg.DSN())
-	f := seed(t, db, "st", 1000)
-	p := mustPayout(t, db, f.req("k1", 100))
+	f := ledgertest.Seed(t, db, "st", 1000)
+	p := ledgertest.MustPayout(t, db, f.Req("k1", 100))
 	pg.Stop()
 	ctx := context.Background()
-	_, err := db.Apply(ctx, outlast.FromLog, []*outlast.Notification{note(p, outlast.StatusSucceeded)})
-	wantCode(t, "ApplyNotifications on a stopped server", err, outlast.EUNAVAILABLE)
-	_, _, err = db.Account(ctx, f.account)
-	wantCode(t, "Account on a stopped server", err, outlast.EUNAVAILABLE)
+	_, err := db.Apply(ctx, outlast.FromLog, []*outlast.Notification{ledgertest.Note(p, outlast.StatusSucceeded)})
+	ledgertest.WantCode(t, "ApplyNotifications on a stopped server", err, outlast.EUNAVAILABLE)
+	_, _, err = db.Account(ctx, f.Account)
+	ledgertest.WantCode(t, "Account on a stopped server", err, outlast.EUNAVAILABLE)
 	pg.Start()
 	testenv.WaitFor(t, 10*time.Second, "the write to apply after the restart", func() bool {
-		_, err := db.Apply(ctx, outlast.FromLog, []*outlast.Notification{note(p, outlast.StatusSucceeded)})
+		_, err := db.Apply(ctx, outlast.FromLog, []*outlast.Notification{ledgertest.Note(p, outlast.StatusSucceeded)})
 		return err == nil
 	})
-	wantBalances(t, db, f.account, 900, 0, 100)
+	ledgertest.WantBalances(t, db, f.Account, 900, 0, 100)
 }

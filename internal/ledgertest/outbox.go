@@ -1,0 +1,141 @@
+package ledgertest
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/outlast/outlast"
+)
+
+func testOutbox(t *testing.T, h *Harness) {
+	ctx := context.Background()
+	clk := needClock(t, h)
+	l := h.Ledger
+	f := Seed(t, l, "o", 1000)
+	p1 := MustPayout(t, l, f.Req("k1", 100))
+	clk.Advance(time.Millisecond)
+	p2 := MustPayout(t, l, f.Req("k2", 100))
+
+	ds, err := l.ClaimDispatches(ctx, 10, time.Minute)
+	if err != nil || len(ds) != 2 || ds[0].Payout.ID != p1.ID || ds[1].Payout.ID != p2.ID || ds[0].Attempts != 0 {
+		t.Fatalf("ClaimDispatches = %v, %v; want p1, p2 with 0 attempts", ds, err)
+	}
+	if ds, err := l.ClaimDispatches(ctx, 10, time.Minute); err != nil || len(ds) != 0 {
+		t.Fatalf("ClaimDispatches during the lease = %d, %v; want none", len(ds), err)
+	}
+	if err := l.RetryDispatch(ctx, p1.ID, clk.Now().Add(2*time.Minute), "timeout"); err != nil {
+		t.Fatalf("RetryDispatch: %v", err)
+	}
+	WantCode(t, "RetryDispatch(unknown)", l.RetryDispatch(ctx, "nope", clk.Now(), "x"), outlast.ENOTFOUND)
+	clk.Advance(time.Minute + time.Second) // p2's lease is over, p1 waits for notBefore
+	ds, err = l.ClaimDispatches(ctx, 10, time.Minute)
+	if err != nil || len(ds) != 1 || ds[0].Payout.ID != p2.ID {
+		t.Fatalf("ClaimDispatches after the lease = %v, %v; want p2 only", ds, err)
+	}
+	clk.Advance(time.Minute)
+	ds, err = l.ClaimDispatches(ctx, 1, time.Minute)
+	if err != nil || len(ds) != 1 || ds[0].Payout.ID != p1.ID || ds[0].Attempts != 1 {
+		t.Fatalf("ClaimDispatches after notBefore = %v, %v; want p1 with 1 attempt", ds, err)
+	}
+
+	got, err := l.MarkDispatched(ctx, p1.ID, "acb", "ref-1")
+	if err != nil || got.Status != outlast.StatusDispatched || got.Channel != "acb" || got.PartnerRef != "ref-1" || got.Version != 2 {
+		t.Fatalf("MarkDispatched = %+v, %v; want dispatched via acb ref-1 v2", got, err)
+	}
+	again, err := l.MarkDispatched(ctx, p1.ID, "acb", "ref-1")
+	if err != nil || again.Version != 2 {
+		t.Fatalf("MarkDispatched again = %+v, %v; want unchanged", again, err)
+	}
+	_, err = l.MarkDispatched(ctx, "nope", "acb", "r")
+	WantCode(t, "MarkDispatched(unknown)", err, outlast.ENOTFOUND)
+	_, err = l.MarkDispatched(ctx, p2.ID, "a b", "r")
+	WantCode(t, "MarkDispatched(bad channel)", err, outlast.EVALIDATION)
+	// A retry for a payout already handed over is a no-op.
+	if err := l.RetryDispatch(ctx, p1.ID, clk.Now(), "late"); err != nil {
+		t.Fatalf("RetryDispatch(dispatched): %v", err)
+	}
+	clk.Advance(time.Hour)
+	ds, err = l.ClaimDispatches(ctx, 10, time.Minute)
+	if err != nil || len(ds) != 1 || ds[0].Payout.ID != p2.ID {
+		t.Fatalf("ClaimDispatches = %v, %v; want only p2 left", ds, err)
+	}
+	WantBalances(t, l, f.Account, 800, 200, 0)
+	wantCleanAudit(t, h)
+}
+
+func testOutboxReject(t *testing.T, h *Harness) {
+	ctx := context.Background()
+	l := h.Ledger
+	f := Seed(t, l, "rj", 1000)
+	p := MustPayout(t, l, f.Req("k1", 300))
+	got, err := l.RejectDispatch(ctx, p.ID, "tcb", "invalid destination")
+	if err != nil || got.Status != outlast.StatusFailed || got.FailureReason != "invalid destination" {
+		t.Fatalf("RejectDispatch = %+v, %v; want failed with reason", got, err)
+	}
+	WantBalances(t, l, f.Account, 1000, 0, 0)
+	again, err := l.RejectDispatch(ctx, p.ID, "tcb", "again")
+	if err != nil || again.Version != got.Version || again.FailureReason != "invalid destination" {
+		t.Fatalf("RejectDispatch(failed) = %+v, %v; want unchanged", again, err)
+	}
+	wantNoDispatches(t, l, "after RejectDispatch")
+	p2 := MustPayout(t, l, f.Req("k2", 300))
+	if _, err := l.MarkDispatched(ctx, p2.ID, "tcb", "ref"); err != nil {
+		t.Fatal(err)
+	}
+	_, err = l.RejectDispatch(ctx, p2.ID, "tcb", "late")
+	WantCode(t, "RejectDispatch(dispatched)", err, outlast.ECONFLICT)
+	_, err = l.RejectDispatch(ctx, "nope", "tcb", "x")
+	WantCode(t, "RejectDispatch(unknown)", err, outlast.ENOTFOUND)
+	p3 := MustPayout(t, l, f.Req("k3", 100))
+	got, err = l.RejectDispatch(ctx, p3.ID, "acb", "")
+	if err != nil || got.Channel != "acb" || got.FailureReason != "rejected by acb" {
+		t.Fatalf("RejectDispatch(no reason) = %+v, %v; want failed by acb, rejected by acb", got, err)
+	}
+	WantBalances(t, l, f.Account, 700, 300, 0)
+	wantCleanAudit(t, h)
+}
+
+// testOutboxConcurrentClaimers: dispatchers claiming at once never get the
+// same row within a lease.
+func testOutboxConcurrentClaimers(t *testing.T, h *Harness) {
+	const payouts, claimers = 60, 4
+	l := h.Ledger
+	f := Seed(t, l, "cc", 100000)
+	for i := range payouts {
+		MustPayout(t, l, f.Req(fmt.Sprintf("k%d", i), 10))
+	}
+	var mu sync.Mutex
+	seen := make(map[string]int)
+	var wg sync.WaitGroup
+	for range claimers {
+		wg.Go(func() {
+			for {
+				ds, err := l.ClaimDispatches(context.Background(), 5, time.Hour)
+				if err != nil {
+					t.Errorf("ClaimDispatches: %v", err)
+					return
+				}
+				if len(ds) == 0 {
+					return
+				}
+				mu.Lock()
+				for _, d := range ds {
+					seen[d.Payout.ID]++
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	if len(seen) != payouts {
+		t.Fatalf("claimed %d distinct payouts, want %d", len(seen), payouts)
+	}
+	for id, n := range seen {
+		if n != 1 {
+			t.Fatalf("payout %s claimed %d times within one lease", id, n)
+		}
+	}
+}
