@@ -109,6 +109,7 @@ func testOutboxConcurrentClaimers(t *testing.T, h *Harness) {
 	}
 	var mu sync.Mutex
 	seen := make(map[string]int)
+	claims := 0 // a ledger that hands a payout out twice would never run dry
 	var wg sync.WaitGroup
 	for range claimers {
 		wg.Go(func() {
@@ -118,14 +119,16 @@ func testOutboxConcurrentClaimers(t *testing.T, h *Harness) {
 					t.Errorf("ClaimDispatches: %v", err)
 					return
 				}
-				if len(ds) == 0 {
-					return
-				}
 				mu.Lock()
 				for _, d := range ds {
 					seen[d.Payout.ID]++
 				}
+				claims += len(ds)
+				done := len(ds) == 0 || claims > payouts
 				mu.Unlock()
+				if done {
+					return
+				}
 			}
 		})
 	}
