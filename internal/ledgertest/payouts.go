@@ -218,6 +218,17 @@ func testPagination(t *testing.T, h *Harness) {
 	if got := payoutIDs(ps); !slices.Equal(got, want) {
 		t.Fatalf("Payouts pages = %v, want %v", got, want)
 	}
+	// A cursor holds its place while payouts are created: the pages after
+	// it go on where the first one ended.
+	first, cursor, err := l.Payouts(ctx, outlast.PayoutFilter{ClientID: f.Client, Limit: 3})
+	if err != nil || len(first) != 3 || cursor == "" {
+		t.Fatalf("Payouts(first page) = %d payouts, cursor %q, %v; want 3 and a cursor", len(first), cursor, err)
+	}
+	MustPayout(t, l, f.Req("k7", 10))
+	rest, _ := pages(t, l, outlast.PayoutFilter{ClientID: f.Client, Limit: 3, Cursor: cursor})
+	if got := payoutIDs(append(first, rest...)); !slices.Equal(got, want) {
+		t.Fatalf("Payouts pages with a payout created between them = %v, want %v", got, want)
+	}
 	if _, err := l.MarkDispatched(ctx, ids[2], "tcb", "r"); err != nil {
 		t.Fatal(err)
 	}
@@ -236,7 +247,7 @@ func testPagination(t *testing.T, h *Harness) {
 	_, _, err = l.Payouts(ctx, outlast.PayoutFilter{ClientID: f.Client, Status: "done"})
 	WantCode(t, "Payouts(unknown status)", err, outlast.EVALIDATION)
 	if h.Auditor != nil {
-		wantEachPayout(t, h.Auditor, 8)
+		wantEachPayout(t, h.Auditor, 9)
 	}
 }
 
