@@ -1,8 +1,8 @@
 package http
 
 import (
+	"context"
 	"crypto/sha256"
-	"encoding/hex"
 	"strings"
 	"testing"
 )
@@ -22,11 +22,9 @@ func TestCreateClient(t *testing.T) {
 		t.Fatalf("api_key = %q, want olk_ + 43 base64url characters", raw.APIKey)
 	}
 	sum := sha256.Sum256([]byte(raw.APIKey))
-	h.store.mu.Lock()
-	owner := h.store.keys[hex.EncodeToString(sum[:])]
-	h.store.mu.Unlock()
-	if owner != "carol" {
-		t.Errorf("stored hash belongs to %q, want carol (the key must be stored as its SHA-256)", owner)
+	owner, err := h.store.mem.ClientByKeyHash(context.Background(), sum[:])
+	if err != nil || owner.ID != "carol" {
+		t.Errorf("ClientByKeyHash(SHA-256 of the key) = %+v, %v; want carol (the key must be stored as its SHA-256)", owner, err)
 	}
 	// The new key authenticates (carol owns nothing, so a 404 not a 401).
 	wantError(t, h.do("GET", "/v1/accounts/acc-a", raw.APIKey, ""), 404, "not_found")

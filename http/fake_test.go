@@ -2,7 +2,6 @@ package http
 
 import (
 	"context"
-	"encoding/hex"
 	"fmt"
 	"maps"
 	"slices"
@@ -11,24 +10,19 @@ import (
 	"time"
 
 	"github.com/outlast/outlast"
+	"github.com/outlast/outlast/internal/ledgertest"
 )
 
-// fakeStore is an in-memory, goroutine-safe AccountService and
-// PayoutService with the same error codes as the real store.
+// fakeStore is the ledger the HTTP tests run over: ledgertest.Memory,
+// which passes the ledger conformance suite and so answers as the store
+// does, with the faults and counts these tests need. Every method is
+// written out, so none reaches the ledger around them.
 type fakeStore struct {
-	mu       sync.Mutex
-	clients  map[string]*outlast.Client
-	keys     map[string]string // hex key hash → client id
-	accounts map[string]*outlast.Account
-	payouts  []*outlast.Payout
-	idem     map[string]idemEntry // client id + "\x00" + key → payout
-	keyReads int                  // ClientByKeyHash calls
-	failWith error                // if set, every call fails with it
-}
+	mem *ledgertest.Memory
 
-type idemEntry struct {
-	payout      *outlast.Payout
-	fingerprint string
+	mu       sync.Mutex // guards keyReads, failWith
+	keyReads int        // ClientByKeyHash calls
+	failWith error      // if set, every call fails with it
 }
 
 var (
@@ -36,207 +30,91 @@ var (
 	_ outlast.PayoutService  = (*fakeStore)(nil)
 )
 
+// newFakeStore numbers payouts p0001, p0002, … so that tests can name
+// them; the numbers order as the payouts were created, as UUIDv7s do.
 func newFakeStore() *fakeStore {
-	return &fakeStore{
-		clients:  make(map[string]*outlast.Client),
-		keys:     make(map[string]string),
-		accounts: make(map[string]*outlast.Account),
-		idem:     make(map[string]idemEntry),
-	}
+	mem := ledgertest.NewMemory()
+	n := 0
+	mem.NewID = func() string { n++; return fmt.Sprintf("p%04d", n) } // called with mem locked
+	return &fakeStore{mem: mem}
+}
+
+// fault returns the error every call fails with, if one is set.
+func (f *fakeStore) fault() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.failWith
 }
 
 func (f *fakeStore) CreateClient(ctx context.Context, c *outlast.Client, keyHash []byte) error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.failWith != nil {
-		return f.failWith
+	if err := f.fault(); err != nil {
+		return err
 	}
-	if _, ok := f.clients[c.ID]; ok {
-		return outlast.Errorf(outlast.ECONFLICT, "client %q exists", c.ID)
-	}
-	cp := *c
-	f.clients[c.ID] = &cp
-	f.keys[hex.EncodeToString(keyHash)] = c.ID
-	return nil
+	return f.mem.CreateClient(ctx, c, keyHash)
 }
 
 func (f *fakeStore) ClientByKeyHash(ctx context.Context, keyHash []byte) (*outlast.Client, error) {
 	f.mu.Lock()
-	defer f.mu.Unlock()
 	f.keyReads++
-	if f.failWith != nil {
-		return nil, f.failWith
+	f.mu.Unlock()
+	if err := f.fault(); err != nil {
+		return nil, err
 	}
-	id, ok := f.keys[hex.EncodeToString(keyHash)]
-	if !ok {
-		return nil, outlast.Errorf(outlast.ENOTFOUND, "no such key")
-	}
-	cp := *f.clients[id]
-	return &cp, nil
+	return f.mem.ClientByKeyHash(ctx, keyHash)
 }
 
 func (f *fakeStore) CreateAccount(ctx context.Context, a *outlast.Account) error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.failWith != nil {
-		return f.failWith
+	if err := f.fault(); err != nil {
+		return err
 	}
-	if _, ok := f.clients[a.ClientID]; !ok {
-		return outlast.Errorf(outlast.EVALIDATION, "unknown client %q", a.ClientID)
-	}
-	if _, ok := f.accounts[a.ID]; ok {
-		return outlast.Errorf(outlast.ECONFLICT, "account %q exists", a.ID)
-	}
-	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
-	a.Version, a.CreatedAt, a.UpdatedAt = 1, now, now
-	cp := *a
-	f.accounts[a.ID] = &cp
-	return nil
+	return f.mem.CreateAccount(ctx, a)
 }
 
 func (f *fakeStore) FundAccount(ctx context.Context, id string, amount int64) (*outlast.Account, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	a, ok := f.accounts[id]
-	if !ok {
-		return nil, outlast.Errorf(outlast.ENOTFOUND, "account %q not found", id)
+	if err := f.fault(); err != nil {
+		return nil, err
 	}
-	a.Funded += amount
-	a.Available += amount
-	a.Version++
-	cp := *a
-	return &cp, nil
+	return f.mem.FundAccount(ctx, id, amount)
 }
 
 func (f *fakeStore) Account(ctx context.Context, id string) (*outlast.Account, outlast.Freshness, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.failWith != nil {
-		return nil, outlast.Freshness{}, f.failWith
+	if err := f.fault(); err != nil {
+		return nil, outlast.Freshness{}, err
 	}
-	a, ok := f.accounts[id]
-	if !ok {
-		return nil, outlast.Freshness{}, outlast.Errorf(outlast.ENOTFOUND, "store says: no account row %q", id)
-	}
-	cp := *a
-	return &cp, outlast.Freshness{Source: outlast.SourceDatabase}, nil
+	return f.mem.Account(ctx, id)
 }
 
 func (f *fakeStore) SetAccountFlags(ctx context.Context, id string, flags outlast.AccountFlags) (*outlast.Account, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	a, ok := f.accounts[id]
-	if !ok {
-		return nil, outlast.Errorf(outlast.ENOTFOUND, "account %q not found", id)
+	if err := f.fault(); err != nil {
+		return nil, err
 	}
-	a.Flags = flags
-	a.Version++
-	cp := *a
-	return &cp, nil
+	return f.mem.SetAccountFlags(ctx, id, flags)
 }
 
 func (f *fakeStore) CreatePayout(ctx context.Context, req *outlast.PayoutRequest) (*outlast.Payout, bool, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.failWith != nil {
-		return nil, false, f.failWith
+	if err := f.fault(); err != nil {
+		return nil, false, err
 	}
-	k := req.ClientID + "\x00" + req.IdempotencyKey
-	if e, ok := f.idem[k]; ok {
-		if e.fingerprint != req.Fingerprint() {
-			return nil, false, outlast.Errorf(outlast.EIDEMPOTENCY, "Idempotency-Key was used with a different request")
-		}
-		cp := *e.payout
-		return &cp, false, nil
-	}
-	a, ok := f.accounts[req.AccountID]
-	switch {
-	case !ok || a.ClientID != req.ClientID:
-		return nil, false, outlast.Errorf(outlast.EVALIDATION, "unknown account %q", req.AccountID)
-	case a.Currency != req.Currency:
-		return nil, false, outlast.Errorf(outlast.EVALIDATION, "account currency is %s", a.Currency)
-	case a.Available < req.Amount:
-		return nil, false, outlast.Errorf(outlast.EINSUFFICIENT, "available balance is %d", a.Available)
-	}
-	a.Available -= req.Amount
-	a.Held += req.Amount
-	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
-	p := &outlast.Payout{
-		ID: fmt.Sprintf("p%04d", len(f.payouts)+1), ClientID: req.ClientID, AccountID: req.AccountID,
-		Amount: req.Amount, Currency: req.Currency, Destination: req.Destination,
-		Status: outlast.StatusPending, Channel: req.Channel, IdempotencyKey: req.IdempotencyKey,
-		Version: 1, CreatedAt: now, UpdatedAt: now,
-	}
-	f.payouts = append(f.payouts, p)
-	f.idem[k] = idemEntry{payout: p, fingerprint: req.Fingerprint()}
-	cp := *p
-	return &cp, true, nil
+	return f.mem.CreatePayout(ctx, req)
 }
 
 func (f *fakeStore) Payout(ctx context.Context, id string) (*outlast.Payout, outlast.Freshness, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	for _, p := range f.payouts {
-		if p.ID == id {
-			cp := *p
-			return &cp, outlast.Freshness{Source: outlast.SourceDatabase}, nil
-		}
+	if err := f.fault(); err != nil {
+		return nil, outlast.Freshness{}, err
 	}
-	return nil, outlast.Freshness{}, outlast.Errorf(outlast.ENOTFOUND, "no payout row %q", id)
+	return f.mem.Payout(ctx, id)
 }
 
-// Payouts pages newest first; the cursor is the index to continue from.
 func (f *fakeStore) Payouts(ctx context.Context, flt outlast.PayoutFilter) ([]*outlast.Payout, string, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if flt.ClientID == "" {
-		return nil, "", outlast.Errorf(outlast.EINVALID, "client is required")
+	if err := f.fault(); err != nil {
+		return nil, "", err
 	}
-	limit := flt.Limit
-	if limit <= 0 {
-		limit = 50
-	}
-	var match []*outlast.Payout
-	for _, p := range slices.Backward(f.payouts) {
-		if p.ClientID == flt.ClientID && (flt.AccountID == "" || p.AccountID == flt.AccountID) &&
-			(flt.Status == "" || p.Status == flt.Status) {
-			cp := *p
-			match = append(match, &cp)
-		}
-	}
-	start := 0
-	if flt.Cursor != "" {
-		n, err := strconv.Atoi(flt.Cursor)
-		if err != nil || n < 0 || n > len(match) {
-			return nil, "", outlast.Errorf(outlast.EINVALID, "invalid cursor")
-		}
-		start = n
-	}
-	end := min(start+limit, len(match))
-	next := ""
-	if end < len(match) {
-		next = strconv.Itoa(end)
-	}
-	return match[start:end], next, nil
+	return f.mem.Payouts(ctx, flt)
 }
 
-// counts returns how many payouts exist and the account's buckets, to
-// assert that a refused request changed nothing.
-func (f *fakeStore) snapshot() string {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	s := fmt.Sprintf("payouts=%d clients=%d accounts=%d", len(f.payouts), len(f.clients), len(f.accounts))
-	ids := make([]string, 0, len(f.accounts))
-	for id := range f.accounts {
-		ids = append(ids, id)
-	}
-	slices.Sort(ids)
-	for _, id := range ids {
-		a := f.accounts[id]
-		s += fmt.Sprintf(" %s:%d/%d/%d/%d/%+v", id, a.Funded, a.Available, a.Held, a.PaidOut, a.Flags)
-	}
-	return s
-}
+// snapshot describes everything the ledger holds, to assert that a
+// refused request changed nothing.
+func (f *fakeStore) snapshot() string { return f.mem.Snapshot() }
 
 // fakeLog is a goroutine-safe NotificationLog that can fail or block.
 type fakeLog struct {

@@ -44,6 +44,7 @@ func newHarness(t *testing.T, opts ...func(*Config, *Services)) *harness {
 		t: t, store: newFakeStore(), log: &fakeLog{}, inbox: &fakeInbox{},
 		clock: testenv.NewClock(time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)),
 	}
+	h.store.mem.Now = h.clock.Now
 	cfg := Config{
 		Addr:           "127.0.0.1:0",
 		AdminToken:     adminToken,
