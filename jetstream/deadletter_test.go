@@ -23,32 +23,22 @@ func waitDeadLetters(t *testing.T, l *Log, n int) []outlast.DeadLetter {
 	return dls
 }
 
-// sendPoison runs the committer over a fake ledger that rejects the event
-// "poison", and appends it.
-func sendPoison(t *testing.T, l *Log) *ledger {
+// sendPoison runs the committer over a recorder that holds no payout for
+// the event "poison", so the ledger rejects it (unknown payout), and
+// appends it. Holding its payout later (recorder.holdPayout) mends it.
+func sendPoison(t *testing.T, l *Log) (*recorder, *outlast.Notification) {
 	t.Helper()
-	g := newLedger()
-	g.reject["poison"] = "unknown payout"
+	g := newRecorder(t, 0)
 	consume(t, l, g.apply("a"))
 	poison := notification(1000)
 	poison.EventID = "poison"
 	if err := l.Append(context.Background(), poison); err != nil {
 		t.Fatal(err)
 	}
-	return g
+	return g, poison
 }
 
-func (g *ledger) setReject(event, reason string) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if reason == "" {
-		delete(g.reject, event)
-		return
-	}
-	g.reject[event] = reason
-}
-
-func (g *ledger) counts(event string) (seen, applied int) {
+func (g *recorder) counts(event string) (seen, applied int) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	return g.seen[event], g.applied[event]
@@ -61,7 +51,7 @@ func (g *ledger) counts(event string) (seen, applied int) {
 func TestReplayDeadLetter(t *testing.T) {
 	l := open(t, testConfig(t.TempDir()))
 	ctx := context.Background()
-	g := sendPoison(t, l)
+	g, poison := sendPoison(t, l)
 	first := waitDeadLetters(t, l, 1)
 
 	if n, err := l.ReplayDeadLetters(ctx, []string{first[0].ID}); err != nil || n != 1 {
@@ -75,7 +65,7 @@ func TestReplayDeadLetter(t *testing.T) {
 		t.Errorf("poison judged %d times, want 6: the bound again after the replay", seen)
 	}
 
-	g.setReject("poison", "")
+	g.holdPayout(t, poison)
 	if n, err := l.ReplayDeadLetters(ctx, []string{again[0].ID, again[0].ID}); err != nil || n != 1 {
 		t.Fatalf("ReplayDeadLetters(%s twice) = %d, %v; want 1", again[0].ID, n, err)
 	}
@@ -107,9 +97,9 @@ func TestReplayFailingDeleteLeavesADuplicate(t *testing.T) {
 	}
 	l := open(t, cfg)
 	ctx := context.Background()
-	g := sendPoison(t, l)
+	g, poison := sendPoison(t, l)
 	dls := waitDeadLetters(t, l, 1)
-	g.setReject("poison", "")
+	g.holdPayout(t, poison)
 
 	n, err := l.ReplayDeadLetters(ctx, []string{dls[0].ID})
 	if outlast.ErrorCode(err) != outlast.EUNAVAILABLE || n != 0 {
@@ -141,7 +131,7 @@ func TestReplayRefusals(t *testing.T) {
 	if _, err := l.js.Publish(ctx, l.subjectBase+".notifications.x", []byte("not json")); err != nil {
 		t.Fatalf("publish: %v", err)
 	}
-	g := sendPoison(t, l)
+	g, _ := sendPoison(t, l)
 	dls := waitDeadLetters(t, l, 2)
 	var raw, good string
 	for _, dl := range dls {

@@ -17,7 +17,10 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/outlast/outlast"
+	"github.com/outlast/outlast/internal/backoff"
+	"github.com/outlast/outlast/internal/ledgertest"
 	"github.com/outlast/outlast/internal/testenv"
+	"github.com/outlast/outlast/ledger"
 )
 
 // testLogger is silent unless OUTLAST_TEST_LOG=1, so failures can be
@@ -111,36 +114,63 @@ func (f applyFunc) Apply(ctx context.Context, _ outlast.Source, ns []*outlast.No
 	return f(ctx, ns)
 }
 
-// ledger is a fake apply: it records each event once (later ones are
-// duplicates), and rejects or fails the events it is told to. Rejected
-// events are not recorded (rejected is not seen) and, like the real
-// ledger's rule, are retried until deadAfter deliveries. The real ledger
-// over the real log is tested in package ledger.
-type ledger struct {
+// recorder is what the tests' committers apply to: the real ledger
+// (package ledger: its one rule for rejected notifications, here with a
+// bound of 3 deliveries) over ledgertest.Memory, which passes the ledger
+// conformance suite and holds the payouts the tests' notifications report
+// on. A notification whose payout it does not hold is rejected as the
+// store would reject it. Around the ledger, it counts what it was given
+// and what it applied, and fails the calls a test tells it to.
+type recorder struct {
+	ledger *ledger.Ledger
+	mem    *ledgertest.Memory
+	owner  ledgertest.Fixture // the account every payout is paid from
+
 	mu      sync.Mutex
-	applied map[string]int // event id → times applied as new (must stay 1)
-	seen    map[string]int // event id → times passed to apply
+	applied map[string]int // event id → times applied (must stay 1)
+	seen    map[string]int // event id → times passed to the ledger
 	calls   int
 	// down makes apply fail with EUNAVAILABLE while it returns true.
 	down func() bool
-	// reject and fail, by event id.
-	reject map[string]string
-	fail   map[string]bool
-	// tag records which consumer applied each event first.
+	// fail makes apply fail, by event id, with an error that is not
+	// EUNAVAILABLE, before the ledger sees the batch.
+	fail map[string]bool
+	// by records which consumer applied each event.
 	by map[string]string
-	// deadAfter is the deliveries at which a rejected event is
-	// dead-lettered; if 0, 3.
-	deadAfter int
 }
 
-func newLedger() *ledger {
-	return &ledger{
-		applied: map[string]int{}, seen: map[string]int{}, by: map[string]string{},
-		reject: map[string]string{}, fail: map[string]bool{},
+// newRecorder returns a recorder holding the payouts of notification(0)
+// to notification(n-1).
+func newRecorder(t testing.TB, n int) *recorder {
+	t.Helper()
+	mem := ledgertest.NewMemory()
+	l, err := ledger.New(mem, ledger.Config{RejectDeliveriesMax: 3,
+		RejectRetry: backoff.Policy{Base: 10 * time.Millisecond, Max: 10 * time.Millisecond}})
+	if err != nil {
+		t.Fatalf("ledger.New: %v", err)
 	}
+	t.Cleanup(func() { l.Close() })
+	g := &recorder{
+		ledger: l, mem: mem, owner: ledgertest.Seed(t, mem, "jetstream", outlast.AmountMax),
+		applied: map[string]int{}, seen: map[string]int{}, by: map[string]string{}, fail: map[string]bool{},
+	}
+	for i := range n {
+		g.holdPayout(t, notification(i))
+	}
+	return g
 }
 
-func (g *ledger) apply(tag string) applyFunc {
+// holdPayout creates the pending payout n reports on, on n's channel.
+// Call it before the recorder is shared.
+func (g *recorder) holdPayout(t testing.TB, n *outlast.Notification) {
+	t.Helper()
+	g.mem.NewID = func() string { return n.PayoutID }
+	req := g.owner.Req(n.PayoutID, 1)
+	req.Channel = n.Channel
+	ledgertest.MustPayout(t, g.mem, req)
+}
+
+func (g *recorder) apply(tag string) applyFunc {
 	return func(ctx context.Context, ns []*outlast.Notification) ([]outlast.ApplyResult, error) {
 		g.mu.Lock()
 		defer g.mu.Unlock()
@@ -153,26 +183,22 @@ func (g *ledger) apply(tag string) applyFunc {
 				return nil, fmt.Errorf("constraint violated by %s", n.EventID)
 			}
 		}
-		res := make([]outlast.ApplyResult, len(ns))
+		res, err := g.ledger.Apply(ctx, outlast.FromLog, ns)
+		if err != nil {
+			return nil, err
+		}
 		for i, n := range ns {
 			g.seen[n.EventID]++
-			switch {
-			case g.reject[n.EventID] != "":
-				res[i] = outlast.ApplyResult{Outcome: outlast.OutcomeRejected, Reason: g.reject[n.EventID],
-					DeadLetter: n.Deliveries >= max(g.deadAfter, 3), RetryAfter: 10 * time.Millisecond}
-			case g.applied[n.EventID] > 0:
-				res[i] = outlast.ApplyResult{Outcome: outlast.OutcomeDuplicate}
-			default:
+			if res[i].Outcome == outlast.OutcomeApplied {
 				g.applied[n.EventID]++
 				g.by[n.EventID] = tag
-				res[i] = outlast.ApplyResult{Outcome: outlast.OutcomeApplied}
 			}
 		}
 		return res, nil
 	}
 }
 
-func (g *ledger) appliedCount() int {
+func (g *recorder) appliedCount() int {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	return len(g.applied)
@@ -208,7 +234,7 @@ func appendAll(t testing.TB, l *Log, from, to int) {
 }
 
 // waitApplied waits until events [0, n) have all been applied.
-func waitApplied(t testing.TB, g *ledger, n int) {
+func waitApplied(t testing.TB, g *recorder, n int) {
 	t.Helper()
 	testenv.WaitFor(t, 30*time.Second, fmt.Sprintf("%d notifications applied", n), func() bool {
 		return g.appliedCount() >= n

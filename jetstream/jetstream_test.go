@@ -60,7 +60,7 @@ func TestAppendBatchesAndConsumeAppliesOnce(t *testing.T) {
 		t.Fatalf("Appends = %d messages for %d notifications, want batching (< %d)", s.Appends, n, n/4)
 	}
 	t.Logf("%d notifications in %d messages", n, s.Appends)
-	g := newLedger()
+	g := newRecorder(t, n)
 	consume(t, l, g.apply("a"))
 	waitApplied(t, g, n)
 	waitDrained(t, l)
@@ -90,7 +90,7 @@ func TestReopenKeepsAppended(t *testing.T) {
 	if n, err := l2.Pending(context.Background()); err != nil || n == 0 {
 		t.Fatalf("Pending after reopen = %d, %v; want > 0", n, err)
 	}
-	g := newLedger()
+	g := newRecorder(t, 50)
 	consume(t, l2, g.apply("a"))
 	waitApplied(t, g, 50)
 	waitDrained(t, l2)
@@ -136,7 +136,7 @@ func TestKilledServerRedelivers(t *testing.T) {
 	}
 
 	l2 := open(t, cfg)
-	g := newLedger()
+	g := newRecorder(t, 20)
 	consume(t, l2, g.apply("a"))
 	waitApplied(t, g, 20)
 	waitDrained(t, l2)
@@ -145,7 +145,7 @@ func TestKilledServerRedelivers(t *testing.T) {
 func TestApplyUnavailableIsRetriedNotDeadLettered(t *testing.T) {
 	l := open(t, testConfig(t.TempDir()))
 	appendAll(t, l, 0, 200)
-	g := newLedger()
+	g := newRecorder(t, 200)
 	var downCalls atomic.Int64
 	g.down = func() bool { return downCalls.Add(1) <= 12 } // well past any bound on deliveries
 	consume(t, l, g.apply("a"))
@@ -166,12 +166,11 @@ func TestApplyUnavailableIsRetriedNotDeadLettered(t *testing.T) {
 func TestRejectedIsDeadLetteredOthersApplied(t *testing.T) {
 	l := open(t, testConfig(t.TempDir()))
 	poison := notification(1000)
-	poison.EventID = "poison"
+	poison.EventID, poison.PayoutID = "poison", "po-missing"
 	batch := []*outlast.Notification{notification(0), poison, notification(1), notification(2)}
 	publishBatch(t, l, batch...)
 
-	g := newLedger()
-	g.reject["poison"] = "unknown payout"
+	g := newRecorder(t, 10) // holds ev-0 … ev-9's payouts, not poison's: the ledger rejects it
 	// The first apply call must see the whole batch together; the good
 	// ones are applied by it, not held back by their neighbour.
 	var first sync.Once
@@ -235,7 +234,8 @@ func TestFailingMessageIsIsolated(t *testing.T) {
 	publishBatch(t, l, notification(0), notification(1))
 	publishBatch(t, l, bad, notification(2))
 	publishBatch(t, l, notification(3))
-	g := newLedger()
+	g := newRecorder(t, 4)
+	g.holdPayout(t, bad)
 	g.fail["bad"] = true
 	consume(t, l, g.apply("a"))
 	waitApplied(t, g, 2) // ev-0, ev-1 and ev-3 are not blocked by "bad"
@@ -267,7 +267,7 @@ func TestUndecodableMessageIsDeadLettered(t *testing.T) {
 	if _, err := l.js.Publish(ctx, l.subjectBase+".notifications.x", []byte("not json")); err != nil {
 		t.Fatalf("publish: %v", err)
 	}
-	g := newLedger()
+	g := newRecorder(t, 0)
 	consume(t, l, g.apply("a"))
 	testenv.WaitFor(t, 10*time.Second, "undecodable message dead-lettered", func() bool { return l.Stats().DeadLetters == 1 })
 	waitDrained(t, l)
@@ -307,7 +307,8 @@ func TestAppendWhenClosedOrDown(t *testing.T) {
 			t.Fatalf("Close: %v", err)
 		}
 		wantUnavailableWithin(t, "Append after Close", 50*time.Millisecond, func() error { return l.Append(ctx, notification(0)) })
-		wantUnavailableWithin(t, "Consume after Close", 50*time.Millisecond, func() error { return l.Consume(ctx, newLedger().apply("a")) })
+		apply := newRecorder(t, 0).apply("a")
+		wantUnavailableWithin(t, "Consume after Close", 50*time.Millisecond, func() error { return l.Consume(ctx, apply) })
 	})
 	t.Run("server down", func(t *testing.T) {
 		cfg := testConfig(t.TempDir())
@@ -381,7 +382,8 @@ func TestCloseFailsQueuedAndStopsConsume(t *testing.T) {
 	}
 	ctx := context.Background()
 	consumeDone := make(chan error, 1)
-	go func() { consumeDone <- l.Consume(ctx, newLedger().apply("a")) }()
+	apply := newRecorder(t, 2).apply("a")
+	go func() { consumeDone <- l.Consume(ctx, apply) }()
 	errs := make(chan error, 2)
 	go func() { errs <- l.Append(ctx, notification(0)) }()
 	<-held
@@ -432,7 +434,7 @@ func TestTwoInstancesShareTheConsumer(t *testing.T) {
 
 func testTwoInstances(t *testing.T, a, b *Log) {
 	const n = 1000
-	g := newLedger()
+	g := newRecorder(t, n)
 	slow := func(tag string) applyFunc {
 		apply := g.apply(tag)
 		return func(ctx context.Context, ns []*outlast.Notification) ([]outlast.ApplyResult, error) {
@@ -532,9 +534,9 @@ func TestAppliedMessagesNeverFillTheLog(t *testing.T) {
 	cfg := testConfig(t.TempDir())
 	cfg.MaxBytes = 2 << 20
 	l := open(t, cfg)
-	g := newLedger()
-	consume(t, l, g.apply("a"))
 	const waves, perWave = 12, 2500
+	g := newRecorder(t, waves*perWave)
+	consume(t, l, g.apply("a"))
 	for w := range waves {
 		appendAll(t, l, w*perWave, (w+1)*perWave) // fails t on any refused append
 		waitApplied(t, g, (w+1)*perWave)
@@ -561,7 +563,7 @@ func TestAppliedMessagesNeverFillTheLog(t *testing.T) {
 // under a running committer: the log recreates both and carries on.
 func TestRecreatesDeletedStream(t *testing.T) {
 	l := open(t, testConfig(t.TempDir()))
-	g := newLedger()
+	g := newRecorder(t, 20)
 	consume(t, l, g.apply("a"))
 	appendAll(t, l, 0, 10)
 	waitApplied(t, g, 10)
@@ -582,12 +584,12 @@ func TestRecreatesDeletedStream(t *testing.T) {
 // it started (writer, ack waiters, committer, client and embedded server)
 // are all gone afterwards.
 func TestCloseLeavesNoGoroutines(t *testing.T) {
+	g := newRecorder(t, 100) // before counting: the ledger's goroutines are not the Log's
 	before := runtime.NumGoroutine()
 	l, err := Open(context.Background(), testConfig(t.TempDir()))
 	if err != nil {
 		t.Fatalf("Open: %v", err)
 	}
-	g := newLedger()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- l.Consume(ctx, g.apply("a")) }()
