@@ -71,6 +71,31 @@ func (a *Account) CheckInvariant() error {
 	return nil
 }
 
+// CheckPayout refuses a request this account cannot pay out: another
+// currency, payouts disabled, or too little available. Every ledger asks
+// it, in this order, before it holds the amount; the daily limit, which
+// needs the day's payouts, is CheckDailyLimit's.
+func (a *Account) CheckPayout(req *PayoutRequest) error {
+	switch {
+	case a.Currency != req.Currency:
+		return Errorf(EVALIDATION, "currency %s does not match the account's %s", req.Currency, a.Currency)
+	case a.Flags.PayoutsDisabled:
+		return Errorf(EVALIDATION, "payouts are disabled for this account")
+	case a.Available < req.Amount:
+		return Errorf(EINSUFFICIENT, "available balance is too low")
+	}
+	return nil
+}
+
+// CheckDailyLimit refuses amount if, with today's payouts (failed ones
+// left out) already at today, it would pass the account's daily limit.
+func (a *Account) CheckDailyLimit(today, amount int64) error {
+	if a.Flags.DailyLimit > 0 && today+amount > a.Flags.DailyLimit {
+		return Errorf(EVALIDATION, "daily payout limit of %d would be exceeded", a.Flags.DailyLimit)
+	}
+	return nil
+}
+
 // ValidateAmount checks a positive amount in minor units.
 func ValidateAmount(amount int64) error {
 	if amount <= 0 {

@@ -181,3 +181,20 @@ func TestCleanText(t *testing.T) {
 		}
 	}
 }
+
+func TestCheckDailyLimit(t *testing.T) {
+	for _, tc := range []struct {
+		limit, today, amount int64
+		want                 string
+	}{
+		{0, 1 << 40, 1, ""}, // no limit
+		{100, 60, 40, ""},   // up to the limit
+		{100, 60, 41, outlast.EVALIDATION},
+		{100, 0, 101, outlast.EVALIDATION},
+	} {
+		a := &outlast.Account{Flags: outlast.AccountFlags{DailyLimit: tc.limit}}
+		if got := outlast.ErrorCode(a.CheckDailyLimit(tc.today, tc.amount)); got != tc.want {
+			t.Errorf("CheckDailyLimit(%d, %d) under limit %d = %q, want %q", tc.today, tc.amount, tc.limit, got, tc.want)
+		}
+	}
+}

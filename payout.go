@@ -87,6 +87,24 @@ type Payout struct {
 	UpdatedAt      time.Time `json:"updated_at"`
 }
 
+// MoveTo records, at now, p's move to status to, which NextTransition
+// allowed: its version goes up; a non-empty channel or partnerRef
+// replaces p's (a dispatcher that failed over, a partner's reference);
+// a failed payout keeps reason, cleaned. Moving the money is the
+// ledger's.
+func (p *Payout) MoveTo(to PayoutStatus, channel, partnerRef, reason string, now time.Time) {
+	p.Status, p.Version, p.UpdatedAt = to, p.Version+1, now
+	if channel != "" {
+		p.Channel = channel
+	}
+	if partnerRef != "" {
+		p.PartnerRef = partnerRef
+	}
+	if to == StatusFailed {
+		p.FailureReason = CleanText(reason, ReasonBytesMax)
+	}
+}
+
 // PayoutRequest is what a client asks for in POST /v1/payouts.
 type PayoutRequest struct {
 	ClientID       string `json:"-"`

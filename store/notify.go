@@ -229,16 +229,7 @@ func (ap *applier) seen(ctx context.Context, keys []noteKey) (map[noteKey]bool, 
 // non-empty channel or partnerRef replaces the payout's. The rows are
 // written at flush.
 func (ap *applier) transition(p *outlast.Payout, to outlast.PayoutStatus, channel, partnerRef, reason string) {
-	p.Status, p.Version, p.UpdatedAt = to, p.Version+1, fromNanos(ap.nowNanos)
-	if channel != "" {
-		p.Channel = channel
-	}
-	if partnerRef != "" {
-		p.PartnerRef = partnerRef
-	}
-	if to == outlast.StatusFailed {
-		p.FailureReason = outlast.CleanText(reason, outlast.ReasonBytesMax)
-	}
+	p.MoveTo(to, channel, partnerRef, reason, fromNanos(ap.nowNanos))
 	// Every transition ends in dispatched or a final state: either way
 	// the payout is no longer the dispatcher's to send.
 	ap.dequeue = append(ap.dequeue, p.ID)

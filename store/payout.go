@@ -99,15 +99,8 @@ func (db *DB) createPayout(ctx context.Context, tx *sql.Tx, req *outlast.PayoutR
 
 // checkPayoutAllowed applies the account's state and flags to a request.
 func (db *DB) checkPayoutAllowed(ctx context.Context, tx *sql.Tx, a *outlast.Account, req *outlast.PayoutRequest, nowNanos int64) error {
-	switch {
-	case a.Currency != req.Currency:
-		return outlast.Errorf(outlast.EVALIDATION, "currency %s does not match the account's %s", req.Currency, a.Currency)
-	case a.Flags.PayoutsDisabled:
-		return outlast.Errorf(outlast.EVALIDATION, "payouts are disabled for this account")
-	case a.Available < req.Amount:
-		return outlast.Errorf(outlast.EINSUFFICIENT, "available balance is too low")
-	case a.Flags.DailyLimit <= 0:
-		return nil
+	if err := a.CheckPayout(req); err != nil || a.Flags.DailyLimit <= 0 {
+		return err
 	}
 	dayStart := fromNanos(nowNanos).Truncate(24 * time.Hour).UnixNano() // UTC midnight
 	var today int64
@@ -117,10 +110,7 @@ func (db *DB) checkPayoutAllowed(ctx context.Context, tx *sql.Tx, a *outlast.Acc
 	if err != nil {
 		return err
 	}
-	if today+req.Amount > a.Flags.DailyLimit {
-		return outlast.Errorf(outlast.EVALIDATION, "daily payout limit of %d would be exceeded", a.Flags.DailyLimit)
-	}
-	return nil
+	return a.CheckDailyLimit(today, req.Amount)
 }
 
 // holdFunds moves the payout's amount from available to held, journals it,

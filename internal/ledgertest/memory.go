@@ -235,30 +235,20 @@ func (m *Memory) CreatePayout(_ context.Context, req *outlast.PayoutRequest) (*o
 	return &cp, true, nil
 }
 
-// payoutAllowed applies the account's state and flags to a request, in the
-// store's order. m.mu is held.
+// payoutAllowed applies the account's state and flags to a request, as
+// the store does. m.mu is held.
 func (m *Memory) payoutAllowed(a *outlast.Account, req *outlast.PayoutRequest, now time.Time) error {
-	switch {
-	case a.Currency != req.Currency:
-		return outlast.Errorf(outlast.EVALIDATION, "currency %s does not match the account's %s", req.Currency, a.Currency)
-	case a.Flags.PayoutsDisabled:
-		return outlast.Errorf(outlast.EVALIDATION, "payouts are disabled for this account")
-	case a.Available < req.Amount:
-		return outlast.Errorf(outlast.EINSUFFICIENT, "available balance is too low")
-	case a.Flags.DailyLimit <= 0:
-		return nil
+	if err := a.CheckPayout(req); err != nil || a.Flags.DailyLimit <= 0 {
+		return err
 	}
 	dayStart := now.Truncate(24 * time.Hour) // UTC midnight
-	today := req.Amount
+	var today int64
 	for _, p := range m.payouts {
 		if p.AccountID == a.ID && !p.CreatedAt.Before(dayStart) && p.Status != outlast.StatusFailed {
 			today += p.Amount
 		}
 	}
-	if today > a.Flags.DailyLimit {
-		return outlast.Errorf(outlast.EVALIDATION, "daily payout limit of %d would be exceeded", a.Flags.DailyLimit)
-	}
-	return nil
+	return a.CheckDailyLimit(today, req.Amount)
 }
 
 func (m *Memory) Payout(_ context.Context, id string) (*outlast.Payout, outlast.Freshness, error) {
@@ -462,22 +452,12 @@ type move struct {
 }
 
 // transition moves p to status to, which NextTransition allowed, as the
-// store does: a non-empty channel or partnerRef replaces the payout's, the
-// payout leaves the outbox (a partner has it, or it is final), and the
-// hold is paid out or released. It returns the move for settle, which
+// store does: the payout leaves the outbox (a partner has it, or it is
+// final), and the hold is paid out or released. It returns the move for settle, which
 // changes the account once per call, as the store's one UPDATE per
 // transaction. m.mu is held.
 func (m *Memory) transition(p *outlast.Payout, to outlast.PayoutStatus, channel, partnerRef, reason string, now time.Time) move {
-	p.Status, p.Version, p.UpdatedAt = to, p.Version+1, now
-	if channel != "" {
-		p.Channel = channel
-	}
-	if partnerRef != "" {
-		p.PartnerRef = partnerRef
-	}
-	if to == outlast.StatusFailed {
-		p.FailureReason = outlast.CleanText(reason, outlast.ReasonBytesMax)
-	}
+	p.MoveTo(to, channel, partnerRef, reason, now)
 	delete(m.outbox, p.ID)
 	mv := move{account: p.AccountID, now: now}
 	switch to {
