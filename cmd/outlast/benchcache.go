@@ -64,6 +64,9 @@ type cacheBench struct {
 }
 
 func runBenchCache(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	// The contenders' loggers and go-redis's write here from their own
+	// goroutines, each under a lock of its own.
+	stderr = &syncWriter{w: stderr}
 	fs := newFlagSet("bench cache", benchCacheSummary, stderr)
 	b := cacheBench{stderr: stderr}
 	fs.StringVar(&b.Scenario, "scenario", "both", "kill, stop, both or stampede")
@@ -94,6 +97,8 @@ func runBenchCache(ctx context.Context, args []string, stdout, stderr io.Writer)
 		return exitError(2)
 	}
 	quietenRedisLog(stderr)
+	// go-redis's pools may log after the run; not into a caller's writer.
+	defer quietenRedisLog(io.Discard)
 	var md bytes.Buffer
 	err := b.run(ctx, &md)
 	stdout.Write(md.Bytes())

@@ -62,10 +62,29 @@ func (q *quietRedisLog) Printf(_ context.Context, format string, v ...any) {
 	q.suppressed = 0
 }
 
+// quietLog is the process's one quietRedisLog: go-redis has one global
+// logger; each run points it at its own writer.
+var quietLog = &quietRedisLog{w: io.Discard}
+
 var quietRedisLogOnce sync.Once
 
-// quietenRedisLog installs quietRedisLog for the process; go-redis has one
-// global logger.
+// quietenRedisLog installs quietRedisLog for the process and sends its
+// lines to w.
 func quietenRedisLog(w io.Writer) {
-	quietRedisLogOnce.Do(func() { goredis.SetLogger(&quietRedisLog{w: w}) })
+	quietLog.mu.Lock()
+	quietLog.w = w
+	quietLog.mu.Unlock()
+	quietRedisLogOnce.Do(func() { goredis.SetLogger(quietLog) })
+}
+
+// syncWriter serialises writes to w from several goroutines.
+type syncWriter struct {
+	mu sync.Mutex // guards w
+	w  io.Writer
+}
+
+func (s *syncWriter) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.Write(p)
 }
