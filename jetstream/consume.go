@@ -30,9 +30,10 @@ var errStopped = errors.New("committer stopped")
 type item struct {
 	msg        jetstream.Msg
 	ns         []*outlast.Notification
-	seq        uint64 // stream sequence, for dead-letter provenance
-	deliveries uint64 // including this one
-	settled    bool   // acked or nak'd: no more InProgress for it
+	seq        uint64    // stream sequence, for dead-letter provenance
+	published  time.Time // when the stream stored it: with seq, names it across stream re-creations
+	deliveries uint64    // including this one
+	settled    bool      // acked or nak'd: no more InProgress for it
 }
 
 // committer is one Consume call's state; it is used by that goroutine only.
@@ -175,7 +176,7 @@ func (c *committer) decode(ctx context.Context, m jetstream.Msg) (*item, bool) {
 		c.l.log.Error("committer got a message without metadata", "subject", m.Subject(), "err", err)
 		return nil, false
 	}
-	it := &item{msg: m, seq: meta.Sequence.Stream, deliveries: meta.NumDelivered}
+	it := &item{msg: m, seq: meta.Sequence.Stream, published: meta.Timestamp, deliveries: meta.NumDelivered}
 	ns, err := decodeBatch(m.Data(), m.Headers())
 	for _, n := range ns {
 		n.Deliveries = int(min(meta.NumDelivered, 1<<30))

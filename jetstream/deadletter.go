@@ -59,7 +59,7 @@ func (l *Log) deadLetter(ctx context.Context, it *item, idx []int, reasons []str
 			Notification: n, Reason: reasons[j], Deliveries: it.deliveries,
 			SourceSeq: it.seq, Index: i, At: time.Now().UTC(),
 		}
-		if err := l.publishDead(ctx, subjectToken(n.Channel), &dl); err != nil {
+		if err := l.publishDead(ctx, it, subjectToken(n.Channel), &dl); err != nil {
 			return err
 		}
 		l.log.Warn("notification dead-lettered", "channel", n.Channel, "event_id", n.EventID,
@@ -78,10 +78,10 @@ func (l *Log) deadLetterRaw(ctx context.Context, it *item, reason string) error 
 		Raw: raw, Reason: "undecodable: " + reason, Deliveries: it.deliveries,
 		SourceSeq: it.seq, At: time.Now().UTC(),
 	}
-	return l.publishDead(ctx, "_undecodable", &dl)
+	return l.publishDead(ctx, it, "_undecodable", &dl)
 }
 
-func (l *Log) publishDead(ctx context.Context, token string, dl *deadLetter) error {
+func (l *Log) publishDead(ctx context.Context, it *item, token string, dl *deadLetter) error {
 	body, err := json.Marshal(dl)
 	if err != nil {
 		return fmt.Errorf("encode dead letter: %w", err)
@@ -95,7 +95,11 @@ func (l *Log) publishDead(ctx context.Context, token string, dl *deadLetter) err
 	// otherwise the message is redelivered and judged all over again.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), l.cfg.AckTimeout)
 	defer cancel()
-	id := fmt.Sprintf("%s:%d:%d", l.streamName, dl.SourceSeq, dl.Index)
+	// The id names the source message so dead-lettering it again after a
+	// lost ack stores it once. Its publish time is part of it: sequences
+	// start again at 1 when the stream is recreated, and a new message
+	// with an old one's sequence must not be taken for a repeat.
+	id := fmt.Sprintf("%s:%d:%d:%d", l.streamName, dl.SourceSeq, it.published.UnixNano(), dl.Index)
 	if _, err := l.js.PublishMsg(ctx, msg, jetstream.WithMsgID(id), jetstream.WithExpectStream(l.deadName)); err != nil {
 		return fmt.Errorf("publish dead letter: %w", err)
 	}

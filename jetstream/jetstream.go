@@ -619,9 +619,12 @@ func (s serverLogger) Tracef(string, ...any)           {}
 // upgradeRetention replaces a notifications stream made by an earlier
 // version under limits retention (which kept applied messages until they
 // filled it) with the work queue: JetStream cannot change a stream's
-// retention to work queue in place. It does so only when the committer has
+// retention to work queue in place. It does so only for the embedded
+// server, which this process alone serves (no other instance can append
+// between the check and the delete), and only when the committer has
 // applied everything in it; otherwise it refuses to start, since dropping
-// the stream would lose unapplied notifications.
+// the stream would lose unapplied notifications. A shared cluster is the
+// operator's to migrate: other instances may still be appending to it.
 func (l *Log) upgradeRetention(ctx context.Context) error {
 	old, err := l.js.Stream(ctx, l.streamName)
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
@@ -637,9 +640,18 @@ func (l *Log) upgradeRetention(ctx context.Context) error {
 	if info.Config.Retention == jetstream.WorkQueuePolicy {
 		return nil
 	}
+	if l.srv == nil {
+		return fmt.Errorf("jetstream: stream %s has limits retention (an earlier version): once every instance runs "+
+			"this version and the consumer %s has nothing pending, delete the stream and it is created as a work queue",
+			l.streamName, l.cfg.ConsumerName)
+	}
 	c, err := old.Consumer(ctx, l.cfg.ConsumerName)
 	if err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
 		return setupErr("look up consumer "+l.cfg.ConsumerName, err)
+	}
+	if c == nil && info.State.Msgs > 0 {
+		return fmt.Errorf("jetstream: stream %s (limits retention, from an earlier version) holds %d messages and has no "+
+			"consumer to say which were applied: refusing to drop it", l.streamName, info.State.Msgs)
 	}
 	if c != nil {
 		ci, err := c.Info(ctx)

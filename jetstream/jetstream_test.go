@@ -606,3 +606,52 @@ func TestCloseLeavesNoGoroutines(t *testing.T) {
 		return runtime.NumGoroutine() <= before
 	})
 }
+
+// TestUpgradeRetention: a notifications stream of an earlier version
+// (limits retention, which kept applied messages) is replaced by the work
+// queue only once its consumer has applied everything; with unapplied
+// messages, or no consumer to tell, it is refused, never dropped.
+func TestUpgradeRetention(t *testing.T) {
+	l := open(t, testConfig(t.TempDir()))
+	ctx := context.Background()
+	if err := l.js.DeleteStream(ctx, l.streamName); err != nil {
+		t.Fatal(err)
+	}
+	old, err := l.js.CreateStream(ctx, jetstream.StreamConfig{Name: l.streamName,
+		Subjects: []string{l.subjectBase + ".notifications.>"}, Retention: jetstream.LimitsPolicy, Storage: jetstream.FileStorage})
+	if err != nil {
+		t.Fatalf("create a limits stream: %v", err)
+	}
+	if _, err := l.js.Publish(ctx, l.subjectBase+".notifications.tcb", []byte("[]")); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.upgradeRetention(ctx); err == nil || !strings.Contains(err.Error(), "no consumer") {
+		t.Fatalf("upgrade with a message and no consumer = %v, want a refusal", err)
+	}
+	c, err := old.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{Durable: l.cfg.ConsumerName, AckPolicy: jetstream.AckExplicitPolicy})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.upgradeRetention(ctx); err == nil || !strings.Contains(err.Error(), "1 unapplied") {
+		t.Fatalf("upgrade with an unapplied message = %v, want a refusal", err)
+	}
+	msgs, err := c.Fetch(1, jetstream.FetchMaxWait(5*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for m := range msgs.Messages() {
+		if err := m.DoubleAck(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := l.upgradeRetention(ctx); err != nil {
+		t.Fatalf("upgrade once everything is applied = %v, want nil", err)
+	}
+	if err := l.setup(ctx); err != nil {
+		t.Fatalf("setup after the upgrade: %v", err)
+	}
+	info, err := l.stream.Info(ctx)
+	if err != nil || info.Config.Retention != jetstream.WorkQueuePolicy {
+		t.Fatalf("stream after the upgrade = %+v, %v; want a work queue", info, err)
+	}
+}
