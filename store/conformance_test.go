@@ -78,10 +78,26 @@ func testInbox(t *testing.T, db *store.DB) {
 	if n, err := db.ReplayDeadLetters(ctx, []string{dls[0].ID}); err != nil || n != 0 {
 		t.Fatalf("ReplayDeadLetters again = %d, %v; want 0", n, err)
 	}
-	claimInbox(t, db, 10, 1)
+	stale := claimInbox(t, db, 10, 1)
 	claimInbox(t, db, 10)
 	clock.Advance(31 * time.Second)
-	claimInbox(t, db, 10, 2)
+	fresh := claimInbox(t, db, 10, 2)
+
+	// The first claim's lease ran out and the entry is another claim's
+	// now: settling the stale claim, either way, changes nothing.
+	settleInbox(t, db, stale, []outlast.ApplyResult{{Outcome: outlast.OutcomeRejected, Reason: "stale", DeadLetter: true}})
+	settleInbox(t, db, stale, []outlast.ApplyResult{{Outcome: outlast.OutcomeRejected, Reason: "stale", RetryAfter: time.Hour}})
+	settleInbox(t, db, stale, []outlast.ApplyResult{{Outcome: outlast.OutcomeApplied}})
+	if dls, err := db.DeadLetters(ctx, 10); err != nil || len(dls) != 0 {
+		t.Fatalf("DeadLetters after settling a stale claim = %d, %v; want none", len(dls), err)
+	}
+	if n := count(t, db, "SELECT COUNT(*) FROM inbox WHERE last_reason = ''"); n != 1 {
+		t.Fatalf("inbox = %d untouched entries after settling a stale claim, want 1", n)
+	}
+	settleInbox(t, db, fresh, []outlast.ApplyResult{{Outcome: outlast.OutcomeApplied}})
+	if n := count(t, db, "SELECT COUNT(*) FROM inbox"); n != 0 {
+		t.Fatalf("inbox = %d entries after settling the live claim, want 0", n)
+	}
 }
 
 // claimInbox claims up to limit entries with a 30 s lease and checks that

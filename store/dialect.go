@@ -288,8 +288,10 @@ func isUnavailable(err error) bool {
 // now; the same statement may well succeed later", by meaning rather than
 // by the codes seen so far:
 //   - 08 connection exceptions, 53 insufficient resources (too many
-//     connections, disk full, out of memory), 58 system errors (I/O);
-//   - 40 transaction rollbacks: serialization failures and deadlocks;
+//     connections, disk full, out of memory), 58000 and 58030 system and
+//     I/O errors (not 58P01/58P02, a missing or duplicate file);
+//   - 40001 serialization failure, 40P01 deadlock, 40003 statement
+//     completion unknown (not 40002, a constraint violated at commit);
 //   - 57 operator intervention: statement timeout (57014), admin or crash
 //     shutdown, cannot connect now (57P01-57P03), idle session timeout
 //     (57P05) — but not 57P04, a dropped database, which will not return;
@@ -300,8 +302,9 @@ func isUnavailable(err error) bool {
 // Everything here is retried without limit and never dead-lettered.
 func pgUnavailable(code string) bool {
 	switch {
-	case strings.HasPrefix(code, "08"), strings.HasPrefix(code, "53"), strings.HasPrefix(code, "58"),
-		strings.HasPrefix(code, "40"):
+	case strings.HasPrefix(code, "08"), strings.HasPrefix(code, "53"):
+		return true
+	case code == "58000", code == "58030", code == "40001", code == "40P01", code == "40003":
 		return true
 	case strings.HasPrefix(code, "57"):
 		return code != "57P04"

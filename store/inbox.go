@@ -91,32 +91,57 @@ func (db *DB) SettleInbox(ctx context.Context, entries []outlast.InboxEntry, res
 	dead := 0 // counted once committed
 	err := db.write(ctx, "settle_inbox", func(tx *sql.Tx) error {
 		now := db.now()
-		var done []int64
+		// Every change is conditioned on the entry still being this
+		// claim's (its deliveries unchanged): after a lease ran out,
+		// another drainer may hold it, or have applied and removed it.
+		done := newRowset("id bigint", "deliveries bigint")
 		for i, e := range entries {
-			r := results[i]
+			r, claimed := results[i], int64(e.Notification.Deliveries)
 			switch {
 			case r.Outcome != outlast.OutcomeRejected:
-				done = append(done, e.ID)
+				done.add(e.ID, claimed)
 			case r.DeadLetter:
-				if err := insertDeadLetter(ctx, tx, e.Notification, r.Reason, now.UnixNano()); err != nil {
+				moved, err := db.deadLetterInbox(ctx, tx, e, r.Reason, now.UnixNano())
+				if err != nil {
 					return err
 				}
-				done = append(done, e.ID)
-				dead++
+				if moved {
+					dead++
+				}
 			default:
-				if _, err := tx.ExecContext(ctx, "UPDATE inbox SET next_attempt_ns = $1, last_reason = $2 WHERE id = $3",
-					now.Add(r.RetryAfter).UnixNano(), outlast.CleanText(r.Reason, outlast.ReasonBytesMax), e.ID); err != nil {
+				if _, err := tx.ExecContext(ctx, `UPDATE inbox SET next_attempt_ns = $1, last_reason = $2
+					WHERE id = $3 AND deliveries = $4`, now.Add(r.RetryAfter).UnixNano(),
+					outlast.CleanText(r.Reason, outlast.ReasonBytesMax), e.ID, claimed); err != nil {
 					return err
 				}
 			}
 		}
-		return db.deleteInbox(ctx, tx, done)
+		if done.n == 0 {
+			return nil
+		}
+		rb := db.d.rows
+		_, err := tx.ExecContext(ctx, "DELETE FROM inbox WHERE EXISTS (SELECT 1 FROM "+rb.from(done, 1)+
+			" WHERE v.id = inbox.id AND v.deliveries = inbox.deliveries)", rb.args(done)...)
+		return err
 	})
 	if err != nil {
 		return err
 	}
 	deadLettersTotal.Add(float64(dead))
 	return nil
+}
+
+// deadLetterInbox moves a claimed entry to the dead letters, if it is
+// still this claim's, and reports whether it did.
+func (db *DB) deadLetterInbox(ctx context.Context, tx *sql.Tx, e outlast.InboxEntry, reason string, nowNanos int64) (bool, error) {
+	res, err := tx.ExecContext(ctx, "DELETE FROM inbox WHERE id = $1 AND deliveries = $2", e.ID, int64(e.Notification.Deliveries))
+	if err != nil {
+		return false, err
+	}
+	if n, err := res.RowsAffected(); err != nil || n == 0 {
+		return false, err
+	}
+	return true, insertDeadLetter(ctx, tx, e.Notification, reason, nowNanos)
 }
 
 const notificationColumns = `channel, event_id, payout_id, partner_ref, status, reason, occurred_ns, received_ns`
@@ -162,18 +187,6 @@ func insertDeadLetter(ctx context.Context, tx *sql.Tx, n *outlast.Notification, 
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
 		n.Channel, n.EventID, n.PayoutID, n.PartnerRef, string(n.Status), n.Reason,
 		n.OccurredAt.UnixNano(), n.ReceivedAt.UnixNano(), outlast.CleanText(reason, outlast.ReasonBytesMax), nowNanos, n.Deliveries)
-	return err
-}
-
-func (db *DB) deleteInbox(ctx context.Context, tx *sql.Tx, ids []int64) error {
-	if len(ids) == 0 {
-		return nil
-	}
-	// One list parameter: the statement's text does not depend on how
-	// many entries were settled. Fewer rows than ids is fine: an entry
-	// whose lease ran out may have been settled by another drainer.
-	rb := db.d.rows
-	_, err := tx.ExecContext(ctx, "DELETE FROM inbox WHERE id "+rb.in(1, "bigint"), rb.list(ids))
 	return err
 }
 
