@@ -2,9 +2,10 @@ package outlast
 
 import "time"
 
-// Freshness says where a read was served from and how old it is, so a
-// response can tell the caller (reads return it beside the value) (seed 001: during a Redis outage, users could
-// not tell stale settings from real ones).
+// Freshness says where a read was served from and how old it is; reads
+// return it beside the value, so a response can tell the caller (seed 001:
+// during a Redis outage, users could not tell stale settings from real
+// ones).
 type Freshness struct {
 	// Source is "memory" (the instance's own cache), "redis" (the shared
 	// cache) or "database".

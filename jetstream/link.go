@@ -31,8 +31,12 @@ var (
 // NewLink returns a Link that opens a Log with cfg.
 func NewLink(cfg Config) *Link { return &Link{cfg: cfg, up: make(chan struct{})} }
 
-// Open tries once to open the log.
+// Open tries once to open the log; once it is open, Open does nothing.
+// Open and Run are not to be called at the same time.
 func (k *Link) Open(ctx context.Context) error {
+	if k.Log() != nil {
+		return nil
+	}
 	log, err := Open(ctx, k.cfg)
 	if err != nil {
 		return err

@@ -118,6 +118,9 @@ func (d *Drainer) drainOnce(ctx context.Context, b *backoff.Backoff, batchMax in
 func (d *Drainer) isolate(ctx context.Context, es []outlast.InboxEntry) error {
 	var errs []error
 	for _, e := range es {
+		if ctx.Err() != nil {
+			break // the rest stay leased and are claimed again
+		}
 		results, err := d.Ledger.Apply(ctx, outlast.FromInbox, []*outlast.Notification{e.Notification})
 		if err == nil {
 			err = d.Inbox.SettleInbox(ctx, []outlast.InboxEntry{e}, results)

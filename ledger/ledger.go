@@ -40,10 +40,11 @@ const (
 )
 
 // RejectRetryDefault spaces the deliveries of a rejected notification:
-// about 20 s in all before the default bound dead-letters it, time for a
+// 23-46 s in all before the default bound dead-letters it, time for a
 // payout that was not visible yet (a replica behind, a partner faster than
-// our commit) to appear.
-var RejectRetryDefault = backoff.Policy{Base: 250 * time.Millisecond, Max: 10 * time.Second}
+// our commit) to appear. Equal jitter: each wait is at least half its
+// ceiling, so that time has a floor, yet instances do not retry in step.
+var RejectRetryDefault = backoff.Policy{Base: 250 * time.Millisecond, Max: 10 * time.Second, Jitter: 0.5}
 
 // Config configures a Ledger. The zero value is an L1-only cache with the
 // defaults above.
@@ -60,8 +61,8 @@ type Config struct {
 	// the one that reaches it is dead-lettered. If <= 0,
 	// RejectDeliveriesMaxDefault.
 	RejectDeliveriesMax int
-	// RejectRetry spaces those deliveries. If its zero value,
-	// RejectRetryDefault.
+	// RejectRetry spaces those deliveries. Base, Max and Jitter left at
+	// zero are RejectRetryDefault's.
 	RejectRetry backoff.Policy
 }
 
@@ -75,8 +76,14 @@ func (c Config) withDefaults() Config {
 	if c.RejectDeliveriesMax <= 0 {
 		c.RejectDeliveriesMax = RejectDeliveriesMaxDefault
 	}
-	if c.RejectRetry.Base <= 0 && c.RejectRetry.Max <= 0 {
-		c.RejectRetry = RejectRetryDefault
+	if c.RejectRetry.Base <= 0 {
+		c.RejectRetry.Base = RejectRetryDefault.Base
+	}
+	if c.RejectRetry.Max <= 0 {
+		c.RejectRetry.Max = RejectRetryDefault.Max
+	}
+	if c.RejectRetry.Jitter <= 0 {
+		c.RejectRetry.Jitter = RejectRetryDefault.Jitter
 	}
 	return c
 }

@@ -65,8 +65,9 @@ type ingestBench struct {
 	Concurrency int
 	HalfRateFor time.Duration
 
-	db  *store.DB
-	log *jetstream.Log
+	db     *store.DB
+	ledger *ledger.Ledger // over db: the committer applies through it, as serve's does
+	log    *jetstream.Log
 }
 
 // ingestResult is one measured phase.
@@ -95,6 +96,10 @@ func (b *ingestBench) run(ctx context.Context, w io.Writer) error {
 		return err
 	}
 	defer b.db.Close()
+	if b.ledger, err = ledger.New(b.db, ledger.Config{}); err != nil {
+		return err
+	}
+	defer b.ledger.Close()
 	if b.log, err = jetstream.Open(ctx, jetstream.Config{URL: b.NATS, DataDir: filepath.Join(dir, "jetstream"), StreamPrefix: "BENCH" + randomHex(4)}); err != nil {
 		return err
 	}
@@ -340,12 +345,7 @@ func (b *ingestBench) consume(ctx context.Context, applied *atomic.Int64) (stop 
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		l, err := ledger.New(b.db, ledger.Config{})
-		if err != nil {
-			return
-		}
-		defer l.Close()
-		_ = b.log.Consume(ctx, countingApplier{l, applied})
+		_ = b.log.Consume(ctx, countingApplier{b.ledger, applied})
 	}()
 	return stop, func() { <-done }
 }
