@@ -14,12 +14,17 @@ import (
 // deadLettersLimitDefault is the page size of a listing without ?limit=.
 const deadLettersLimitDefault = 100
 
+// rawPreviewBytesMax bounds the body of an undecodable message shown in a
+// listing; the whole (up to 256 KiB) stays in the dead-letter stream.
+const rawPreviewBytesMax = 1024
+
 // deadLetterJSON is a dead letter as the admin API shows it.
 type deadLetterJSON struct {
 	ID     string `json:"id"`
 	Source string `json:"source"`
 	// Notification is absent for a log message that could not be decoded;
-	// Raw then holds its body as text.
+	// Raw then holds the start of its body as text (rawPreviewBytesMax:
+	// a listing of a thousand entries stays small).
 	Notification *deadNotificationJSON `json:"notification,omitempty"`
 	Raw          string                `json:"raw,omitempty"`
 	Reason       string                `json:"reason"`
@@ -40,7 +45,11 @@ type deadNotificationJSON struct {
 
 func toDeadLetterJSON(d outlast.DeadLetter) deadLetterJSON {
 	source, _, _ := outlast.SplitDeadLetterID(d.ID)
-	out := deadLetterJSON{ID: d.ID, Source: string(source), Raw: string(d.Raw), Reason: d.Reason,
+	raw := d.Raw
+	if len(raw) > rawPreviewBytesMax {
+		raw = raw[:rawPreviewBytesMax]
+	}
+	out := deadLetterJSON{ID: d.ID, Source: string(source), Raw: outlast.CleanText(string(raw), rawPreviewBytesMax), Reason: d.Reason,
 		Deliveries: d.Deliveries, At: d.At.UTC()}
 	if n := d.Notification; n != nil {
 		out.Notification = &deadNotificationJSON{Channel: n.Channel, EventID: n.EventID, PayoutID: n.PayoutID,

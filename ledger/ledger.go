@@ -224,15 +224,23 @@ func (l *Ledger) Apply(ctx context.Context, source outlast.Source, ns []*outlast
 		applyErrorsTotal.WithLabelValues(string(source), outlast.ErrorCode(err)).Inc()
 		return nil, err
 	}
+	// A batch moves many payouts of few accounts: each account is
+	// invalidated once, not once per payout.
+	accounts := make(map[string]struct{})
 	for i := range results {
 		r := &results[i]
 		if r.Outcome == outlast.OutcomeRejected {
-			l.judge(source, ns[i], r)
+			l.judge(ns[i], r)
 		}
 		outcomesTotal.WithLabelValues(string(source), string(r.Outcome)).Inc()
 		if r.Outcome == outlast.OutcomeApplied && r.Payout != nil {
-			l.payoutChanged(ctx, r.Payout)
+			cp := *r.Payout
+			_ = l.payouts.Set(ctx, cp.ID, &cp)
+			accounts[cp.AccountID] = struct{}{}
 		}
+	}
+	for id := range accounts {
+		_ = l.accounts.Invalidate(ctx, id)
 	}
 	return results, nil
 }
@@ -240,11 +248,10 @@ func (l *Ledger) Apply(ctx context.Context, source outlast.Source, ns []*outlast
 // judge is the one rule for a rejected notification: delivered again,
 // with backoff, until its deliveries reach the bound; then dead-lettered
 // with its reason, to be replayed once an operator mends the cause.
-func (l *Ledger) judge(source outlast.Source, n *outlast.Notification, r *outlast.ApplyResult) {
+func (l *Ledger) judge(n *outlast.Notification, r *outlast.ApplyResult) {
 	deliveries := max(n.Deliveries, 1)
 	if deliveries >= l.cfg.RejectDeliveriesMax {
 		r.DeadLetter, r.RetryAfter = true, 0
-		deadLetteredTotal.WithLabelValues(string(source)).Inc()
 		return
 	}
 	r.DeadLetter, r.RetryAfter = false, l.cfg.RejectRetry.Delay(deliveries)

@@ -15,13 +15,9 @@ var (
 		Name: "outlast_inbox_drain_errors_total",
 		Help: "Inbox claims or settlements that failed and will be retried.",
 	})
-	deadLetteredTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "outlast_notifications_dead_lettered_total",
-		Help: "Rejected notifications that reached the bound on deliveries and were dead-lettered, by source. Alert on any.",
-	}, []string{"source"})
 )
 
 // Collectors returns the package's metrics for the binary to register once.
 func Collectors() []prometheus.Collector {
-	return []prometheus.Collector{outcomesTotal, applyErrorsTotal, inboxDrainErrorsTotal, deadLetteredTotal}
+	return []prometheus.Collector{outcomesTotal, applyErrorsTotal, inboxDrainErrorsTotal}
 }
