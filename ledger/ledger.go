@@ -224,9 +224,10 @@ func (l *Ledger) Apply(ctx context.Context, source outlast.Source, ns []*outlast
 		applyErrorsTotal.WithLabelValues(string(source), outlast.ErrorCode(err)).Inc()
 		return nil, err
 	}
-	// A batch moves many payouts of few accounts: each account is
-	// invalidated once, not once per payout.
-	accounts := make(map[string]struct{})
+	// A batch moves a payout several times (dispatched, then succeeded)
+	// and many payouts of few accounts: each payout's last state is
+	// written through once, each account invalidated once.
+	changed := make(map[string]*outlast.Payout)
 	for i := range results {
 		r := &results[i]
 		if r.Outcome == outlast.OutcomeRejected {
@@ -234,10 +235,16 @@ func (l *Ledger) Apply(ctx context.Context, source outlast.Source, ns []*outlast
 		}
 		outcomesTotal.WithLabelValues(string(source), string(r.Outcome)).Inc()
 		if r.Outcome == outlast.OutcomeApplied && r.Payout != nil {
-			cp := *r.Payout
-			_ = l.payouts.Set(ctx, cp.ID, &cp)
-			accounts[cp.AccountID] = struct{}{}
+			if prev := changed[r.Payout.ID]; prev == nil || r.Payout.Version > prev.Version {
+				changed[r.Payout.ID] = r.Payout
+			}
 		}
+	}
+	accounts := make(map[string]struct{})
+	for _, p := range changed {
+		cp := *p
+		_ = l.payouts.Set(ctx, cp.ID, &cp)
+		accounts[cp.AccountID] = struct{}{}
 	}
 	for id := range accounts {
 		_ = l.accounts.Invalidate(ctx, id)
