@@ -5,9 +5,9 @@ import (
 	"errors"
 	"net/http"
 	"strings"
-	"time"
 
 	"github.com/outlast/outlast"
+	"github.com/outlast/outlast/internal/backoff"
 )
 
 // Request body limits.
@@ -57,14 +57,8 @@ func (b *Bank) routes() *http.ServeMux {
 // reports whether to go on.
 func (b *Bank) gate(w http.ResponseWriter, r *http.Request) bool {
 	f := b.Faults()
-	if f.Latency > 0 {
-		t := time.NewTimer(f.Latency)
-		defer t.Stop()
-		select {
-		case <-r.Context().Done():
-			return false
-		case <-t.C:
-		}
+	if f.Latency > 0 && !backoff.Sleep(r.Context(), f.Latency) {
+		return false
 	}
 	if f.Down {
 		writeUnavailable(w, "bank is down")

@@ -11,6 +11,7 @@ import (
 
 	"github.com/HdrHistogram/hdrhistogram-go"
 
+	"github.com/outlast/outlast/internal/backoff"
 	"github.com/outlast/outlast/internal/load"
 )
 
@@ -204,12 +205,5 @@ func runEvents(ctx context.Context, start time.Time, events []timedEvent, res *r
 
 // sleepUntil waits for t; false when ctx ended first.
 func sleepUntil(ctx context.Context, t time.Time) bool {
-	timer := time.NewTimer(time.Until(t))
-	defer timer.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-timer.C:
-		return true
-	}
+	return backoff.Sleep(ctx, time.Until(t))
 }
