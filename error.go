@@ -1,6 +1,7 @@
 package outlast
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"time"
@@ -65,6 +66,15 @@ func ErrorCode(err error) string {
 		return e.Code
 	}
 	return EINTERNAL
+}
+
+// Transient reports whether err says "not now" rather than "not this":
+// EUNAVAILABLE, or a deadline or cancellation that cut the call short. A
+// notification whose apply failed so is retried without limit and never
+// dead-lettered, whichever path brought it.
+func Transient(err error) bool {
+	return ErrorCode(err) == EUNAVAILABLE ||
+		errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled)
 }
 
 // ErrorMessage returns the caller-safe message of err; "internal error" for

@@ -1,6 +1,9 @@
 package outlast_test
 
 import (
+	"context"
+	"errors"
+	"fmt"
 	"strconv"
 	"testing"
 	"time"
@@ -195,6 +198,24 @@ func TestCheckDailyLimit(t *testing.T) {
 		a := &outlast.Account{Flags: outlast.AccountFlags{DailyLimit: tc.limit}}
 		if got := outlast.ErrorCode(a.CheckDailyLimit(tc.today, tc.amount)); got != tc.want {
 			t.Errorf("CheckDailyLimit(%d, %d) under limit %d = %q, want %q", tc.today, tc.amount, tc.limit, got, tc.want)
+		}
+	}
+}
+
+func TestTransient(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want bool
+	}{
+		{outlast.Unavailable(nil, time.Second, "database unavailable"), true},
+		{fmt.Errorf("apply: %w", context.DeadlineExceeded), true},
+		{context.Canceled, true},
+		{outlast.Errorf(outlast.EVALIDATION, "bad"), false},
+		{errors.New("constraint violated"), false},
+		{nil, false},
+	} {
+		if got := outlast.Transient(tc.err); got != tc.want {
+			t.Errorf("Transient(%v) = %t, want %t", tc.err, got, tc.want)
 		}
 	}
 }

@@ -243,7 +243,7 @@ func (c *committer) applyRetrying(ctx context.Context, ns []*outlast.Notificatio
 	b := backoff.New(c.retry)
 	for {
 		results, err := c.applyOnce(ctx, ns)
-		if err == nil || !unavailable(err) {
+		if err == nil || !outlast.Transient(err) {
 			return results, err
 		}
 		applyUnavailableTotal.Inc()
@@ -277,13 +277,6 @@ func (c *committer) applyOnce(ctx context.Context, ns []*outlast.Notification) (
 		return nil, fmt.Errorf("apply returned %d results for %d notifications", len(results), len(ns))
 	}
 	return results, nil
-}
-
-// unavailable reports whether err means "the database is down, retry":
-// EUNAVAILABLE, or apply's own deadline running out.
-func unavailable(err error) bool {
-	return outlast.ErrorCode(err) == outlast.EUNAVAILABLE ||
-		errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled)
 }
 
 // settle acks it unless the ledger rejected some of its notifications:

@@ -97,7 +97,7 @@ func (d *Drainer) drainOnce(ctx context.Context, b *backoff.Backoff, batchMax in
 		if err == nil {
 			return len(es), d.Inbox.SettleInbox(ctx, es, results)
 		}
-		if outlast.ErrorCode(err) != outlast.EUNAVAILABLE && len(es) > 1 {
+		if !outlast.Transient(err) && len(es) > 1 {
 			// Not the database's state: one entry may be failing the
 			// batch. Apply them one by one so the others are not held.
 			return len(es), d.isolate(ctx, es)
