@@ -5,9 +5,12 @@
 // drains the outbox through the Router.
 //
 // The rule it exists to keep (DESIGN.md principle 7): only a definitive
-// "not accepted" may fail a payout. Timeouts, 5xx, open breakers and
-// anything unclear are ambiguous: the payout is retried on the same channel,
-// whose idempotency on payout id makes the retry safe, and never failed.
+// "not accepted" may fail a payout. Timeouts, 5xx, open breakers, what
+// proxies say and anything unclear are ambiguous: the payout is retried on
+// the same channel, whose idempotency on payout id makes the retry safe,
+// and never failed. Even the partner's own refusal is confirmed against its
+// status before a payout fails: a retry of a payout it accepted earlier,
+// whose answer was lost, may be refused while the bank pays it.
 package channel
 
 import (
@@ -150,9 +153,10 @@ type submitBody struct {
 }
 
 // Submit hands p to the partner and returns its reference. Errors match
-// ErrRejected (definitive, with a *Rejection) or ErrAmbiguous (anything
-// else: timeouts, connection errors, 5xx, 408, 429, and answers that prove
-// nothing about the payout such as 401, 403, 404 or 409).
+// ErrRejected (the partner's refusal in its own protocol, with a
+// *Rejection; see definitive) or ErrAmbiguous (anything else: timeouts,
+// connection errors, 5xx, what proxies say, and answers that prove nothing
+// about the payout such as 401, 403, 404 or 409).
 func (c *Client) Submit(ctx context.Context, p *outlast.Payout) (string, error) {
 	start := time.Now()
 	ref, err := c.submit(ctx, p)
@@ -190,28 +194,28 @@ func (c *Client) submit(ctx context.Context, p *outlast.Payout) (string, error) 
 			return "", c.ambiguous(fmt.Errorf("HTTP %d without a valid partner_ref", code), 0, "submit payout %s", p.ID)
 		}
 		return resp.PartnerRef, nil
-	case definitive(code):
+	case definitive(code, raw):
 		rej := &Rejection{Channel: c.name, StatusCode: code, Reason: reasonOf(raw, code)}
 		return "", &outlast.Error{Code: outlast.EVALIDATION, Message: rej.Error(), Err: rej}
 	}
 	return "", c.ambiguous(fmt.Errorf("HTTP %d: %s", code, reasonOf(raw, code)), retryAfter(hdr), "submit payout %s", p.ID)
 }
 
-// definitive reports whether an HTTP status is the partner refusing this
-// payout. 4xx answers that say nothing about the payout itself (auth,
-// routing, conflicts, throttling) are not: failing a payout because of a
-// misconfigured URL or credential would fail every payout at once.
-func definitive(code int) bool {
-	if code < 400 || code > 499 {
-		return false
-	}
+// definitive reports whether an answer is the partner refusing this payout
+// in its own protocol: 400, 402 or 422 with the partner's JSON error body.
+// Nothing else is: auth, routing and conflicts (401, 403, 404, 405, 409)
+// would fail every payout at once for a misconfigured URL or credential,
+// and what a proxy or the transport says (407, 408, 413, 421, 425, 429,
+// 431, 5xx) is not the bank's word at all. Even a definitive answer only
+// means "not accepted by this call": the dispatcher asks the partner's
+// status before it fails a payout (Dispatcher, confirmRejection).
+func definitive(code int, raw []byte) bool {
 	switch code {
-	case http.StatusUnauthorized, http.StatusForbidden, http.StatusNotFound,
-		http.StatusMethodNotAllowed, http.StatusRequestTimeout, http.StatusConflict,
-		http.StatusTooEarly, http.StatusTooManyRequests:
-		return false
+	case http.StatusBadRequest, http.StatusPaymentRequired, http.StatusUnprocessableEntity:
+		_, ok := partnerError(raw)
+		return ok
 	}
-	return true
+	return false
 }
 
 // Status asks the partner about a payout. ErrNotFound means the partner
@@ -355,14 +359,22 @@ func (c *Client) ambiguous(cause error, after time.Duration, format string, args
 	}
 }
 
-// reasonOf extracts the partner's {"error": "..."} or, failing that, a
-// short prefix of the body.
-func reasonOf(raw []byte, code int) string {
+// partnerError returns the partner's own {"error": "..."}, if raw is one.
+func partnerError(raw []byte) (string, bool) {
 	var body struct {
 		Error string `json:"error"`
 	}
-	if err := json.Unmarshal(raw, &body); err == nil && body.Error != "" {
-		return truncate(body.Error, outlast.ReasonBytesMax)
+	if err := json.Unmarshal(raw, &body); err != nil || body.Error == "" {
+		return "", false
+	}
+	return body.Error, true
+}
+
+// reasonOf extracts the partner's {"error": "..."} or, failing that, a
+// short prefix of the body.
+func reasonOf(raw []byte, code int) string {
+	if reason, ok := partnerError(raw); ok {
+		return truncate(reason, outlast.ReasonBytesMax)
 	}
 	if s := strings.TrimSpace(string(raw)); s != "" {
 		return truncate(s, 200)

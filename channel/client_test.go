@@ -44,7 +44,18 @@ func TestSubmitClassification(t *testing.T) {
 		{"accepted", 202, `{"partner_ref":"ref-1","status":"accepted"}`, "ref-1", false, ""},
 		{"unprocessable", 422, `{"error":"invalid destination"}`, "", true, "invalid destination"},
 		{"bad request", 400, `{"error":"amount too large"}`, "", true, "amount too large"},
-		{"plain text rejection", 422, `no such account`, "", true, "no such account"},
+		{"payment required", 402, `{"error":"insufficient funds at the bank"}`, "", true, "insufficient funds at the bank"},
+		// A refusal counts only in the partner's own JSON, and only as
+		// 400, 402 or 422: what a proxy or the transport says is not the
+		// bank's word (issue 7).
+		{"plain text 422", 422, `no such account`, "", false, ""},
+		{"html 400 from a proxy", 400, `<html>400 Bad Request</html>`, "", false, ""},
+		{"proxy auth", 407, `{"error":"proxy authentication required"}`, "", false, ""},
+		{"too large", 413, `{"error":"request entity too large"}`, "", false, ""},
+		{"misdirected", 421, `{"error":"misdirected request"}`, "", false, ""},
+		{"too early", 425, `{"error":"too early"}`, "", false, ""},
+		{"headers too large", 431, `{"error":"request header fields too large"}`, "", false, ""},
+		{"gone", 410, `{"error":"gone"}`, "", false, ""},
 		{"server error", 500, `{"error":"boom"}`, "", false, ""},
 		{"unavailable", 503, ``, "", false, ""},
 		{"gateway timeout", 504, ``, "", false, ""},

@@ -1,8 +1,10 @@
 package channel
 
 import (
+	"cmp"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"sync"
 	"time"
@@ -213,22 +215,62 @@ func (d *Dispatcher) handle(ctx context.Context, dp *outlast.Dispatch) {
 	ref, err := d.router.Submit(callCtx, p.Channel, p)
 	switch {
 	case err == nil:
-		dispatchOutcomesTotal.WithLabelValues(p.Channel, "dispatched").Inc()
-		d.write(ctx, "mark", p.ID, func(ctx context.Context) error {
-			_, err := d.outbox.MarkDispatched(ctx, p.ID, p.Channel, ref)
-			return err
-		})
+		d.mark(ctx, p, ref, "dispatched")
 	case errors.Is(err, ErrRejected):
-		reason, _ := RejectionReason(err)
-		dispatchOutcomesTotal.WithLabelValues(p.Channel, "rejected").Inc()
-		d.log.Info("partner rejected payout", "payout_id", p.ID, "channel", p.Channel, "reason", reason)
-		d.write(ctx, "reject", p.ID, func(ctx context.Context) error {
-			_, err := d.outbox.RejectDispatch(ctx, p.ID, p.Channel, reason)
-			return err
-		})
+		d.confirmRejection(ctx, callCtx, dp, err)
 	default:
 		d.retry(ctx, dp, err)
 	}
+}
+
+// confirmRejection decides what a partner's refusal means before it fails
+// anything. A refusal says only that this call was not accepted; an
+// earlier attempt whose answer was lost (a timeout, a 504, a dispatcher
+// that died mid-call) may have been, and some partners answer the retry of
+// a payout they hold with a 4xx. So the partner's status decides: no such
+// payout (or failed there) fails it; holding it marks it dispatched under
+// the partner's ref; a status that cannot be read leaves it to be retried.
+// The status is asked after every refusal, not only after a known
+// ambiguous attempt, because a dispatcher killed mid-call leaves no record
+// that its attempt was made.
+func (d *Dispatcher) confirmRejection(ctx, callCtx context.Context, dp *outlast.Dispatch, refusal error) {
+	p := dp.Payout
+	reason, _ := RejectionReason(refusal)
+	st, err := d.router.Status(callCtx, p.Channel, p.ID)
+	switch {
+	case errors.Is(err, ErrNotFound):
+		d.reject(ctx, p, reason)
+	case err != nil:
+		d.retry(ctx, dp, fmt.Errorf("%w; its status could not confirm it holds no such payout: %w", refusal, err))
+	case st.Status == outlast.StatusFailed:
+		d.reject(ctx, p, cmp.Or(st.Reason, reason))
+	case !outlast.ValidID(st.PartnerRef):
+		d.retry(ctx, dp, fmt.Errorf("%w; yet its status says %s without a valid partner_ref", refusal, st.Status))
+	default:
+		d.log.Warn("partner refused the payout but its status says it holds it; recording it as dispatched",
+			"payout_id", p.ID, "channel", p.Channel, "refusal", reason, "partner_status", st.Status, "partner_ref", st.PartnerRef)
+		d.mark(ctx, p, st.PartnerRef, "refusal_overruled")
+	}
+}
+
+// mark records that the partner accepted p under ref; outcome labels the
+// attempt in outlast_dispatch_outcomes_total.
+func (d *Dispatcher) mark(ctx context.Context, p *outlast.Payout, ref, outcome string) {
+	dispatchOutcomesTotal.WithLabelValues(p.Channel, outcome).Inc()
+	d.write(ctx, "mark", p.ID, func(ctx context.Context) error {
+		_, err := d.outbox.MarkDispatched(ctx, p.ID, p.Channel, ref)
+		return err
+	})
+}
+
+// reject fails p: the partner confirmed it holds no such payout.
+func (d *Dispatcher) reject(ctx context.Context, p *outlast.Payout, reason string) {
+	dispatchOutcomesTotal.WithLabelValues(p.Channel, "rejected").Inc()
+	d.log.Info("partner rejected payout", "payout_id", p.ID, "channel", p.Channel, "reason", reason)
+	d.write(ctx, "reject", p.ID, func(ctx context.Context) error {
+		_, err := d.outbox.RejectDispatch(ctx, p.ID, p.Channel, reason)
+		return err
+	})
 }
 
 func (d *Dispatcher) retry(ctx context.Context, dp *outlast.Dispatch, cause error) {

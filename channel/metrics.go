@@ -42,7 +42,7 @@ var (
 	})
 	dispatchOutcomesTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "outlast_dispatch_outcomes_total",
-		Help: "Dispatch attempts by outcome: dispatched, rejected, retried.",
+		Help: "Dispatch attempts by outcome: dispatched, rejected (refused and confirmed by the partner's status), retried, refusal_overruled (refused, yet the partner's status says it holds the payout: dispatched). Alert on refusal_overruled: the partner answers retries of payouts it holds with errors.",
 	}, []string{"channel", "outcome"})
 	dispatchParkedTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "outlast_dispatch_parked_total",

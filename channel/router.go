@@ -135,6 +135,21 @@ func (r *Router) BreakerState(name string) (string, bool) {
 	return rt.breaker.State().String(), true
 }
 
+// Status asks channel about a payout (Client.Status). It does not go
+// through the breaker: it is asked right after the partner answered a
+// submit, to find out what that answer meant. An unknown channel answers
+// with an error matching ErrAmbiguous.
+func (r *Router) Status(ctx context.Context, channel, payoutID string) (*Status, error) {
+	rt, ok := r.routes[channel]
+	if !ok {
+		return nil, &outlast.Error{
+			Code: outlast.EUNAVAILABLE, Message: fmt.Sprintf("channel %q is not configured", channel),
+			RetryAfter: noChannelRetryAfter, Err: fmt.Errorf("%w: %w", ErrAmbiguous, ErrUnknownChannel),
+		}
+	}
+	return rt.client.Status(ctx, payoutID)
+}
+
 // Submit hands p to channel through its breaker. An open breaker, like an
 // unknown channel, answers at once with an EUNAVAILABLE error matching
 // ErrAmbiguous and never ErrRejected: a payout is never failed because a

@@ -118,8 +118,11 @@ type Stats struct {
 	Unsettled int   // accepted, not yet settled
 	Accepted  int64 // distinct payout ids accepted
 	Rejected  int64 // distinct payout ids rejected
-	Succeeded int64
-	Failed    int64
+	// RefusedRepeats counts repeats of accepted payouts answered with a
+	// 4xx (Faults.RefuseRepeatRate).
+	RefusedRepeats int64
+	Succeeded      int64
+	Failed         int64
 	// WebhooksSent counts acknowledged deliveries (duplicates included).
 	WebhooksSent int64
 	// WebhooksRetried counts failed attempts that were scheduled again.

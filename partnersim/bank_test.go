@@ -428,7 +428,7 @@ func TestFaultsAtRuntime(t *testing.T) {
 }
 
 func TestFaultsJSONRoundTrip(t *testing.T) {
-	in := Faults{ErrorRate: 0.1, AmbiguousRate: 0.2, Latency: 1500 * time.Millisecond, Down: true, DropRate: 0.3, DuplicateRate: 0.4, ReorderRate: 0.5, RejectRate: 0.6}
+	in := Faults{ErrorRate: 0.1, AmbiguousRate: 0.2, Latency: 1500 * time.Millisecond, Down: true, DropRate: 0.3, DuplicateRate: 0.4, ReorderRate: 0.5, RejectRate: 0.6, RefuseRepeatRate: 0.7}
 	b, err := json.Marshal(in)
 	if err != nil {
 		t.Fatal(err)
@@ -491,5 +491,31 @@ func TestRunStopsCleanly(t *testing.T) {
 	}
 	if got := bank.Stats().WebhooksPending; got != 2 {
 		t.Errorf("Stats().WebhooksPending after stop = %d, want 2 (kept for the next Run)", got)
+	}
+}
+
+func TestRefuseRepeatRateRefusesRetriesOfAnAcceptedPayout(t *testing.T) {
+	h := start(t, Config{}, nil)
+	h.bank.SetFaults(Faults{AmbiguousRate: 1, RefuseRepeatRate: 1})
+	if code, _ := h.submit(t, req("p1")); code != http.StatusGatewayTimeout {
+		t.Fatalf("first POST = %d, want 504 (accepted, answer lost)", code)
+	}
+	var codes []int
+	for range 6 {
+		code, body := h.submit(t, req("p1"))
+		if body["error"] == "" {
+			t.Errorf("repeat answered %d without the bank's JSON error: %v", code, body)
+		}
+		codes = append(codes, code)
+	}
+	want := []int{400, 407, 413, 421, 422, 431}
+	if !slices.Equal(codes, want) {
+		t.Errorf("repeats answered %v, want %v", codes, want)
+	}
+	if code, st := call(t, http.MethodGet, h.srv.URL+"/payouts/p1", nil); code != http.StatusOK || st["status"] != "accepted" {
+		t.Errorf("GET after refused repeats = %d %v, want 200 accepted: the bank still holds the payout", code, st)
+	}
+	if s := h.bank.Stats(); s.Accepted != 1 || s.RefusedRepeats != 6 {
+		t.Errorf("stats = %+v, want 1 accepted and 6 refused repeats", s)
 	}
 }

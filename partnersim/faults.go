@@ -42,6 +42,12 @@ type Faults struct {
 	// RejectRate is the share of new POST /payouts refused definitively
 	// with 422; a rejected payout id stays rejected.
 	RejectRate float64 `json:"reject_rate"`
+	// RefuseRepeatRate is the share of repeated POST /payouts of a payout
+	// the bank accepted that are answered with a 4xx error in the bank's
+	// own JSON (400, 407, 413, 421, 422, 431 in turn) although the bank
+	// holds the payout and pays it: after an ambiguous first attempt, a
+	// caller that trusts the refusal fails a payout the bank pays.
+	RefuseRepeatRate float64 `json:"refuse_repeat_rate"`
 }
 
 // Validate reports the first out-of-range field.
@@ -53,6 +59,7 @@ func (f Faults) Validate() error {
 		{"error_rate", f.ErrorRate}, {"ambiguous_rate", f.AmbiguousRate},
 		{"drop_rate", f.DropRate}, {"duplicate_rate", f.DuplicateRate},
 		{"reorder_rate", f.ReorderRate}, {"reject_rate", f.RejectRate},
+		{"refuse_repeat_rate", f.RefuseRepeatRate},
 	}
 	for _, r := range rates {
 		if !(r.v >= 0 && r.v <= 1) { // also catches NaN
@@ -68,7 +75,7 @@ func (f Faults) Validate() error {
 // clamp brings every field into range, for callers that cannot return an
 // error (SetFaults).
 func (f Faults) clamp() Faults {
-	for _, p := range []*float64{&f.ErrorRate, &f.AmbiguousRate, &f.DropRate, &f.DuplicateRate, &f.ReorderRate, &f.RejectRate} {
+	for _, p := range []*float64{&f.ErrorRate, &f.AmbiguousRate, &f.DropRate, &f.DuplicateRate, &f.ReorderRate, &f.RejectRate, &f.RefuseRepeatRate} {
 		switch {
 		case !(*p >= 0): // negative or NaN
 			*p = 0
@@ -91,6 +98,7 @@ type faultsWire struct {
 	DuplicateRate float64         `json:"duplicate_rate"`
 	ReorderRate   float64         `json:"reorder_rate"`
 	RejectRate    float64         `json:"reject_rate"`
+	RefuseRepeat  float64         `json:"refuse_repeat_rate"`
 }
 
 // MarshalJSON writes Latency as a duration string, readable by operators.
@@ -102,6 +110,7 @@ func (f Faults) MarshalJSON() ([]byte, error) {
 	return json.Marshal(faultsWire{
 		ErrorRate: f.ErrorRate, AmbiguousRate: f.AmbiguousRate, Latency: lat, Down: f.Down,
 		DropRate: f.DropRate, DuplicateRate: f.DuplicateRate, ReorderRate: f.ReorderRate, RejectRate: f.RejectRate,
+		RefuseRepeat: f.RefuseRepeatRate,
 	})
 }
 
@@ -127,13 +136,14 @@ func (f *Faults) UnmarshalJSON(b []byte) error {
 	*f = Faults{
 		ErrorRate: w.ErrorRate, AmbiguousRate: w.AmbiguousRate, Latency: lat, Down: w.Down,
 		DropRate: w.DropRate, DuplicateRate: w.DuplicateRate, ReorderRate: w.ReorderRate, RejectRate: w.RejectRate,
+		RefuseRepeatRate: w.RefuseRepeat,
 	}
 	return nil
 }
 
 // RegisterFlags binds f's fields to flags named prefix + "error-rate",
 // "ambiguous-rate", "latency", "down", "drop-rate", "duplicate-rate",
-// "reorder-rate" and "reject-rate", with f's current values as defaults.
+// "reorder-rate", "reject-rate" and "refuse-repeat-rate", with f's current values as defaults.
 // Check the result with Validate after parsing.
 func (f *Faults) RegisterFlags(fs *flag.FlagSet, prefix string) {
 	fs.Float64Var(&f.ErrorRate, prefix+"error-rate", f.ErrorRate, "share of POST /payouts answered 503 without accepting")
@@ -144,4 +154,5 @@ func (f *Faults) RegisterFlags(fs *flag.FlagSet, prefix string) {
 	fs.Float64Var(&f.DuplicateRate, prefix+"duplicate-rate", f.DuplicateRate, "share of webhooks sent twice with the same event id")
 	fs.Float64Var(&f.ReorderRate, prefix+"reorder-rate", f.ReorderRate, "share of payouts whose dispatched webhook comes after the final one")
 	fs.Float64Var(&f.RejectRate, prefix+"reject-rate", f.RejectRate, "share of new payouts refused with 422")
+	fs.Float64Var(&f.RefuseRepeatRate, prefix+"refuse-repeat-rate", f.RefuseRepeatRate, "share of repeated POST /payouts of an accepted payout answered with a 4xx although the bank pays it")
 }

@@ -127,10 +127,24 @@ func (b *Bank) repeatLocked(p *payout, req *submitRequest, f Faults) (int, any) 
 	if p.status == bankRejected {
 		return http.StatusUnprocessableEntity, errorResponse{Error: p.reason}
 	}
+	if b.chance(f.RefuseRepeatRate) {
+		code := refusedRepeatCodes[b.stats.RefusedRepeats%int64(len(refusedRepeatCodes))]
+		b.stats.RefusedRepeats++
+		return code, errorResponse{Error: "refused: " + strings.ToLower(http.StatusText(code))}
+	}
 	if b.chance(f.AmbiguousRate) {
 		return http.StatusGatewayTimeout, errorResponse{Error: "upstream timeout"}
 	}
 	return http.StatusAccepted, submitResponse{PartnerRef: p.ref, Status: bankAccepted}
+}
+
+// refusedRepeatCodes are what Faults.RefuseRepeatRate answers a repeat
+// with: a protocol rejection (400, 422) or what a proxy in front of the
+// bank might say (407, 413, 421, 431) — none of them proves the bank does
+// not hold the payout.
+var refusedRepeatCodes = []int{
+	http.StatusBadRequest, http.StatusProxyAuthRequired, http.StatusRequestEntityTooLarge,
+	http.StatusMisdirectedRequest, http.StatusUnprocessableEntity, http.StatusRequestHeaderFieldsTooLarge,
 }
 
 // invalidReason is the bank's own validation; "" means acceptable.

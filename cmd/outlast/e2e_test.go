@@ -161,19 +161,32 @@ func (g *loadGen) run(ctx context.Context, workers int) {
 	wg.Wait()
 }
 
+// messyBank duplicates and reorders its webhooks.
+var messyBank = partnersim.Faults{DuplicateRate: 0.2, ReorderRate: 0.2}
+
 func TestKillRestartSQLite(t *testing.T) {
-	testKillRestart(t, "")
+	testKillRestart(t, "", messyBank)
 }
 
 func TestKillRestartPostgres(t *testing.T) {
-	testKillRestart(t, testenv.PostgresDSN(t))
+	testKillRestart(t, testenv.PostgresDSN(t), messyBank)
+}
+
+// TestKillRestartRefusedRetries runs the kill test against banks that lose
+// the answer to a third of the payouts they accept (504) and answer every
+// retry of those with a 4xx, while paying them: no payout the bank paid
+// may be failed here (issue 7, defect 1).
+func TestKillRestartRefusedRetries(t *testing.T) {
+	f := messyBank
+	f.AmbiguousRate, f.RefuseRepeatRate = 0.3, 1
+	testKillRestart(t, "", f)
 }
 
 // testKillRestart runs `outlast serve` under steady load from two simulated
-// banks that duplicate and reorder their webhooks, SIGKILLs it at random
-// moments, restarts it, and then proves with the audit that no acknowledged
-// payout or notification was lost and none was applied twice.
-func testKillRestart(t *testing.T, dsn string) {
+// banks with faults, SIGKILLs it at random moments, restarts it, and then
+// proves with the audit that no acknowledged payout or notification was
+// lost and none was applied twice.
+func testKillRestart(t *testing.T, dsn string, faults partnersim.Faults) {
 	if testing.Short() {
 		t.Skip("end-to-end kill test skipped in -short mode")
 	}
@@ -199,7 +212,7 @@ func testKillRestart(t *testing.T, dsn string) {
 		bank := partnersim.New(partnersim.Config{
 			Name: name, WebhookURL: svcURL + "/v1/partners/" + name + "/notifications", Secret: []byte(secret),
 			PayDelay: 30 * time.Millisecond, FailRate: 0.1, Seed: int64(i + 1),
-			Faults: partnersim.Faults{DuplicateRate: 0.2, ReorderRate: 0.2},
+			Faults: faults,
 		})
 		srv := httptest.NewServer(bank)
 		defer srv.Close()
@@ -274,6 +287,16 @@ func testKillRestart(t *testing.T, dsn string) {
 		return true
 	})
 	checkBalances(t, ctx, admin, gen, banks)
+	if faults.RefuseRepeatRate > 0 {
+		refused := int64(0)
+		for _, b := range banks {
+			refused += b.Stats().RefusedRepeats
+		}
+		if refused == 0 {
+			t.Error("the banks refused no retries: the test exercised nothing")
+		}
+		t.Logf("the banks refused %d retries of payouts they held", refused)
+	}
 	svc.kill(syscall.SIGTERM)
 	// Every run of serve wrote to the same log; a race report is printed
 	// when the race happens, so a later SIGKILL does not hide it.

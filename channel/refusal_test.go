@@ -1,0 +1,165 @@
+package channel
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/outlast/outlast"
+	"github.com/outlast/outlast/internal/ledgertest"
+	"github.com/outlast/outlast/internal/testenv"
+	"github.com/outlast/outlast/partnersim"
+	"github.com/outlast/outlast/store"
+)
+
+// A bank that accepted a payout but lost the answer (504), then answers
+// every retry of it with a 4xx, holds the payout and pays it. The
+// dispatcher must not fail it (issue 7, defect 1): the refusal is checked
+// against the bank's status, which says it holds the payout.
+func TestDispatcherDoesNotFailAPayoutTheBankHolds(t *testing.T) {
+	const ch = "refuse"
+	bank, srv := startBank(t, ch, partnersim.Faults{AmbiguousRate: 1, RefuseRepeatRate: 1})
+	client, router := oneChannel(t, ch, srv.URL)
+	// Six payouts: the bank answers their retries with 400, 407, 413,
+	// 421, 422 and 431 in turn.
+	ps := payoutsOn(ch, 6)
+	ob := newFakeOutbox(ps...)
+	runDispatcher(t, NewDispatcher(ob, router, DispatcherConfig{PollInterval: 2 * time.Millisecond,
+		BackoffBase: time.Millisecond, BackoffMax: 5 * time.Millisecond, Logger: quietLogger}))
+	testenv.WaitFor(t, 10*time.Second, "outbox to drain", func() bool { return ob.pending() == 0 })
+
+	ob.mu.Lock()
+	defer ob.mu.Unlock()
+	if len(ob.rejects) != 0 {
+		t.Errorf("RejectDispatch called for %v: payouts the bank holds were failed", ob.rejects)
+	}
+	for _, p := range ps {
+		st, err := client.Status(context.Background(), p.ID)
+		if err != nil {
+			t.Fatalf("bank status of %s: %v", p.ID, err)
+		}
+		if refs := ob.marks[p.ID]; !slices.Equal(refs, []string{st.PartnerRef}) {
+			t.Errorf("payout %s marked with refs %v, want [%s], the bank's", p.ID, refs, st.PartnerRef)
+		}
+	}
+	if got := bank.Stats().RefusedRepeats; got < int64(len(ps)) {
+		t.Errorf("the bank refused %d repeats, want >= %d: the test exercised nothing", got, len(ps))
+	}
+}
+
+// A refusal whose status cannot be read is not confirmed: the payout is
+// retried, never failed.
+func TestDispatcherRetriesARefusalItCannotConfirm(t *testing.T) {
+	const ch = "unconfirmed"
+	var statusCalls atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodGet {
+			statusCalls.Add(1)
+			w.WriteHeader(http.StatusServiceUnavailable)
+			return
+		}
+		w.WriteHeader(http.StatusUnprocessableEntity)
+		fmt.Fprint(w, `{"error":"invalid destination"}`)
+	}))
+	defer srv.Close()
+	_, router := oneChannel(t, ch, srv.URL)
+	p := payoutsOn(ch, 1)[0]
+	ob := newFakeOutbox(p)
+	runDispatcher(t, NewDispatcher(ob, router, DispatcherConfig{PollInterval: 2 * time.Millisecond,
+		BackoffBase: time.Millisecond, BackoffMax: 5 * time.Millisecond, Logger: quietLogger}))
+	testenv.WaitFor(t, 10*time.Second, "3 retries", func() bool { return len(ob.retriesOf(p.ID)) >= 3 })
+	ob.mu.Lock()
+	defer ob.mu.Unlock()
+	if len(ob.rejects) != 0 || len(ob.marks) != 0 {
+		t.Errorf("rejects = %v, marks = %v; want neither while the bank's status is unreadable", ob.rejects, ob.marks)
+	}
+	if statusCalls.Load() < 3 {
+		t.Errorf("status asked %d times, want once per refusal", statusCalls.Load())
+	}
+}
+
+// The same on the real store, SQLite and PostgreSQL: payouts whose retries
+// the bank refuses end dispatched under the bank's ref with their amounts
+// still held, and a payout the bank truly refuses (it has no record of it)
+// fails and releases its hold.
+func TestDispatcherRefusalsOnTheStore(t *testing.T) {
+	for _, backend := range []struct{ name, dsn string }{
+		{"sqlite", ""}, {"postgres", "postgres"},
+	} {
+		t.Run(backend.name, func(t *testing.T) {
+			dsn := "sqlite:" + t.TempDir() + "/ledger.db"
+			if backend.dsn != "" {
+				dsn = testenv.PostgresDSN(t)
+			}
+			ctx := context.Background()
+			db, err := store.Open(ctx, dsn)
+			if err != nil {
+				t.Fatalf("store.Open: %v", err)
+			}
+			defer db.Close()
+			const ch = "tcb"
+			bank, srv := startBank(t, ch, partnersim.Faults{AmbiguousRate: 1, RefuseRepeatRate: 1})
+			client, router := oneChannel(t, ch, srv.URL)
+			f := ledgertest.Seed(t, db, "refusals", 10_000)
+			var held []*outlast.Payout
+			for i := range 6 {
+				held = append(held, ledgertest.MustPayout(t, db, f.Req(fmt.Sprintf("held-%d", i), 100)))
+			}
+			bad := f.Req("refused", 250)
+			bad.Destination = "REJECT-closed-account"
+			refused := ledgertest.MustPayout(t, db, bad)
+
+			runDispatcher(t, NewDispatcher(db, router, DispatcherConfig{PollInterval: 2 * time.Millisecond,
+				BackoffBase: time.Millisecond, BackoffMax: 5 * time.Millisecond, Logger: quietLogger}))
+			payout := func(id string) *outlast.Payout {
+				p, _, err := db.Payout(ctx, id)
+				if err != nil {
+					t.Fatalf("Payout(%s): %v", id, err)
+				}
+				return p
+			}
+			testenv.WaitFor(t, 20*time.Second, "every payout to leave pending", func() bool {
+				for _, p := range append(slices.Clone(held), refused) {
+					if payout(p.ID).Status == outlast.StatusPending {
+						return false
+					}
+				}
+				return true
+			})
+			for _, p := range held {
+				got := payout(p.ID)
+				st, err := client.Status(ctx, p.ID)
+				if err != nil {
+					t.Fatalf("bank status of %s: %v", p.ID, err)
+				}
+				if got.Status != outlast.StatusDispatched || got.PartnerRef != st.PartnerRef {
+					t.Errorf("payout %s = %s ref %q; want dispatched under the bank's ref %q", p.ID, got.Status, got.PartnerRef, st.PartnerRef)
+				}
+			}
+			if got := payout(refused.ID); got.Status != outlast.StatusFailed || got.FailureReason != "invalid destination" {
+				t.Errorf("refused payout = %s (%q), want failed: invalid destination", got.Status, got.FailureReason)
+			}
+			ledgertest.WantBalances(t, db, f.Account, 10_000-600, 600, 0)
+			if got := bank.Stats().RefusedRepeats; got < 6 {
+				t.Errorf("the bank refused %d repeats, want >= 6: the test exercised nothing", got)
+			}
+		})
+	}
+}
+
+// oneChannel returns a client of channel ch at url, with a breaker that
+// never opens, and a router over it alone.
+func oneChannel(t *testing.T, ch, url string) (*Client, *Router) {
+	t.Helper()
+	client := NewClient(ch, url, ClientOptions{BreakerFailures: 1000})
+	router, err := NewRouter(ch, client)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return client, router
+}
