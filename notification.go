@@ -59,7 +59,10 @@ const (
 	OutcomeApplied   Outcome = "applied"   // the payout changed state
 	OutcomeDuplicate Outcome = "duplicate" // (channel, event id) seen before
 	OutcomeStale     Outcome = "stale"     // older than the payout's state
-	OutcomeConflict  Outcome = "conflict"  // contradicts a terminal state
+	// OutcomeConflict: the report contradicts what the ledger knows — a
+	// terminal state, or the partner ref it recorded. The payout is left
+	// as it is and the audit lists the report for a human.
+	OutcomeConflict Outcome = "conflict"
 	// OutcomeRejected: the notification cannot apply now (unknown payout,
 	// perhaps not visible yet; wrong channel; invalid transition). Reason
 	// says why. Rejected is not seen: it is not recorded, so a redelivery
@@ -69,12 +72,20 @@ const (
 
 // Decide is what applying n, a valid notification not seen before, does
 // to p, the payout it reports on as it stands: rejected on a channel
-// mismatch or a transition that can never apply, otherwise as
+// mismatch or a transition that can never apply; a conflict when it names
+// another partner ref than the one recorded (the partner's record of
+// another payment, perhaps a second one: never overwritten); otherwise as
 // NextTransition says, with a reason for a conflict. Every implementation
 // of Ledger decides by it, so none can judge a notification differently.
 func Decide(p *Payout, n *Notification) ApplyResult {
 	if p.Channel != "" && p.Channel != n.Channel {
 		return ApplyResult{Outcome: OutcomeRejected, Reason: "channel mismatch"}
+	}
+	if p.PartnerRef != "" && n.PartnerRef != "" && n.PartnerRef != p.PartnerRef &&
+		NextTransition(p.Status, n.Status) != TransitionInvalid {
+		return ApplyResult{Outcome: OutcomeConflict,
+			Reason: fmt.Sprintf("partner ref differs: the payout is %s under %s, partner reported %s under %s",
+				p.Status, p.PartnerRef, n.Status, n.PartnerRef)}
 	}
 	switch NextTransition(p.Status, n.Status) {
 	case TransitionApply:

@@ -168,22 +168,28 @@ func auditOutbox(ctx context.Context, tx *sql.Tx, rep *outlast.LedgerReport) err
 	return rows.Err()
 }
 
-// auditConflicts lists partner reports that contradicted a final state:
-// terminal states never change, so a human or the reconciler must look.
+// auditConflicts lists partner reports that contradicted the ledger — a
+// final state, which never changes, or a recorded partner ref, which is
+// never overwritten — so a human or the reconciler must look.
 func auditConflicts(ctx context.Context, tx *sql.Tx, rep *outlast.LedgerReport) error {
-	rows, err := tx.QueryContext(ctx, `SELECT payout_id, channel, event_id, payout_status, reported_status
-		FROM conflicts ORDER BY id LIMIT $1`, problemsMax+1)
+	rows, err := tx.QueryContext(ctx, `SELECT c.payout_id, c.channel, c.event_id, c.payout_status,
+		c.reported_status, COALESCE(n.outcome_reason, '')
+		FROM conflicts c LEFT JOIN notifications n ON n.channel = c.channel AND n.event_id = c.event_id
+		ORDER BY c.id LIMIT $1`, problemsMax+1)
 	if err != nil {
 		return err
 	}
 	defer rows.Close()
 	for rows.Next() {
-		var payout, channel, event, status, reported string
-		if err := rows.Scan(&payout, &channel, &event, &status, &reported); err != nil {
+		var payout, channel, event, status, reported, reason string
+		if err := rows.Scan(&payout, &channel, &event, &status, &reported, &reason); err != nil {
 			return err
 		}
+		if reason == "" {
+			reason = fmt.Sprintf("the payout is %s", status)
+		}
 		rep.Problems = append(rep.Problems, fmt.Sprintf(
-			"payout %s: %s reported %s (event %s) but the payout is %s", payout, channel, reported, event, status))
+			"payout %s: %s reported %s (event %s), which contradicts the ledger: %s", payout, channel, reported, event, reason))
 	}
 	return rows.Err()
 }

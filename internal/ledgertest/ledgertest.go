@@ -69,6 +69,7 @@ var cases = []struct {
 	{"NotificationsLifecycle", testNotificationsLifecycle},
 	{"NotificationsFailedReleasesHold", testNotificationsFailed},
 	{"NotificationsRejected", testNotificationsRejected},
+	{"NotificationsKeepThePartnerRef", testNotificationsPartnerRef},
 	{"NotificationBeforeItsPayout", testNotificationBeforeItsPayout},
 	{"NotificationsBatchDuplicates", testNotificationsBatchDuplicates},
 	{"NotificationsConcurrentBatches", testNotificationsConcurrent},

@@ -78,6 +78,58 @@ func testNotificationsFailed(t *testing.T, h *Harness) {
 	WantBalances(t, l, f.Account, 1000, 0, 0)
 }
 
+// testNotificationsPartnerRef: a report naming another partner ref than
+// the one recorded is the partner's record of another payment — perhaps a
+// second one — so it never overwrites the ref or moves money: it is a
+// conflict the audit lists (issue 7, defect 2).
+func testNotificationsPartnerRef(t *testing.T, h *Harness) {
+	l := h.Ledger
+	f := Seed(t, l, "r", 1000)
+	p := MustPayout(t, l, f.Req("k1", 300))
+	dispatched := Note(p, outlast.StatusDispatched)
+	WantOutcomes(t, Apply(t, l, dispatched), outlast.OutcomeApplied)
+
+	other := Note(p, outlast.StatusSucceeded)
+	other.PartnerRef = "ref-second-payment"
+	staleOther := Note(p, outlast.StatusDispatched)
+	staleOther.PartnerRef = "ref-second-payment"
+	rs := Apply(t, l, other, staleOther)
+	WantOutcomes(t, rs, outlast.OutcomeConflict, outlast.OutcomeConflict)
+	for i, r := range rs {
+		if r.Payout.Status != outlast.StatusDispatched || r.Payout.PartnerRef != dispatched.PartnerRef ||
+			!strings.Contains(r.Reason, dispatched.PartnerRef) || !strings.Contains(r.Reason, "ref-second-payment") {
+			t.Fatalf("result %d = %+v (payout %+v); want the payout still dispatched under %s and a reason naming both refs",
+				i, r, r.Payout, dispatched.PartnerRef)
+		}
+	}
+	WantBalances(t, l, f.Account, 700, 300, 0)
+	WantOutcomes(t, Apply(t, l, other), outlast.OutcomeDuplicate)
+
+	// The recorded ref, or none, still settles it.
+	same := Note(p, outlast.StatusSucceeded)
+	WantOutcomes(t, Apply(t, l, same), outlast.OutcomeApplied)
+	WantBalances(t, l, f.Account, 700, 0, 300)
+	got, _, err := l.Payout(context.Background(), p.ID)
+	if err != nil || got.PartnerRef != dispatched.PartnerRef {
+		t.Fatalf("Payout = %+v, %v; want partner ref %s kept", got, err, dispatched.PartnerRef)
+	}
+	if h.Auditor == nil {
+		return
+	}
+	rep, err := h.Auditor.AuditLedger(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Problems) != 2 {
+		t.Fatalf("audit problems = %q, want the two reports under another ref", rep.Problems)
+	}
+	for _, pr := range rep.Problems {
+		if !strings.Contains(pr, p.ID) || !strings.Contains(pr, "ref-second-payment") {
+			t.Fatalf("audit problem %q, want it to name %s and the other ref", pr, p.ID)
+		}
+	}
+}
+
 // testNotificationsRejected: rejected is not seen. Each rejected report
 // says why; delivered again, here or within one batch, it is judged again
 // instead of being acked as a duplicate, and once it can apply it does.
