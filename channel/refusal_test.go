@@ -88,68 +88,60 @@ func TestDispatcherRetriesARefusalItCannotConfirm(t *testing.T) {
 // still held, and a payout the bank truly refuses (it has no record of it)
 // fails and releases its hold.
 func TestDispatcherRefusalsOnTheStore(t *testing.T) {
-	for _, backend := range []struct{ name, dsn string }{
-		{"sqlite", ""}, {"postgres", "postgres"},
-	} {
-		t.Run(backend.name, func(t *testing.T) {
-			dsn := "sqlite:" + t.TempDir() + "/ledger.db"
-			if backend.dsn != "" {
-				dsn = testenv.PostgresDSN(t)
-			}
-			ctx := context.Background()
-			db, err := store.Open(ctx, dsn)
-			if err != nil {
-				t.Fatalf("store.Open: %v", err)
-			}
-			defer db.Close()
-			const ch = "tcb"
-			bank, srv := startBank(t, ch, partnersim.Faults{AmbiguousRate: 1, RefuseRepeatRate: 1})
-			client, router := oneChannel(t, ch, srv.URL)
-			f := ledgertest.Seed(t, db, "refusals", 10_000)
-			var held []*outlast.Payout
-			for i := range 6 {
-				held = append(held, ledgertest.MustPayout(t, db, f.Req(fmt.Sprintf("held-%d", i), 100)))
-			}
-			bad := f.Req("refused", 250)
-			bad.Destination = "REJECT-closed-account"
-			refused := ledgertest.MustPayout(t, db, bad)
+	testenv.EachDatabase(t, func(t *testing.T, dsn string) {
+		ctx := context.Background()
+		db, err := store.Open(ctx, dsn)
+		if err != nil {
+			t.Fatalf("store.Open: %v", err)
+		}
+		defer db.Close()
+		const ch = "tcb"
+		bank, srv := startBank(t, ch, partnersim.Faults{AmbiguousRate: 1, RefuseRepeatRate: 1})
+		client, router := oneChannel(t, ch, srv.URL)
+		f := ledgertest.Seed(t, db, "refusals", 10_000)
+		var held []*outlast.Payout
+		for i := range 6 {
+			held = append(held, ledgertest.MustPayout(t, db, f.Req(fmt.Sprintf("held-%d", i), 100)))
+		}
+		bad := f.Req("refused", 250)
+		bad.Destination = "REJECT-closed-account"
+		refused := ledgertest.MustPayout(t, db, bad)
 
-			runDispatcher(t, NewDispatcher(db, router, DispatcherConfig{PollInterval: 2 * time.Millisecond,
-				BackoffBase: time.Millisecond, BackoffMax: 5 * time.Millisecond, Logger: quietLogger}))
-			payout := func(id string) *outlast.Payout {
-				p, _, err := db.Payout(ctx, id)
-				if err != nil {
-					t.Fatalf("Payout(%s): %v", id, err)
-				}
-				return p
+		runDispatcher(t, NewDispatcher(db, router, DispatcherConfig{PollInterval: 2 * time.Millisecond,
+			BackoffBase: time.Millisecond, BackoffMax: 5 * time.Millisecond, Logger: quietLogger}))
+		payout := func(id string) *outlast.Payout {
+			p, _, err := db.Payout(ctx, id)
+			if err != nil {
+				t.Fatalf("Payout(%s): %v", id, err)
 			}
-			testenv.WaitFor(t, 20*time.Second, "every payout to leave pending", func() bool {
-				for _, p := range append(slices.Clone(held), refused) {
-					if payout(p.ID).Status == outlast.StatusPending {
-						return false
-					}
-				}
-				return true
-			})
-			for _, p := range held {
-				got := payout(p.ID)
-				st, err := client.Status(ctx, p.ID)
-				if err != nil {
-					t.Fatalf("bank status of %s: %v", p.ID, err)
-				}
-				if got.Status != outlast.StatusDispatched || got.PartnerRef != st.PartnerRef {
-					t.Errorf("payout %s = %s ref %q; want dispatched under the bank's ref %q", p.ID, got.Status, got.PartnerRef, st.PartnerRef)
+			return p
+		}
+		testenv.WaitFor(t, 20*time.Second, "every payout to leave pending", func() bool {
+			for _, p := range append(slices.Clone(held), refused) {
+				if payout(p.ID).Status == outlast.StatusPending {
+					return false
 				}
 			}
-			if got := payout(refused.ID); got.Status != outlast.StatusFailed || got.FailureReason != "invalid destination" {
-				t.Errorf("refused payout = %s (%q), want failed: invalid destination", got.Status, got.FailureReason)
-			}
-			ledgertest.WantBalances(t, db, f.Account, 10_000-600, 600, 0)
-			if got := bank.Stats().RefusedRepeats; got < 6 {
-				t.Errorf("the bank refused %d repeats, want >= 6: the test exercised nothing", got)
-			}
+			return true
 		})
-	}
+		for _, p := range held {
+			got := payout(p.ID)
+			st, err := client.Status(ctx, p.ID)
+			if err != nil {
+				t.Fatalf("bank status of %s: %v", p.ID, err)
+			}
+			if got.Status != outlast.StatusDispatched || got.PartnerRef != st.PartnerRef {
+				t.Errorf("payout %s = %s ref %q; want dispatched under the bank's ref %q", p.ID, got.Status, got.PartnerRef, st.PartnerRef)
+			}
+		}
+		if got := payout(refused.ID); got.Status != outlast.StatusFailed || got.FailureReason != "invalid destination" {
+			t.Errorf("refused payout = %s (%q), want failed: invalid destination", got.Status, got.FailureReason)
+		}
+		ledgertest.WantBalances(t, db, f.Account, 10_000-600, 600, 0)
+		if got := bank.Stats().RefusedRepeats; got < 6 {
+			t.Errorf("the bank refused %d repeats, want >= 6: the test exercised nothing", got)
+		}
+	})
 }
 
 // oneChannel returns a client of channel ch at url, with a breaker that

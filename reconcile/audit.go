@@ -8,6 +8,7 @@ import (
 	"context"
 	"fmt"
 	"sort"
+	"strings"
 
 	"github.com/outlast/outlast"
 )
@@ -32,16 +33,24 @@ const (
 	KindUnknownHere       = "bank has a payout Outlast does not know"
 	KindAmountMismatch    = "amount or currency differs"
 	KindPartnerRefMissing = "partner ref differs"
+	// KindPaidTwice: the bank has more than one paid record of the payout
+	// (a double payment).
+	KindPaidTwice = "paid more than once by bank"
+	// KindManyRecords: the bank has more than one record of the payout,
+	// at most one of them paid.
+	KindManyRecords = "bank has more than one record"
 )
 
 // ComparePartner compares every payout routed to channel with the bank's
 // records and returns the disagreements, sorted by payout id. A payout the
 // bank has no record of and that is not succeeded here is in flight or was
-// never accepted: not a discrepancy.
+// never accepted: not a discrepancy. Records are grouped by payout id, never
+// collapsed: two records of one payout are a discrepancy of their own, and
+// two paid ones a double payment.
 func ComparePartner(ctx context.Context, ledger outlast.Auditor, channel string, records []outlast.PartnerRecord) ([]Discrepancy, error) {
-	byID := make(map[string]outlast.PartnerRecord, len(records))
+	byID := make(map[string][]outlast.PartnerRecord, len(records))
 	for _, r := range records {
-		byID[r.PayoutID] = r
+		byID[r.PayoutID] = append(byID[r.PayoutID], r)
 	}
 	var out []Discrepancy
 	add := func(id, kind, detail string) {
@@ -51,8 +60,12 @@ func ComparePartner(ctx context.Context, ledger outlast.Auditor, channel string,
 		if p.Channel != channel {
 			return nil
 		}
-		r, ok := byID[p.ID]
+		rs := byID[p.ID]
 		delete(byID, p.ID)
+		if kind, detail, bad := several(rs); bad {
+			add(p.ID, kind, fmt.Sprintf("here: %s %d %s ref %s; %s", p.Status, p.Amount, p.Currency, p.PartnerRef, detail))
+		}
+		r, ok := primary(rs)
 		if kind, detail, bad := compare(p, r, ok); bad {
 			add(p.ID, kind, detail)
 		}
@@ -61,11 +74,51 @@ func ComparePartner(ctx context.Context, ledger outlast.Auditor, channel string,
 	if err != nil {
 		return nil, fmt.Errorf("read payouts: %w", err)
 	}
-	for id, r := range byID {
-		add(id, KindUnknownHere, fmt.Sprintf("bank: %s %d %s", r.Status, r.Amount, r.Currency))
+	for id, rs := range byID {
+		for _, r := range rs {
+			add(id, KindUnknownHere, fmt.Sprintf("bank: %s %d %s ref %s", r.Status, r.Amount, r.Currency, r.PartnerRef))
+		}
+		if kind, detail, bad := several(rs); bad {
+			add(id, kind, detail)
+		}
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].PayoutID < out[j].PayoutID })
+	sort.SliceStable(out, func(i, j int) bool { return out[i].PayoutID < out[j].PayoutID })
 	return out, nil
+}
+
+// several judges a payout's records against each other: more than one is
+// a discrepancy, more than one paid a double payment.
+func several(rs []outlast.PartnerRecord) (kind, detail string, bad bool) {
+	if len(rs) < 2 {
+		return "", "", false
+	}
+	paid := 0
+	var each []string
+	for _, r := range rs {
+		if r.Status == outlast.StatusSucceeded {
+			paid++
+		}
+		each = append(each, fmt.Sprintf("%s %d %s ref %s", r.Status, r.Amount, r.Currency, r.PartnerRef))
+	}
+	detail = fmt.Sprintf("bank: %d records: %s", len(rs), strings.Join(each, ", "))
+	if paid > 1 {
+		return KindPaidTwice, detail, true
+	}
+	return KindManyRecords, detail, true
+}
+
+// primary is the record a payout is compared with: its paid one if any
+// (money moved), else its first.
+func primary(rs []outlast.PartnerRecord) (outlast.PartnerRecord, bool) {
+	if len(rs) == 0 {
+		return outlast.PartnerRecord{}, false
+	}
+	for _, r := range rs {
+		if r.Status == outlast.StatusSucceeded {
+			return r, true
+		}
+	}
+	return rs[0], true
 }
 
 // compare judges one payout against the bank's record of it (ok false: the

@@ -34,11 +34,14 @@ func TestComparePartner(t *testing.T) {
 	ledger := fakeLedger{
 		p("ok-s", S, "tcb"), p("ok-f", F, "tcb"), p("ok-inflight", D, "tcb"), p("ok-pending", P, "tcb"),
 		p("paid-not-here", D, "tcb"), p("here-not-paid", S, "tcb"), p("failed-at-bank", D, "tcb"),
-		p("amount", S, "tcb"), p("other-channel", S, "acb"),
+		p("amount", S, "tcb"), p("other-channel", S, "acb"), p("paid-twice", S, "tcb"), p("two-records", F, "tcb"),
 	}
+	second := r("paid-twice", S, 100)
+	second.PartnerRef = "r-second"
 	records := []outlast.PartnerRecord{
 		r("ok-s", S, 100), r("ok-f", F, 100), r("paid-not-here", S, 100), r("failed-at-bank", F, 100),
 		r("amount", S, 99), r("ghost", S, 5),
+		r("paid-twice", S, 100), second, r("two-records", F, 100), r("two-records", F, 100),
 	}
 	got, err := reconcile.ComparePartner(context.Background(), ledger, "tcb", records)
 	if err != nil {
@@ -50,6 +53,10 @@ func TestComparePartner(t *testing.T) {
 		"failed-at-bank": reconcile.KindFailedAtBank,
 		"amount":         reconcile.KindAmountMismatch,
 		"ghost":          reconcile.KindUnknownHere,
+		// Two records of one payout are never collapsed into one (issue
+		// 7, defect 2).
+		"paid-twice":  reconcile.KindPaidTwice,
+		"two-records": reconcile.KindManyRecords,
 	}
 	if len(got) != len(want) {
 		t.Fatalf("ComparePartner = %v, want %d discrepancies", got, len(want))

@@ -94,6 +94,14 @@ func PostgresDSN(t testing.TB) string {
 	return fmt.Sprintf("postgres://postgres@%s/%s?sslmode=disable", hostPort(PostgresAddr), name)
 }
 
+// EachDatabase runs fn as the subtests "sqlite" and "postgres", each with
+// the DSN of a fresh, empty ledger database: a SQLite file in a temporary
+// directory, or a database of its own on the shared PostgreSQL server.
+func EachDatabase(t *testing.T, fn func(t *testing.T, dsn string)) {
+	t.Run("sqlite", func(t *testing.T) { fn(t, "sqlite:"+t.TempDir()+"/ledger.db") })
+	t.Run("postgres", func(t *testing.T) { fn(t, PostgresDSN(t)) })
+}
+
 // hostPort pulls host:port out of a postgres:// URL.
 func hostPort(dsn string) string {
 	u, err := url.Parse(dsn)
