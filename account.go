@@ -96,6 +96,14 @@ func (a *Account) CheckDailyLimit(today, amount int64) error {
 	return nil
 }
 
+// ValidateIdempotencyKey checks an Idempotency-Key header's value.
+func ValidateIdempotencyKey(key string) error {
+	if !validID(key) {
+		return Errorf(EINVALID, "Idempotency-Key header must be 1-%d characters of [A-Za-z0-9._:-]", IDBytesMax)
+	}
+	return nil
+}
+
 // ValidateAmount checks a positive amount in minor units.
 func ValidateAmount(amount int64) error {
 	if amount <= 0 {
@@ -117,8 +125,12 @@ type AccountService interface {
 	// CreateAccount creates a zero-balance account. ECONFLICT if the id
 	// exists, EVALIDATION if the client does not.
 	CreateAccount(ctx context.Context, a *Account) error
-	// FundAccount adds amount to funded and available, with journal rows.
-	FundAccount(ctx context.Context, id string, amount int64) (*Account, error)
+	// FundAccount adds amount to funded and available, with journal rows,
+	// once per (account, idempotencyKey): a repeat with the same amount
+	// credits nothing and returns the account as it stands with funded ==
+	// false; with another amount it is EIDEMPOTENCY. EINVALID for a
+	// malformed key, ENOTFOUND, EVALIDATION.
+	FundAccount(ctx context.Context, id string, amount int64, idempotencyKey string) (a *Account, funded bool, err error)
 	// Account returns an account and how fresh the read is; ENOTFOUND.
 	Account(ctx context.Context, id string) (*Account, Freshness, error)
 	// SetAccountFlags replaces an account's flags.

@@ -123,8 +123,8 @@ func (r *PayoutRequest) Validate() error {
 	switch {
 	case !validID(r.ClientID):
 		return Errorf(EUNAUTHORIZED, "missing client")
-	case !validID(r.IdempotencyKey):
-		return Errorf(EINVALID, "Idempotency-Key header must be 1-%d characters of [A-Za-z0-9._:-]", IDBytesMax)
+	case ValidateIdempotencyKey(r.IdempotencyKey) != nil:
+		return ValidateIdempotencyKey(r.IdempotencyKey)
 	case !validID(r.AccountID):
 		return Errorf(EVALIDATION, "account_id must be 1-%d characters of [A-Za-z0-9._:-]", IDBytesMax)
 	case !ValidCurrency(r.Currency):

@@ -104,6 +104,11 @@ func (s *Server) fundAccount(w nethttp.ResponseWriter, r *nethttp.Request) {
 		s.writeError(w, r, err)
 		return
 	}
+	key, err := idempotencyKey(r)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
 	var in struct {
 		Amount int64 `json:"amount"`
 	}
@@ -115,10 +120,13 @@ func (s *Server) fundAccount(w nethttp.ResponseWriter, r *nethttp.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	a, err := s.svc.Accounts.FundAccount(r.Context(), id, in.Amount)
+	a, funded, err := s.svc.Accounts.FundAccount(r.Context(), id, in.Amount, key)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
+	}
+	if !funded {
+		w.Header().Set(headerReplayed, "true")
 	}
 	writeJSON(w, nethttp.StatusOK, toAccountJSON(a))
 }

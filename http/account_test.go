@@ -3,6 +3,7 @@ package http
 import (
 	"context"
 	"crypto/sha256"
+	"net/http/httptest"
 	"strings"
 	"testing"
 )
@@ -67,7 +68,7 @@ func TestAccounts(t *testing.T) {
 		t.Errorf("Location = %q", loc)
 	}
 
-	rec = h.do("POST", "/v1/accounts/acc-c/funds", adminToken, `{"amount":700}`)
+	rec = h.do("POST", "/v1/accounts/acc-c/funds", adminToken, `{"amount":700}`, "Idempotency-Key", "fund-c-1")
 	h.mustStatus(rec, 200)
 	var a accountJSON
 	decode(t, rec, &a)
@@ -142,8 +143,11 @@ func TestAccountsRefused(t *testing.T) {
 		{"flags: wrong admin token", "PUT", "/v1/accounts/acc-a/flags", "nope", `{}`, 401, "unauthorized"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			wantError(t, h.do(tc.method, tc.path, tc.token, tc.body), tc.status, tc.code)
+			wantError(t, h.do(tc.method, tc.path, tc.token, tc.body, "Idempotency-Key", "k-refused"), tc.status, tc.code)
 		})
+	}
+	for _, key := range []string{"", "no spaces allowed", strings.Repeat("k", 200)} {
+		wantError(t, h.do("POST", "/v1/accounts/acc-a/funds", adminToken, `{"amount":5}`, "Idempotency-Key", key), 400, "invalid_request")
 	}
 	if after := h.store.snapshot(); after != before {
 		t.Errorf("store changed by refused requests:\n%s\n%s", before, after)
@@ -164,9 +168,39 @@ func TestJSONMessages(t *testing.T) {
 		{``, "empty"},
 		{`[1]`, "must be a JSON object"},
 	} {
-		msg := wantError(t, h.do("POST", "/v1/accounts/acc-a/funds", adminToken, tc.body), 400, "invalid_request")
+		msg := wantError(t, h.do("POST", "/v1/accounts/acc-a/funds", adminToken, tc.body, "Idempotency-Key", "k-json"), 400, "invalid_request")
 		if !strings.Contains(msg, tc.want) {
 			t.Errorf("body %q: message %q, want it to contain %q", tc.body, msg, tc.want)
 		}
+	}
+}
+
+// TestFundingIsIdempotent: an admin retrying a funding after a timeout
+// must not credit twice (issue 7, item 5). The same key and amount answer
+// the account as it stands, marked replayed; the same key with another
+// amount is refused.
+func TestFundingIsIdempotent(t *testing.T) {
+	h := newHarness(t)
+	fund := func(key, body string) *httptest.ResponseRecorder {
+		return h.do("POST", "/v1/accounts/acc-b/funds", adminToken, body, "Idempotency-Key", key)
+	}
+	rec := fund("top-up-1", `{"amount":700}`)
+	h.mustStatus(rec, 200)
+	if rec.Header().Get("Idempotent-Replayed") != "" {
+		t.Error("first funding marked as replayed")
+	}
+	rec = fund("top-up-1", `{"amount":700}`)
+	h.mustStatus(rec, 200)
+	var a accountJSON
+	decode(t, rec, &a)
+	if a.Funded != 700 || rec.Header().Get("Idempotent-Replayed") != "true" {
+		t.Errorf("retry answered funded %d, replayed %q; want 700 and true: one credit", a.Funded, rec.Header().Get("Idempotent-Replayed"))
+	}
+	wantError(t, fund("top-up-1", `{"amount":900}`), 422, "idempotency_key_reused")
+	h.mustStatus(fund("top-up-2", `{"amount":300}`), 200)
+	rec = h.do("GET", "/v1/accounts/acc-b", adminToken, "")
+	decode(t, rec, &a)
+	if a.Funded != 1000 || a.Available != 1000 {
+		t.Errorf("account after two keys and a retry = funded %d available %d, want 1000 and 1000", a.Funded, a.Available)
 	}
 }

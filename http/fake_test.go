@@ -70,11 +70,11 @@ func (f *fakeStore) CreateAccount(ctx context.Context, a *outlast.Account) error
 	return f.mem.CreateAccount(ctx, a)
 }
 
-func (f *fakeStore) FundAccount(ctx context.Context, id string, amount int64) (*outlast.Account, error) {
+func (f *fakeStore) FundAccount(ctx context.Context, id string, amount int64, idempotencyKey string) (*outlast.Account, bool, error) {
 	if err := f.fault(); err != nil {
-		return nil, err
+		return nil, false, err
 	}
-	return f.mem.FundAccount(ctx, id, amount)
+	return f.mem.FundAccount(ctx, id, amount, idempotencyKey)
 }
 
 func (f *fakeStore) Account(ctx context.Context, id string) (*outlast.Account, outlast.Freshness, error) {

@@ -78,7 +78,7 @@ func newHarness(t *testing.T, opts ...func(*Config, *Services)) *harness {
 	h.bob = h.createClient("bob")
 	h.mustStatus(h.do("POST", "/v1/accounts", adminToken, `{"id":"acc-a","client_id":"alice","currency":"USD"}`), 201)
 	h.mustStatus(h.do("POST", "/v1/accounts", adminToken, `{"id":"acc-b","client_id":"bob","currency":"USD"}`), 201)
-	h.mustStatus(h.do("POST", "/v1/accounts/acc-a/funds", adminToken, `{"amount":10000}`), 200)
+	h.mustStatus(h.do("POST", "/v1/accounts/acc-a/funds", adminToken, `{"amount":10000}`, "Idempotency-Key", "fund-a-1"), 200)
 	return h
 }
 

@@ -51,9 +51,9 @@ func (s *Server) createPayout(w nethttp.ResponseWriter, r *nethttp.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	key := r.Header.Get(headerIdempotencyKey)
-	if key == "" {
-		s.writeError(w, r, outlast.Errorf(outlast.EINVALID, "the %s header is required", headerIdempotencyKey))
+	key, err := idempotencyKey(r)
+	if err != nil {
+		s.writeError(w, r, err)
 		return
 	}
 	var in struct {
@@ -88,6 +88,17 @@ func (s *Server) createPayout(w nethttp.ResponseWriter, r *nethttp.Request) {
 		return
 	}
 	writeJSON(w, nethttp.StatusCreated, toPayoutJSON(p))
+}
+
+// idempotencyKey reads the Idempotency-Key header every request that
+// creates or moves money takes: a client retrying after a timeout must
+// get the first answer, not a second payout or credit.
+func idempotencyKey(r *nethttp.Request) (string, error) {
+	key := r.Header.Get(headerIdempotencyKey)
+	if key == "" {
+		return "", outlast.Errorf(outlast.EINVALID, "the %s header is required", headerIdempotencyKey)
+	}
+	return key, outlast.ValidateIdempotencyKey(key)
 }
 
 // chooseChannel asks the router; whatever its failure, the caller may retry

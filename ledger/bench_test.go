@@ -58,7 +58,7 @@ func benchApply(b *testing.B, db *store.DB, target outlast.Ledger, batch int) {
 	if err := db.CreateAccount(ctx, &outlast.Account{ID: "bench", ClientID: "bench", Currency: "EUR"}); err != nil {
 		b.Fatal(err)
 	}
-	if _, err := db.FundAccount(ctx, "bench", outlast.AmountMax); err != nil {
+	if _, _, err := db.FundAccount(ctx, "bench", outlast.AmountMax, "bench"); err != nil {
 		b.Fatal(err)
 	}
 	k := 0

@@ -143,12 +143,12 @@ func (l *Ledger) CreateAccount(ctx context.Context, a *outlast.Account) error {
 	return nil
 }
 
-func (l *Ledger) FundAccount(ctx context.Context, id string, amount int64) (*outlast.Account, error) {
-	a, err := l.store.FundAccount(ctx, id, amount)
+func (l *Ledger) FundAccount(ctx context.Context, id string, amount int64, idempotencyKey string) (*outlast.Account, bool, error) {
+	a, funded, err := l.store.FundAccount(ctx, id, amount, idempotencyKey)
 	if err == nil {
 		l.accountChanged(ctx, a)
 	}
-	return a, err
+	return a, funded, err
 }
 
 func (l *Ledger) Account(ctx context.Context, id string) (*outlast.Account, outlast.Freshness, error) {

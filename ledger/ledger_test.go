@@ -80,7 +80,7 @@ func newRig(t *testing.T, dsn, payoutID string, deliveries int) *rig {
 	if err := l.CreateAccount(ctx, &outlast.Account{ID: r.acct, ClientID: client, Currency: "EUR"}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := l.FundAccount(ctx, r.acct, 10_000); err != nil {
+	if _, _, err := l.FundAccount(ctx, r.acct, 10_000, "rig"); err != nil {
 		t.Fatal(err)
 	}
 	testenv.Start(t, "committer", func(ctx context.Context) error { return log.Consume(ctx, l) })
@@ -321,7 +321,7 @@ func TestInboxIsolatesAFailingEntry(t *testing.T) {
 		if err := l.CreateAccount(ctx, &outlast.Account{ID: r.acct, ClientID: r.client, Currency: "EUR"}); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := l.FundAccount(ctx, r.acct, 10_000); err != nil {
+		if _, _, err := l.FundAccount(ctx, r.acct, 10_000, "rig"); err != nil {
 			t.Fatal(err)
 		}
 		ps := []*outlast.Payout{r.payout(t, "k1"), r.payout(t, "k2"), r.payout(t, "k3")}

@@ -82,25 +82,52 @@ func (db *DB) CreateAccount(ctx context.Context, a *outlast.Account) error {
 	return nil
 }
 
-// FundAccount adds amount to funded and available, with journal rows.
-func (db *DB) FundAccount(ctx context.Context, id string, amount int64) (*outlast.Account, error) {
+// FundAccount adds amount to funded and available, with journal rows,
+// once per (account, idempotencyKey); see outlast.AccountService.
+func (db *DB) FundAccount(ctx context.Context, id string, amount int64, idempotencyKey string) (*outlast.Account, bool, error) {
 	if err := outlast.ValidateAmount(amount); err != nil {
-		return nil, err
+		return nil, false, err
 	}
-	var a *outlast.Account
+	if err := outlast.ValidateIdempotencyKey(idempotencyKey); err != nil {
+		return nil, false, err
+	}
+	var (
+		a      *outlast.Account
+		funded bool
+	)
 	err := db.write(ctx, "fund_account", func(tx *sql.Tx) error {
+		if _, err := loadAccount(ctx, tx, id, db.d.forUpdate); err != nil {
+			return err
+		}
 		now := db.now().UnixNano()
+		// A concurrent funding under the same key waits here on
+		// PostgreSQL until the first commits, then inserts nothing.
+		res, err := tx.ExecContext(ctx, `INSERT INTO fundings (account_id, idempotency_key, amount, created_ns)
+			VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING`, id, idempotencyKey, amount, now)
+		if err != nil {
+			return err
+		}
+		if oneRow(res) != nil {
+			var first int64
+			if err := tx.QueryRowContext(ctx, "SELECT amount FROM fundings WHERE account_id = $1 AND idempotency_key = $2",
+				id, idempotencyKey).Scan(&first); err != nil {
+				return err
+			}
+			if first != amount {
+				return outlast.Errorf(outlast.EIDEMPOTENCY,
+					"Idempotency-Key %q already funded account %q with %d, not %d", idempotencyKey, id, first, amount)
+			}
+			a, err = loadAccount(ctx, tx, id, "")
+			return err
+		}
 		// The funded bound keeps the sum far from int64 overflow.
-		res, err := tx.ExecContext(ctx, `UPDATE accounts SET funded = funded + $1, available = available + $1,
+		res, err = tx.ExecContext(ctx, `UPDATE accounts SET funded = funded + $1, available = available + $1,
 			version = version + 1, updated_ns = $2 WHERE id = $3 AND funded <= $4`,
 			amount, now, id, math.MaxInt64/2-amount)
 		if err != nil {
 			return err
 		}
 		if err := oneRow(res); err != nil {
-			if _, err := loadAccount(ctx, tx, id, ""); err != nil {
-				return err
-			}
 			return outlast.Errorf(outlast.EVALIDATION, "account %q cannot take more funds", id)
 		}
 		if err := insertJournal(ctx, tx, now, "",
@@ -113,12 +140,13 @@ func (db *DB) FundAccount(ctx context.Context, id string, amount int64) (*outlas
 			return err
 		}
 		mustHold(a)
+		funded = true
 		return nil
 	})
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
-	return a, nil
+	return a, funded, nil
 }
 
 // Account returns an account; ENOTFOUND.

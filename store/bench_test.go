@@ -118,7 +118,7 @@ func seedAccounts(b *testing.B, db *store.DB, n int) []ledgertest.Fixture {
 		if err := db.CreateAccount(ctx, &outlast.Account{ID: g.Account, ClientID: g.Client, Currency: "EUR"}); err != nil {
 			b.Fatal(err)
 		}
-		if _, err := db.FundAccount(ctx, g.Account, outlast.AmountMax); err != nil {
+		if _, _, err := db.FundAccount(ctx, g.Account, outlast.AmountMax, "bench"); err != nil {
 			b.Fatal(err)
 		}
 		fs = append(fs, g)

@@ -225,7 +225,7 @@ func testInvariantPanics(t *testing.T, db *store.DB) {
 				t.Fatal("FundAccount on a broken account did not panic")
 			}
 		}()
-		db.FundAccount(ctx, f.Account, 10)
+		db.FundAccount(ctx, f.Account, 10, "broken")
 	}()
 	a, _, err := db.Account(ctx, f.Account)
 	if err != nil || a.Funded != 1001 || a.Available != 1000 {
@@ -243,7 +243,7 @@ func testJournal(t *testing.T, db *store.DB) {
 	ctx := context.Background()
 	f := ledgertest.Seed(t, db, "a", 0)
 	for _, amount := range []int64{1000, 500} {
-		if _, err := db.FundAccount(ctx, f.Account, amount); err != nil {
+		if _, _, err := db.FundAccount(ctx, f.Account, amount, fmt.Sprintf("fund-%d", amount)); err != nil {
 			t.Fatalf("FundAccount: %v", err)
 		}
 	}

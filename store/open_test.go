@@ -99,7 +99,7 @@ func TestSQLiteLockedIsUnavailable(t *testing.T) {
 	tctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
 	defer cancel()
 	start := time.Now()
-	_, err = db.FundAccount(tctx, f.Account, 1)
+	_, _, err = db.FundAccount(tctx, f.Account, 1, "while-locked")
 	ledgertest.WantCode(t, "FundAccount while locked", err, outlast.EUNAVAILABLE)
 	if d := time.Since(start); d > 3*time.Second {
 		t.Fatalf("FundAccount waited %v, want about the 300ms deadline", d)
@@ -107,7 +107,7 @@ func TestSQLiteLockedIsUnavailable(t *testing.T) {
 	if _, err := conn.ExecContext(ctx, "ROLLBACK"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := db.FundAccount(ctx, f.Account, 1); err != nil {
+	if _, _, err := db.FundAccount(ctx, f.Account, 1, "after-lock"); err != nil {
 		t.Fatalf("FundAccount after the lock is gone: %v", err)
 	}
 	ledgertest.WantBalances(t, db, f.Account, 501, 0, 0)
@@ -133,7 +133,7 @@ func TestPostgresReadOnlyIsUnavailable(t *testing.T) {
 		sawReadOnly = errors.As(err, &pe) && pe.Code == "25006"
 		return sawReadOnly
 	})
-	_, err := db.FundAccount(ctx, f.Account, 1)
+	_, _, err := db.FundAccount(ctx, f.Account, 1, "read-only")
 	ledgertest.WantCode(t, "FundAccount on a read-only primary", err, outlast.EUNAVAILABLE)
 	testenv.SetPostgresReadOnly(t, dsn, false)
 	testenv.WaitFor(t, 10*time.Second, "the write to apply once the database is writable", func() bool {

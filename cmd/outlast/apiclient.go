@@ -107,8 +107,11 @@ func (c *apiClient) createAccount(ctx context.Context, id, clientID, currency st
 	return err
 }
 
-func (c *apiClient) fund(ctx context.Context, id string, amount int64) error {
-	_, err := c.do(ctx, "POST", "/v1/accounts/"+id+"/funds", nil, map[string]int64{"amount": amount}, nil)
+// fund credits an account once per key: retried with the same key, it
+// credits nothing more.
+func (c *apiClient) fund(ctx context.Context, id string, amount int64, key string) error {
+	_, err := c.do(ctx, "POST", "/v1/accounts/"+id+"/funds", map[string]string{"Idempotency-Key": key},
+		map[string]int64{"amount": amount}, nil)
 	return err
 }
 

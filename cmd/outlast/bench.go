@@ -214,7 +214,7 @@ func seedPayouts(ctx context.Context, db *store.DB, n int) ([]string, error) {
 	if err := db.CreateAccount(ctx, acct); err != nil {
 		return nil, err
 	}
-	if _, err := db.FundAccount(ctx, acct.ID, int64(n)*100); err != nil {
+	if _, _, err := db.FundAccount(ctx, acct.ID, int64(n)*100, "bench"); err != nil {
 		return nil, err
 	}
 	ids := make([]string, n)

@@ -167,7 +167,7 @@ func demoSetup(ctx context.Context, admin *apiClient, clientID string, n int) (a
 		if err := admin.createAccount(ctx, id, clientID, "USD"); err != nil {
 			return "", nil, err
 		}
-		if err := admin.fund(ctx, id, 1_000_000_000_00); err != nil {
+		if err := admin.fund(ctx, id, 1_000_000_000_00, "initial-"+id); err != nil {
 			return "", nil, err
 		}
 		accounts = append(accounts, id)

@@ -2,6 +2,7 @@ package ledgertest
 
 import (
 	"context"
+	"sync"
 	"testing"
 	"time"
 
@@ -46,19 +47,34 @@ func testAccounts(t *testing.T, h *Harness) {
 	}
 	WantBalances(t, l, "z", 0, 0, 0)
 
-	a, err := l.FundAccount(ctx, f.Account, 1000)
-	if err != nil || a.Funded != 1000 || a.Available != 1000 || a.Version != 2 {
-		t.Fatalf("FundAccount = %+v, %v; want funded 1000 available 1000 version 2", a, err)
+	a, funded, err := l.FundAccount(ctx, f.Account, 1000, "fund-1")
+	if err != nil || !funded || a.Funded != 1000 || a.Available != 1000 || a.Version != 2 {
+		t.Fatalf("FundAccount = %+v, %v, %v; want funded 1000 available 1000 version 2", a, funded, err)
 	}
-	if _, err := l.FundAccount(ctx, f.Account, 500); err != nil {
+	if _, _, err := l.FundAccount(ctx, f.Account, 500, "fund-2"); err != nil {
 		t.Fatalf("FundAccount: %v", err)
 	}
-	_, err = l.FundAccount(ctx, "nope", 1)
+	_, _, err = l.FundAccount(ctx, "nope", 1, "fund-3")
 	WantCode(t, "FundAccount(unknown)", err, outlast.ENOTFOUND)
-	_, err = l.FundAccount(ctx, f.Account, 0)
+	_, _, err = l.FundAccount(ctx, f.Account, 0, "fund-3")
 	WantCode(t, "FundAccount(0)", err, outlast.EVALIDATION)
-	_, err = l.FundAccount(ctx, f.Account, outlast.AmountMax+1)
+	_, _, err = l.FundAccount(ctx, f.Account, outlast.AmountMax+1, "fund-3")
 	WantCode(t, "FundAccount(over AmountMax)", err, outlast.EVALIDATION)
+	_, _, err = l.FundAccount(ctx, f.Account, 1, "")
+	WantCode(t, "FundAccount(no key)", err, outlast.EINVALID)
+
+	// Once per key (issue 7, item 5): a retry credits nothing and answers
+	// the account as it stands; the key with another amount is refused;
+	// keys are per account.
+	a, funded, err = l.FundAccount(ctx, f.Account, 1000, "fund-1")
+	if err != nil || funded || a.Funded != 1500 {
+		t.Fatalf("FundAccount(retry) = %+v, funded %v, %v; want the account as it stands (1500), not funded again", a, funded, err)
+	}
+	_, _, err = l.FundAccount(ctx, f.Account, 999, "fund-1")
+	WantCode(t, "FundAccount(key reused, other amount)", err, outlast.EIDEMPOTENCY)
+	if _, funded, err := l.FundAccount(ctx, "z", 5, "fund-1"); err != nil || !funded {
+		t.Fatalf("FundAccount(another account, same key) = funded %v, %v; want funded", funded, err)
+	}
 	a = WantBalances(t, l, f.Account, 1500, 0, 0)
 	if a.Funded != 1500 || a.ClientID != f.Client || a.Currency != "EUR" || a.Version != 3 {
 		t.Fatalf("Account = %+v, want funded 1500 of %s in EUR, version 3", a, f.Client)
@@ -101,4 +117,36 @@ func testFreshness(t *testing.T, h *Harness) {
 
 func knownSource(s string) bool {
 	return s == outlast.SourceMemory || s == outlast.SourceRedis || s == outlast.SourceDatabase
+}
+
+// testFundingConcurrent: an admin's client that retries a funding while
+// the first attempt is still running (a timeout, then a retry) credits
+// once, however the attempts interleave.
+func testFundingConcurrent(t *testing.T, h *Harness) {
+	l := h.Ledger
+	f := Seed(t, l, "fc", 0)
+	const attempts = 8
+	var (
+		wg     sync.WaitGroup
+		mu     sync.Mutex
+		funded int
+		errs   []error
+	)
+	for range attempts {
+		wg.Go(func() {
+			_, ok, err := l.FundAccount(context.Background(), f.Account, 250, "top-up")
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				errs = append(errs, err)
+			} else if ok {
+				funded++
+			}
+		})
+	}
+	wg.Wait()
+	if len(errs) > 0 || funded != 1 {
+		t.Fatalf("%d concurrent fundings under one key: %d credited, errors %v; want exactly one credit and no errors", attempts, funded, errs)
+	}
+	WantBalances(t, l, f.Account, 250, 0, 0)
 }

@@ -34,7 +34,7 @@ func Seed(t testing.TB, l outlast.AccountService, name string, funded int64) Fix
 		t.Fatalf("CreateAccount(%q): %v", f.Account, err)
 	}
 	if funded > 0 {
-		if _, err := l.FundAccount(ctx, f.Account, funded); err != nil {
+		if _, _, err := l.FundAccount(ctx, f.Account, funded, "seed-"+name); err != nil {
 			t.Fatalf("FundAccount(%q, %d): %v", f.Account, funded, err)
 		}
 	}

@@ -57,6 +57,7 @@ var cases = []struct {
 }{
 	{"Clients", testClients},
 	{"Accounts", testAccounts},
+	{"FundingRetriedConcurrently", testFundingConcurrent},
 	{"Freshness", testFreshness},
 	{"PayoutHappyPath", testPayoutHappyPath},
 	{"PayoutIdempotentReplay", testPayoutIdempotentReplay},

@@ -48,6 +48,7 @@ type Memory struct {
 	idem     map[idemKey]idemEntry
 	outbox   map[string]*dispatchEntry // by payout id
 	seen     map[noteKey]bool          // notifications remembered: applied, stale or conflict
+	fundings map[fundingKey]int64      // amount credited under each key
 }
 
 var _ outlast.Ledger = (*Memory)(nil)
@@ -75,6 +76,7 @@ func NewMemory() *Memory {
 		clients: map[string]*outlast.Client{}, keys: map[string]string{},
 		accounts: map[string]*outlast.Account{}, payouts: map[string]*outlast.Payout{},
 		idem: map[idemKey]idemEntry{}, outbox: map[string]*dispatchEntry{}, seen: map[noteKey]bool{},
+		fundings: map[fundingKey]int64{},
 	}
 }
 
@@ -134,25 +136,41 @@ func (m *Memory) CreateAccount(_ context.Context, a *outlast.Account) error {
 	return nil
 }
 
-func (m *Memory) FundAccount(_ context.Context, id string, amount int64) (*outlast.Account, error) {
+func (m *Memory) FundAccount(_ context.Context, id string, amount int64, idempotencyKey string) (*outlast.Account, bool, error) {
 	if err := outlast.ValidateAmount(amount); err != nil {
-		return nil, err
+		return nil, false, err
+	}
+	if err := outlast.ValidateIdempotencyKey(idempotencyKey); err != nil {
+		return nil, false, err
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	a, ok := m.accounts[id]
-	switch {
-	case !ok:
-		return nil, outlast.Errorf(outlast.ENOTFOUND, "account %q not found", id)
-	case a.Funded > math.MaxInt64/2-amount: // far from int64 overflow
-		return nil, outlast.Errorf(outlast.EVALIDATION, "account %q cannot take more funds", id)
+	if !ok {
+		return nil, false, outlast.Errorf(outlast.ENOTFOUND, "account %q not found", id)
 	}
+	key := fundingKey{id, idempotencyKey}
+	if first, seen := m.fundings[key]; seen {
+		if first != amount {
+			return nil, false, outlast.Errorf(outlast.EIDEMPOTENCY,
+				"Idempotency-Key %q already funded account %q with %d, not %d", idempotencyKey, id, first, amount)
+		}
+		cp := *a
+		return &cp, false, nil
+	}
+	if a.Funded > math.MaxInt64/2-amount { // far from int64 overflow
+		return nil, false, outlast.Errorf(outlast.EVALIDATION, "account %q cannot take more funds", id)
+	}
+	m.fundings[key] = amount
 	a.Funded += amount
 	a.Available += amount
 	m.changed(a, m.now())
 	cp := *a
-	return &cp, nil
+	return &cp, true, nil
 }
+
+// fundingKey is what makes a funding happen once.
+type fundingKey struct{ account, idempotencyKey string }
 
 // changed records a change of a at now; a violated invariant is a bug and
 // panics, as in the store. m.mu is held.

@@ -35,7 +35,7 @@ func testRandomWorkload(t *testing.T, h *Harness) {
 			}
 		case op < 5:
 			amount := 1 + rng.Int64N(500)
-			if _, err := l.FundAccount(ctx, f.Account, amount); err != nil {
+			if _, _, err := l.FundAccount(ctx, f.Account, amount, fmt.Sprintf("fund-%d", i)); err != nil {
 				t.Fatalf("op %d FundAccount: %v", i, err)
 			}
 			funded[f.Account] += amount
