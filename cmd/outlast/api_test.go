@@ -158,7 +158,7 @@ func testBadInput(t *testing.T, dsn string) {
 		t.Fatalf("createPayout = %d, %v; want 201", status, err)
 	}
 	// The bank's webhook for it, applied once.
-	event, _ := json.Marshal(map[string]any{"event_id": "ev-1", "payout_id": p.ID, "partner_ref": "tcb-ref-1",
+	event, _ := json.Marshal(map[string]any{"event_id": "ev-1", "payout_id": p.ID,
 		"status": "succeeded", "occurred_at": time.Now().UTC().Format(time.RFC3339Nano)})
 	hookURL := s.admin.BaseURL + "/v1/partners/tcb/notifications"
 	if st, code := raw(t, "POST", hookURL, signedHeaders(s.secret, time.Now(), event), event); st != 200 {

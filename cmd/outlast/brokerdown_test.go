@@ -28,7 +28,7 @@ func TestServeStartsWithBrokerDown(t *testing.T) {
 	api := newAPIClient(s.admin.BaseURL, key)
 	notify := func(p *outlast.Payout, event string) {
 		t.Helper()
-		body, _ := json.Marshal(map[string]any{"event_id": event, "payout_id": p.ID, "partner_ref": "ref-" + event,
+		body, _ := json.Marshal(map[string]any{"event_id": event, "payout_id": p.ID,
 			"status": "succeeded", "occurred_at": time.Now().UTC().Format(time.RFC3339Nano)})
 		if st, code := raw(t, "POST", s.admin.BaseURL+"/v1/partners/tcb/notifications", signedHeaders(s.secret, time.Now(), body), body); st != 200 {
 			t.Fatalf("webhook = %d %s, want 200", st, code)

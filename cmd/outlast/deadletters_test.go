@@ -46,7 +46,7 @@ func testDeadLetterReplay(t *testing.T, source outlast.Source, opt func(*Main)) 
 	if err != nil {
 		t.Fatal(err)
 	}
-	body, _ := json.Marshal(map[string]any{"event_id": "ev-early", "payout_id": payoutID, "partner_ref": "ref-1",
+	body, _ := json.Marshal(map[string]any{"event_id": "ev-early", "payout_id": payoutID,
 		"status": "succeeded", "occurred_at": time.Now().UTC().Format(time.RFC3339Nano)})
 	if st, code := raw(t, "POST", s.admin.BaseURL+"/v1/partners/tcb/notifications", signedHeaders(s.secret, time.Now(), body), body); st != 200 {
 		t.Fatalf("webhook = %d %s, want 200", st, code)
