@@ -15,12 +15,12 @@ import (
 )
 
 func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("audit", "Recompute every balance from the journal, check the ledger's invariants, and compare\nwith each partner's records. Exit status 1 and a list on any discrepancy.", stderr)
+	fs := newFlagSet("audit", "Recompute every balance from the journal, check the ledger's invariants, and compare\nwith each partner's records. Exit status 1 and a list on any discrepancy.", stdout, stderr)
 	dataDir := fs.String("data-dir", "outlast-data", "directory of the embedded SQLite database")
 	dsn := fs.String("db", "", "database DSN: postgres://…; empty for SQLite in --data-dir")
 	partners := mapFlag{}
-	fs.Var(partners, "partner", "partner as channel=base-url whose /records to compare (repeatable)")
-	if err := parseFlags(fs, args); err != nil {
+	fs.Var(partners, "partner", "partner as `channel=base-url` whose /records to compare (repeatable)")
+	if err := fs.parse(args); err != nil {
 		return err
 	}
 	if *dsn == "" {

@@ -22,15 +22,19 @@ import (
 	"github.com/outlast/outlast/store"
 )
 
+const benchUsage = `Usage:
+  outlast bench ingest [flags]   notifications durably acknowledged and committed per second, against the naive design
+  outlast bench cache [flags]    the read cache when Redis dies, and under a stampede, against go-redis/cache and cache-aside
+
+Run 'outlast bench ingest --help' or 'outlast bench cache --help' for flags.
+`
+
 func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) > 0 && args[0] == "cache" {
-		return runBenchCache(ctx, args[1:], stdout, stderr)
-	}
-	if len(args) == 0 || args[0] != "ingest" {
-		fmt.Fprintln(stderr, "usage: outlast bench ingest|cache [flags]  (outlast bench ingest --help, outlast bench cache --help)")
-		return exitError(2)
-	}
-	fs := newFlagSet("bench ingest", "Measure partner notifications durably acknowledged and committed to the ledger per\nsecond (group-committed log + batched committer), against the naive design measured in\nthe same run on the same database: one INSERT and COMMIT per notification.", stderr)
+	return runSubcommand(ctx, "bench", benchUsage, map[string]command{"ingest": runBenchIngest, "cache": runBenchCache}, args, stdout, stderr)
+}
+
+func runBenchIngest(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("bench ingest", "Measure partner notifications durably acknowledged and committed to the ledger per\nsecond (group-committed log + batched committer), against the naive design measured in\nthe same run on the same database: one INSERT and COMMIT per notification.", stdout, stderr)
 	var cfg ingestBench
 	fs.StringVar(&cfg.DB, "db", "", "database DSN (postgres://…); empty for SQLite in a temporary directory")
 	fs.StringVar(&cfg.NATS, "nats", "", "external NATS URL; empty for embedded JetStream in a temporary directory")
@@ -38,7 +42,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.IntVar(&cfg.Concurrency, "concurrency", 256, "concurrent senders (partner webhook requests in flight)")
 	fs.DurationVar(&cfg.HalfRateFor, "half-rate-for", 10*time.Second, "length of the open-loop phase at half the peak rate")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the run to this file")
-	if err := parseFlags(fs, args[1:]); err != nil {
+	if err := fs.parse(args); err != nil {
 		return err
 	}
 	if *cpuProfile != "" {
@@ -53,7 +57,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		defer pprof.StopCPUProfile()
 	}
 	if cfg.N <= 0 || cfg.Concurrency <= 0 {
-		return errors.New("--notifications and --concurrency must be positive")
+		return fs.fail("--notifications and --concurrency must be positive")
 	}
 	return cfg.run(ctx, stdout)
 }

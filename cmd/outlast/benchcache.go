@@ -67,7 +67,7 @@ func runBenchCache(ctx context.Context, args []string, stdout, stderr io.Writer)
 	// The contenders' loggers and go-redis's write here from their own
 	// goroutines, each under a lock of its own.
 	stderr = &syncWriter{w: stderr}
-	fs := newFlagSet("bench cache", benchCacheSummary, stderr)
+	fs := newFlagSet("bench cache", benchCacheSummary, stdout, stderr)
 	b := cacheBench{stderr: stderr}
 	fs.StringVar(&b.Scenario, "scenario", "both", "kill, stop, both or stampede")
 	fs.DurationVar(&b.Duration, "duration", 30*time.Second, "measured length of a Redis-dies run; Redis fails at 1/3 and is back at 2/3")
@@ -89,12 +89,11 @@ func runBenchCache(ctx context.Context, args []string, stdout, stderr io.Writer)
 	fs.DurationVar(&b.StampedeDuration, "stampede-duration", 10*time.Second, "stampede: measured length")
 	fs.DurationVar(&b.StampedeTTL, "stampede-ttl", time.Second, "stampede: value TTL")
 	fs.DurationVar(&b.StampedeLoadDelay, "stampede-load-delay", 20*time.Millisecond, "stampede: pg_sleep inside each load, holding a connection, to make a rebuild expensive")
-	if err := parseFlags(fs, args); err != nil {
+	if err := fs.parse(args); err != nil {
 		return err
 	}
 	if err := b.validate(); err != nil {
-		fmt.Fprintln(stderr, "bench cache:", err)
-		return exitError(2)
+		return fs.fail("%v", err)
 	}
 	quietenRedisLog(stderr)
 	// go-redis's pools may log after the run; not into a caller's writer.

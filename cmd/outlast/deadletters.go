@@ -31,21 +31,8 @@ Run 'outlast deadletters list --help' or 'outlast deadletters replay --help' for
 `
 
 func runDeadLetters(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 {
-		fmt.Fprint(stderr, deadLettersUsage)
-		return exitError(2)
-	}
-	switch args[0] {
-	case "list":
-		return runDeadLettersList(ctx, args[1:], stdout, stderr)
-	case "replay":
-		return runDeadLettersReplay(ctx, args[1:], stdout, stderr)
-	case "help", "-h", "-help", "--help":
-		fmt.Fprint(stdout, deadLettersUsage)
-		return nil
-	}
-	fmt.Fprintf(stderr, "outlast deadletters: unknown command %q\n\n%s", args[0], deadLettersUsage)
-	return exitError(2)
+	return runSubcommand(ctx, "deadletters", deadLettersUsage,
+		map[string]command{"list": runDeadLettersList, "replay": runDeadLettersReplay}, args, stdout, stderr)
 }
 
 // adminFlags are the flags of a command that talks to a running service's
@@ -75,16 +62,16 @@ func (a *adminFlags) client() (*apiClient, error) {
 }
 
 func runDeadLettersList(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("deadletters list", "List the newest dead letters of the log and of the database inbox, newest first.", stderr)
+	fs := newFlagSet("deadletters list", "List the newest dead letters of the log and of the database inbox, newest first.", stdout, stderr)
 	var admin adminFlags
-	admin.register(fs)
+	admin.register(fs.FlagSet)
 	limit := fs.Int("limit", 100, fmt.Sprintf("how many to list, 1 to %d", outlast.DeadLettersMax))
 	asJSON := fs.Bool("json", false, "print the API's JSON instead of a table")
-	if err := parseFlags(fs, args); err != nil {
+	if err := fs.parse(args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
-		return fmt.Errorf("deadletters list takes no arguments, got %q", fs.Args())
+		return fs.fail("takes no arguments, got %q", fs.Args())
 	}
 	api, err := admin.client()
 	if err != nil {
@@ -151,18 +138,16 @@ func warnUnavailable(w io.Writer, sources []string) {
 }
 
 func runDeadLettersReplay(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("deadletters replay", "Arguments: ID... | --all\n\nReplay dead letters by id (as listed: log:<n>, inbox:<n>), or every one listed with --all\n(the newest 1000; run again for more). Each goes back to the path it came by and is applied\nlike any delivery; replaying one already replayed is skipped.", stderr)
+	fs := newFlagSet("deadletters replay", "Arguments: ID... | --all\n\nReplay dead letters by id (as listed: log:<n>, inbox:<n>), or every one listed with --all\n(the newest 1000; run again for more). Each goes back to the path it came by and is applied\nlike any delivery; replaying one already replayed is skipped.", stdout, stderr)
 	var admin adminFlags
-	admin.register(fs)
+	admin.register(fs.FlagSet)
 	all := fs.Bool("all", false, "replay every replayable dead letter listed (undecodable ones cannot be)")
 	ids, err := parseInterleaved(fs, args)
 	if err != nil {
 		return err
 	}
 	if *all == (len(ids) > 0) {
-		fmt.Fprintln(stderr, "outlast deadletters replay: give either dead letter ids or --all")
-		fs.Usage()
-		return exitError(2)
+		return fs.fail("give either dead letter ids or --all")
 	}
 	api, err := admin.client()
 	if err != nil {
@@ -184,14 +169,14 @@ func runDeadLettersReplay(ctx context.Context, args []string, stdout, stderr io.
 
 // parseInterleaved parses flags given before, between or after the
 // positional arguments, and returns those.
-func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
-	if err := parseFlags(fs, args); err != nil {
+func parseInterleaved(fs *flagSet, args []string) ([]string, error) {
+	if err := fs.parse(args); err != nil {
 		return nil, err
 	}
 	var pos []string
 	for fs.NArg() > 0 {
 		pos = append(pos, fs.Arg(0))
-		if err := fs.Parse(fs.Args()[1:]); err != nil {
+		if err := fs.parseArgs(fs.Args()[1:]); err != nil {
 			return nil, err
 		}
 	}

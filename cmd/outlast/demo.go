@@ -36,7 +36,7 @@ type demoConfig struct {
 }
 
 func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("demo", "Run the service on its embedded defaults with two simulated partner banks (tcb, acb)\nand steady payout traffic; print a status line per second; on Ctrl-C or --duration,\nstop the traffic, let in-flight payouts settle, and run the audit.", stderr)
+	fs := newFlagSet("demo", "Run the service on its embedded defaults with two simulated partner banks (tcb, acb)\nand steady payout traffic; print a status line per second; on Ctrl-C or --duration,\nstop the traffic, let in-flight payouts settle, and run the audit.", stdout, stderr)
 	cfg := demoConfig{Bank: partnersim.Config{PayDelay: 300 * time.Millisecond, FailRate: 0.05,
 		Faults: partnersim.Faults{DuplicateRate: 0.05, ReorderRate: 0.05}}}
 	fs.StringVar(&cfg.Addr, "addr", "127.0.0.1:8080", "HTTP listen address of the service")
@@ -49,11 +49,11 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fs.Float64Var(&cfg.Bank.FailRate, "fail-rate", cfg.Bank.FailRate, "share of payouts the banks fail")
 	fs.Float64Var(&cfg.Bank.Faults.DuplicateRate, "duplicate-rate", cfg.Bank.Faults.DuplicateRate, "share of bank notifications sent twice")
 	fs.Float64Var(&cfg.Bank.Faults.ReorderRate, "reorder-rate", cfg.Bank.Faults.ReorderRate, "share of bank notifications sent out of order")
-	if err := parseFlags(fs, args); err != nil {
+	if err := fs.parse(args); err != nil {
 		return err
 	}
 	if cfg.Rate <= 0 || cfg.Accounts <= 0 {
-		return errors.New("--rate and --accounts must be positive")
+		return fs.fail("--rate and --accounts must be positive")
 	}
 	if cfg.DataDir == "" {
 		cfg.DataDir = filepath.Join("outlast-data", "demo-"+time.Now().UTC().Format("20060102-150405"))

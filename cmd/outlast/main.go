@@ -12,6 +12,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"regexp"
 	"strings"
 	"syscall"
 )
@@ -34,18 +35,25 @@ Run 'outlast <command> --help' for a command's flags.
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			os.Exit(0)
-		}
-		var ex exitError
-		if errors.As(err, &ex) {
-			os.Exit(int(ex))
-		}
-		fmt.Fprintln(os.Stderr, "outlast:", err)
-		os.Exit(1)
+	code := runMain(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// runMain runs the command args and returns the process's exit status: 0,
+// also for --help; 2 for a usage error (reported by the command already);
+// 1 for any other failure, printed here.
+func runMain(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	err := run(ctx, args, stdout, stderr)
+	var ex exitError
+	switch {
+	case err == nil, errors.Is(err, flag.ErrHelp):
+		return 0
+	case errors.As(err, &ex):
+		return int(ex)
 	}
+	fmt.Fprintln(stderr, "outlast:", err)
+	return 1
 }
 
 // exitError ends the process with a status and no further message: the
@@ -73,7 +81,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runDeadLetters(ctx, rest, stdout, stderr)
 	case "bench":
 		return runBench(ctx, rest, stdout, stderr)
-	case "help", "-h", "--help":
+	case "help", "-h", "-help", "--help":
+		if len(rest) > 0 && rest[0] != cmd {
+			// outlast help serve: the command's own --help.
+			return run(ctx, []string{rest[0], "--help"}, stdout, stderr)
+		}
 		fmt.Fprint(stdout, usage)
 		return nil
 	}
@@ -81,21 +93,70 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	return exitError(2)
 }
 
-// newFlagSet returns a FlagSet that prints its usage to stderr and whose
-// flags are parsed by parseFlags.
-func newFlagSet(name, summary string, stderr io.Writer) *flag.FlagSet {
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: outlast %s [flags]\n\n%s\n\nFlags (each also read from OUTLAST_<NAME>, e.g. --data-dir ↔ OUTLAST_DATA_DIR):\n", name, summary)
-		fs.PrintDefaults()
+// command runs one command with its arguments.
+type command func(ctx context.Context, args []string, stdout, stderr io.Writer) error
+
+// runSubcommand runs the subcommand args[0] of command name. Without one
+// it prints usage on stderr and exits 2; on help, usage on stdout.
+func runSubcommand(ctx context.Context, name, usage string, subs map[string]command, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return exitError(2)
 	}
-	return fs
+	if sub, ok := subs[args[0]]; ok {
+		return sub(ctx, args[1:], stdout, stderr)
+	}
+	switch args[0] {
+	case "help", "-h", "-help", "--help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	}
+	fmt.Fprintf(stderr, "outlast %s: unknown command %q\n\n%s", name, args[0], usage)
+	return exitError(2)
 }
 
-// parseFlags applies OUTLAST_* environment values first, then the command
-// line, so a flag given explicitly always wins.
-func parseFlags(fs *flag.FlagSet, args []string) error {
+// flagSet is one command's flags. --help prints the command's usage to
+// stdout; a bad flag or environment value is reported once, on stderr,
+// and ends the command with exit status 2.
+type flagSet struct {
+	*flag.FlagSet
+	summary        string
+	stdout, stderr io.Writer
+}
+
+// newFlagSet returns the flags of command name ("serve", "deadletters
+// list"); summary is what --help prints above the flags.
+func newFlagSet(name, summary string, stdout, stderr io.Writer) *flagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	// parse reports errors and help itself, each once.
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
+	return &flagSet{FlagSet: fs, summary: summary, stdout: stdout, stderr: stderr}
+}
+
+// usage prints the command's usage and every flag with its default.
+func (fs *flagSet) usage(w io.Writer) {
+	fmt.Fprintf(w, "Usage: outlast %s [flags]\n\n%s\n\nFlags (each also read from OUTLAST_<NAME>, e.g. --data-dir ↔ OUTLAST_DATA_DIR):\n", fs.Name(), fs.summary)
+	var b strings.Builder
+	fs.SetOutput(&b)
+	fs.PrintDefaults()
+	fs.SetOutput(io.Discard)
+	// The flag package writes -name; both forms parse, and the
+	// documentation writes --name.
+	fmt.Fprint(w, strings.ReplaceAll("\n"+b.String(), "\n  -", "\n  --")[1:])
+}
+
+// fail reports a usage error once, with where to find the flags, and
+// returns the error that ends the command with exit status 2.
+func (fs *flagSet) fail(format string, args ...any) error {
+	fmt.Fprintf(fs.stderr, "outlast %s: %s\nRun 'outlast %s --help' for its flags.\n", fs.Name(), fmt.Sprintf(format, args...), fs.Name())
+	return exitError(2)
+}
+
+// parse applies OUTLAST_* environment values first, then the command
+// line, so a flag given explicitly always wins. On --help it prints the
+// usage and returns flag.ErrHelp.
+func (fs *flagSet) parse(args []string) error {
 	var bad error
 	fs.VisitAll(func(f *flag.Flag) {
 		v, ok := os.LookupEnv(envName(f.Name))
@@ -107,10 +168,27 @@ func parseFlags(fs *flag.FlagSet, args []string) error {
 		}
 	})
 	if bad != nil {
-		return bad
+		return fs.fail("%v", bad)
 	}
-	return fs.Parse(args)
+	return fs.parseArgs(args)
 }
+
+// parseArgs parses args alone, without the environment.
+func (fs *flagSet) parseArgs(args []string) error {
+	err := fs.Parse(args)
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		fs.usage(fs.stdout)
+		return err
+	case err != nil:
+		// The flag package names a flag -name; the documentation, --name.
+		return fs.fail("%s", flagName.ReplaceAllString(err.Error(), "$1--$2"))
+	}
+	return nil
+}
+
+// flagName finds a flag's name in the flag package's error messages.
+var flagName = regexp.MustCompile(`(flag |: )-([A-Za-z])`)
 
 func envName(flagName string) string {
 	return "OUTLAST_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))

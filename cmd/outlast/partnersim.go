@@ -28,18 +28,18 @@ func bankFlags(fs *flag.FlagSet, cfg *partnersim.Config) {
 }
 
 func runPartnersim(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("partnersim", "Run a simulated partner bank that speaks the partner protocol, with fault knobs\n(also settable at runtime: PUT /faults).", stderr)
+	fs := newFlagSet("partnersim", "Run a simulated partner bank that speaks the partner protocol, with fault knobs\n(also settable at runtime: PUT /faults).", stdout, stderr)
 	cfg := partnersim.Config{Name: "tcb"}
 	addr := fs.String("addr", "127.0.0.1:9001", "listen address")
-	bankFlags(fs, &cfg)
-	if err := parseFlags(fs, args); err != nil {
+	bankFlags(fs.FlagSet, &cfg)
+	if err := fs.parse(args); err != nil {
 		return err
 	}
 	if cfg.WebhookURL == "" || len(cfg.Secret) == 0 {
-		return errors.New("--webhook and --secret are required")
+		return fs.fail("--webhook and --secret are required")
 	}
 	if err := cfg.Faults.Validate(); err != nil {
-		return err
+		return fs.fail("%v", err)
 	}
 	ln, err := net.Listen("tcp", *addr)
 	if err != nil {

@@ -81,10 +81,10 @@ func NewMain() *Main {
 }
 
 // ParseFlags fills m.Config from args and OUTLAST_* variables.
-func (m *Main) ParseFlags(args []string, stderr io.Writer) error {
-	fs := newFlagSet("serve", "Run the service: HTTP API, partner webhooks, committer and dispatcher.", stderr)
-	m.registerFlags(fs)
-	return parseFlags(fs, args)
+func (m *Main) ParseFlags(args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("serve", "Run the service: HTTP API, partner webhooks, committer and dispatcher.", stdout, stderr)
+	m.registerFlags(fs.FlagSet)
+	return fs.parse(args)
 }
 
 func (m *Main) registerFlags(fs *flag.FlagSet) {
@@ -95,8 +95,8 @@ func (m *Main) registerFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.Redis, "redis", c.Redis, "Redis for the shared read cache: redis://host:port/db, redis-sentinel://h1,h2,h3/master, redis-cluster://h1,h2; empty for the in-process cache only")
 	fs.StringVar(&c.Addr, "addr", c.Addr, "HTTP listen address")
 	fs.StringVar(&c.AdminToken, "admin-token", c.AdminToken, "bearer token for admin endpoints; generated into --data-dir if empty in embedded mode")
-	fs.Var(mapFlag(c.Channels), "channel", "partner channel as name=base-url (repeatable, or comma-separated)")
-	fs.Var(mapFlag(c.ChannelSecrets), "channel-secret", "webhook HMAC secret as name=secret, one per channel")
+	fs.Var(mapFlag(c.Channels), "channel", "partner channel as `name=base-url` (repeatable, or comma-separated)")
+	fs.Var(mapFlag(c.ChannelSecrets), "channel-secret", "webhook HMAC secret as `name=secret`, one per channel")
 	fs.StringVar(&c.ActiveChannel, "active-channel", c.ActiveChannel, "channel new payouts go to; default the first by name")
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error")
 	fs.IntVar(&c.RejectDeliveriesMax, "reject-deliveries-max", c.RejectDeliveriesMax,
@@ -323,7 +323,7 @@ func (m *Main) Close() error {
 
 func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	m := NewMain()
-	if err := m.ParseFlags(args, stderr); err != nil {
+	if err := m.ParseFlags(args, stdout, stderr); err != nil {
 		return err
 	}
 	m.Logger = newLogger(stderr, m.Config.LogLevel)

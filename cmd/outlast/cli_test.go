@@ -1,0 +1,127 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"testing"
+)
+
+// outlastCLI runs the outlast command in-process, as the binary would, and
+// returns its exit status and output.
+func outlastCLI(t *testing.T, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	code = runMain(context.Background(), args, &out, &errOut)
+	return code, out.String(), errOut.String()
+}
+
+// commandFlags lists every command and subcommand with flags it must
+// document under --help, each with its default where it has one.
+var commandFlags = []struct {
+	args  []string
+	flags []string
+}{
+	{[]string{"serve"}, []string{"--data-dir string", `(default "outlast-data")`, "--db ", "--nats ", "--redis ", "--addr ",
+		`(default "127.0.0.1:8080")`, "--admin-token ", "--channel name=base-url", "--channel-secret name=secret",
+		"--active-channel ", "--log-level ", "--reject-deliveries-max "}},
+	{[]string{"demo"}, []string{"--addr ", "--data-dir ", "--rate ", "(default 50)", "--duration ", "--accounts ",
+		"--drain-timeout ", "(default 1m0s)", "--pay-delay ", "--fail-rate ", "--duplicate-rate ", "--reorder-rate "}},
+	{[]string{"partnersim"}, []string{"--addr ", `(default "127.0.0.1:9001")`, "--name ", "--webhook ", "--secret ",
+		"--pay-delay ", "--fail-rate ", "--error-rate ", "--latency ", "--down", "--drop-rate ", "--seed "}},
+	{[]string{"audit"}, []string{"--data-dir ", `(default "outlast-data")`, "--db ", "--partner channel=base-url"}},
+	{[]string{"deadletters", "list"}, []string{"--url ", `(default "http://127.0.0.1:8080")`, "--admin-token ",
+		"--data-dir ", "--limit ", "(default 100)", "--json"}},
+	{[]string{"deadletters", "replay"}, []string{"--url ", "--admin-token ", "--data-dir ", "--all"}},
+	{[]string{"bench", "ingest"}, []string{"--db ", "--nats ", "--notifications ", "(default 40000)", "--concurrency ",
+		"--half-rate-for ", "--cpuprofile "}},
+	{[]string{"bench", "cache"}, []string{"--scenario ", `(default "both")`, "--duration ", "--rate ", "--keys ",
+		"--contenders ", "--stampede-rate "}},
+}
+
+// TestHelp: --help and -h on every command and subcommand exit 0 and
+// print the usage, with every flag and its default, on stdout.
+func TestHelp(t *testing.T) {
+	for _, c := range commandFlags {
+		for _, help := range []string{"--help", "-h"} {
+			args := append(append([]string{}, c.args...), help)
+			t.Run(strings.Join(args, " "), func(t *testing.T) {
+				code, out, errOut := outlastCLI(t, args...)
+				if code != 0 || errOut != "" {
+					t.Fatalf("outlast %s = exit %d, stderr %q; want exit 0 and nothing on stderr", strings.Join(args, " "), code, errOut)
+				}
+				want := "Usage: outlast " + strings.Join(c.args, " ")
+				if !strings.HasPrefix(out, want) {
+					t.Errorf("usage starts %q, want %q", firstLines(out, 1), want)
+				}
+				for _, f := range c.flags {
+					if !strings.Contains(out, f) {
+						t.Errorf("usage does not mention %q:\n%s", f, out)
+					}
+				}
+			})
+		}
+	}
+}
+
+// TestCommandLists: the commands with subcommands, and outlast itself,
+// list them on help (exit 0, stdout) and when none is given (exit 2,
+// stderr); `outlast help serve` is serve's --help.
+func TestCommandLists(t *testing.T) {
+	for _, tc := range []struct {
+		args     []string
+		code     int
+		onStdout bool
+		want     []string
+	}{
+		{nil, 2, false, []string{"serve", "demo", "partnersim", "audit", "deadletters", "bench"}},
+		{[]string{"help"}, 0, true, []string{"serve", "demo", "partnersim", "audit", "deadletters", "bench"}},
+		{[]string{"--help"}, 0, true, []string{"serve", "demo", "audit"}},
+		{[]string{"help", "serve"}, 0, true, []string{"Usage: outlast serve", "--channel"}},
+		{[]string{"deadletters"}, 2, false, []string{"deadletters list", "deadletters replay"}},
+		{[]string{"deadletters", "--help"}, 0, true, []string{"deadletters list", "deadletters replay"}},
+		{[]string{"bench"}, 2, false, []string{"bench ingest", "bench cache"}},
+		{[]string{"bench", "--help"}, 0, true, []string{"bench ingest", "bench cache"}},
+		{[]string{"bench", "help"}, 0, true, []string{"bench ingest", "bench cache"}},
+	} {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			code, out, errOut := outlastCLI(t, tc.args...)
+			printed, other := out, errOut
+			if !tc.onStdout {
+				printed, other = errOut, out
+			}
+			if code != tc.code || other != "" {
+				t.Fatalf("outlast %s = exit %d, stdout %q, stderr %q; want exit %d and output on one stream only",
+					strings.Join(tc.args, " "), code, out, errOut, tc.code)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(printed, w) {
+					t.Errorf("output does not mention %q:\n%s", w, printed)
+				}
+			}
+		})
+	}
+}
+
+// TestUnknownFlagReportedOnce: a flag a command does not have is named
+// once on stderr, with where to find the flags, and exits 2 before the
+// command does anything.
+func TestUnknownFlagReportedOnce(t *testing.T) {
+	cases := [][]string{{"nope"}, {"bench", "nope"}, {"deadletters", "nope"}}
+	for _, c := range commandFlags {
+		cases = append(cases, append(append([]string{}, c.args...), "--no-such-flag"))
+	}
+	cases = append(cases, []string{"deadletters", "replay", "log:1", "--no-such-flag"}, []string{"demo", "--rate=fast"})
+	for _, args := range cases {
+		t.Run(strings.Join(args, " "), func(t *testing.T) {
+			code, out, errOut := outlastCLI(t, args...)
+			bad := args[len(args)-1]
+			if code != 2 || out != "" {
+				t.Fatalf("outlast %s = exit %d, stdout %q; want exit 2 and nothing on stdout", strings.Join(args, " "), code, out)
+			}
+			if n := strings.Count(errOut, strings.TrimLeft(strings.SplitN(bad, "=", 2)[0], "-")); n != 1 {
+				t.Errorf("stderr names %q %d times, want once:\n%s", bad, n, errOut)
+			}
+		})
+	}
+}
