@@ -52,6 +52,8 @@ type dialect struct {
 	snapshot *sql.TxOptions
 	// rows binds a rowset or an id list as a fixed number of parameters.
 	rows rowBinder
+	// tableExists counts the tables named $1 in the current schema: 0 or 1.
+	tableExists string
 }
 
 var (
@@ -60,6 +62,8 @@ var (
 		serial:   "INTEGER PRIMARY KEY",
 		snapshot: &sql.TxOptions{ReadOnly: true}, // a WAL read transaction is a snapshot
 		rows:     jsonRows{},
+
+		tableExists: "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = $1",
 	}
 	postgresDialect = dialect{
 		name:           "postgres",
@@ -70,6 +74,8 @@ var (
 		serial:         "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY",
 		snapshot:       &sql.TxOptions{Isolation: sql.LevelRepeatableRead, ReadOnly: true},
 		rows:           arrayRows{},
+
+		tableExists: "SELECT CASE WHEN to_regclass($1) IS NULL THEN 0 ELSE 1 END",
 	}
 )
 

@@ -86,18 +86,9 @@ type DB struct {
 // is a SQLite file path, optionally prefixed "sqlite:" or "file:". If ctx
 // has no deadline, 10 s is used.
 func Open(ctx context.Context, dsn string) (*DB, error) {
-	if _, ok := ctx.Deadline(); !ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, openTimeout)
-		defer cancel()
-	}
-	var db *DB
-	var err error
-	if strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://") {
-		db, err = openPostgres(ctx, dsn)
-	} else {
-		db, err = openSQLite(ctx, dsn)
-	}
+	ctx, cancel := withOpenTimeout(ctx)
+	defer cancel()
+	db, err := open(ctx, dsn)
 	if err != nil {
 		return nil, err
 	}
@@ -106,6 +97,26 @@ func Open(ctx context.Context, dsn string) (*DB, error) {
 		return nil, err
 	}
 	return db, nil
+}
+
+// withOpenTimeout gives ctx the open timeout unless it has a deadline.
+func withOpenTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
+	if _, ok := ctx.Deadline(); ok {
+		return ctx, func() {}
+	}
+	return context.WithTimeout(ctx, openTimeout)
+}
+
+// open connects to the database dsn names, as it is.
+func open(ctx context.Context, dsn string) (*DB, error) {
+	if isPostgres(dsn) {
+		return openPostgres(ctx, dsn)
+	}
+	return openSQLite(ctx, dsn)
+}
+
+func isPostgres(dsn string) bool {
+	return strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://")
 }
 
 func openPostgres(ctx context.Context, dsn string) (*DB, error) {
@@ -135,8 +146,7 @@ func openPostgres(ctx context.Context, dsn string) (*DB, error) {
 }
 
 func openSQLite(ctx context.Context, dsn string) (*DB, error) {
-	path := strings.TrimPrefix(dsn, "sqlite:")
-	path = strings.TrimPrefix(path, "//")
+	path := sqlitePath(dsn)
 	if path == "" || strings.Contains(path, ":memory:") || strings.Contains(path, "mode=memory") {
 		// A memory database would not be shared by the writer and the
 		// readers, and would not be durable anyway.
@@ -178,6 +188,11 @@ func openSQLite(ctx context.Context, dsn string) (*DB, error) {
 	r.SetMaxOpenConns(sqliteReadConnsMax)
 	r.SetMaxIdleConns(sqliteReadConnsMax)
 	return &DB{d: sqliteDialect, w: w, r: r, Now: time.Now, NewID: outlast.NewID}, nil
+}
+
+// sqlitePath is a SQLite dsn without its optional "sqlite:" prefix.
+func sqlitePath(dsn string) string {
+	return strings.TrimPrefix(strings.TrimPrefix(dsn, "sqlite:"), "//")
 }
 
 // sqliteFile returns the file system path of a SQLite dsn, or "" when it
@@ -306,9 +321,9 @@ func (db *DB) migrate(ctx context.Context) error {
 }
 
 func (db *DB) applyMigration(ctx context.Context, tx *sql.Tx, name string) error {
-	version, err := strconv.Atoi(strings.SplitN(name, "_", 2)[0])
+	version, err := migrationVersion(name)
 	if err != nil {
-		return fmt.Errorf("migration %s: name must start with a number: %w", name, err)
+		return err
 	}
 	var n int
 	if err := tx.QueryRowContext(ctx, "SELECT COUNT(*) FROM schema_migrations WHERE version = $1", version).Scan(&n); err != nil {
