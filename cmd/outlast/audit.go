@@ -2,8 +2,10 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
 	"sort"
 	"time"
@@ -15,8 +17,8 @@ import (
 )
 
 func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("audit", "Recompute every balance from the journal, check the ledger's invariants, and compare\nwith each partner's records. Exit status 1 and a list on any discrepancy.", stdout, stderr)
-	dataDir := fs.String("data-dir", "outlast-data", "directory of the embedded SQLite database")
+	fs := newFlagSet("audit", "Recompute every balance from the journal, check the ledger's invariants, and compare\nwith each partner's records. Exit status 1 and a list on any discrepancy; 2 if there is\nno ledger where the flags point (audit never creates one).", stdout, stderr)
+	dataDir := fs.String("data-dir", dataDirDefault, "directory of the embedded SQLite ledger; if it holds none but demo runs kept\nwith 'outlast demo --keep-data' (demo-<time>/), the newest of them")
 	dsn := fs.String("db", "", "database DSN: postgres://…; empty for SQLite in --data-dir")
 	partners := mapFlag{}
 	fs.Var(partners, "partner", "partner as `channel=base-url` whose /records to compare (repeatable)")
@@ -24,11 +26,19 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	if *dsn == "" {
-		*dsn = filepath.Join(*dataDir, "outlast.db")
+		dir, err := ledgerDir(*dataDir, stdout)
+		if err != nil {
+			return fs.fail("%v", err)
+		}
+		*dsn = filepath.Join(dir, ledgerFile)
+		fmt.Fprintf(stdout, "auditing %s\n", *dsn)
 	}
-	db, err := store.Open(ctx, *dsn)
+	db, err := store.OpenExisting(ctx, *dsn)
+	if outlast.ErrorCode(err) == outlast.ENOTFOUND {
+		return fs.fail("no ledger to audit: %s", outlast.ErrorMessage(err))
+	}
 	if err != nil {
-		return fmt.Errorf("open database: %w", err)
+		return fmt.Errorf("open ledger: %w", err)
 	}
 	defer db.Close()
 	ok, err := audit(ctx, db, partners, stdout)
@@ -39,6 +49,35 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return exitError(1)
 	}
 	return nil
+}
+
+// ledgerFile is the SQLite ledger's name in a data directory.
+const ledgerFile = "outlast.db"
+
+// ledgerDir returns dir if it holds a ledger; else, if it holds demo runs
+// kept with --keep-data, the newest of them, saying so on w, since that is
+// where `outlast demo --keep-data` put the ledger the user means.
+func ledgerDir(dir string, w io.Writer) (string, error) {
+	if _, err := os.Stat(filepath.Join(dir, ledgerFile)); err == nil {
+		return dir, nil
+	}
+	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
+		return "", fmt.Errorf("--data-dir %s does not exist", dir)
+	} else if err != nil {
+		return "", err
+	}
+	runs, err := filepath.Glob(filepath.Join(dir, demoRunPrefix+"*", ledgerFile))
+	if err != nil || len(runs) == 0 {
+		return "", fmt.Errorf("--data-dir %s holds no ledger (no %s, and no demo run kept with --keep-data)", dir, ledgerFile)
+	}
+	sort.Strings(runs) // demo-<time> sorts oldest first
+	newest := filepath.Dir(runs[len(runs)-1])
+	fmt.Fprintf(w, "%s holds no ledger itself but %s kept with --keep-data: the newest is audited", dir, plural(len(runs), "demo run"))
+	if len(runs) > 1 {
+		fmt.Fprintf(w, " (another: --data-dir %s)", filepath.Dir(runs[len(runs)-2]))
+	}
+	fmt.Fprintln(w)
+	return newest, nil
 }
 
 // auditFindingsMax bounds how many findings of each kind are printed; the

@@ -3,8 +3,17 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/outlast/outlast"
+	"github.com/outlast/outlast/internal/ledgertest"
+	"github.com/outlast/outlast/internal/testenv"
+	"github.com/outlast/outlast/store"
 )
 
 // outlastCLI runs the outlast command in-process, as the binary would, and
@@ -123,5 +132,69 @@ func TestUnknownFlagReportedOnce(t *testing.T) {
 				t.Errorf("stderr names %q %d times, want once:\n%s", bad, n, errOut)
 			}
 		})
+	}
+}
+
+// TestAuditRefusesNoLedger: audit on a directory or database without a
+// ledger says so and exits 2, and creates nothing.
+func TestAuditRefusesNoLedger(t *testing.T) {
+	empty := t.TempDir()
+	missing := filepath.Join(t.TempDir(), "mistyped")
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"audit", "--data-dir", empty}, "holds no ledger"},
+		{[]string{"audit", "--data-dir", missing}, "does not exist"},
+	} {
+		code, out, errOut := outlastCLI(t, tc.args...)
+		if code != 2 || !strings.Contains(errOut, tc.want) || strings.Contains(out, "audit: OK") {
+			t.Errorf("outlast %s = exit %d, stdout %q, stderr %q; want exit 2 and %q", strings.Join(tc.args, " "), code, out, errOut, tc.want)
+		}
+	}
+	if entries, err := os.ReadDir(empty); err != nil || len(entries) != 0 {
+		t.Errorf("audit left %v (%v) in the empty directory, want nothing", entries, err)
+	}
+	if _, err := os.Stat(missing); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("audit of a mistyped directory: Stat = %v, want it still missing", err)
+	}
+
+	dsn := testenv.PostgresDSN(t)
+	code, _, errOut := outlastCLI(t, "audit", "--db", dsn)
+	if code != 2 || !strings.Contains(errOut, "no ledger") {
+		t.Errorf("audit --db <empty database> = exit %d, stderr %q; want exit 2 and no ledger", code, errOut)
+	}
+	if db, err := store.OpenExisting(context.Background(), dsn); outlast.ErrorCode(err) != outlast.ENOTFOUND {
+		if err == nil {
+			db.Close()
+		}
+		t.Errorf("after audit, OpenExisting(empty database) = %v, want still no ledger", err)
+	}
+}
+
+// TestAuditFindsNewestDemoRun: a data directory that holds no ledger but
+// demo runs kept with --keep-data is audited as its newest run, named.
+func TestAuditFindsNewestDemoRun(t *testing.T) {
+	dir := t.TempDir()
+	for i, run := range []string{"demo-20250101-120000", "demo-20250102-090000"} {
+		db, err := store.Open(context.Background(), filepath.Join(dir, run, "outlast.db"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for j := 0; j <= i; j++ {
+			ledgertest.Seed(t, db, fmt.Sprintf("run%d-%d", i, j), 100)
+		}
+		db.Close()
+	}
+	code, out, errOut := outlastCLI(t, "audit", "--data-dir", dir)
+	newest := filepath.Join(dir, "demo-20250102-090000")
+	for _, want := range []string{"auditing " + filepath.Join(newest, "outlast.db"), "ledger: 2 accounts", "audit: OK",
+		"--data-dir " + filepath.Join(dir, "demo-20250101-120000")} {
+		if !strings.Contains(out, want) {
+			t.Errorf("audit output lacks %q:\n%s", want, out)
+		}
+	}
+	if code != 0 || errOut != "" {
+		t.Errorf("audit = exit %d, stderr %q; want 0 and nothing", code, errOut)
 	}
 }

@@ -44,7 +44,7 @@ type adminFlags struct {
 func (a *adminFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&a.url, "url", "http://127.0.0.1:8080", "base URL of the running service")
 	fs.StringVar(&a.token, "admin-token", "", "admin bearer token; if empty, the one serve generated into --data-dir")
-	fs.StringVar(&a.dataDir, "data-dir", "outlast-data", "where an embedded serve keeps its generated admin token")
+	fs.StringVar(&a.dataDir, "data-dir", dataDirDefault, "where an embedded serve keeps its generated admin token")
 }
 
 // client returns the admin API client, reading the token serve generated

@@ -24,6 +24,10 @@ import (
 	"github.com/outlast/outlast/partnersim"
 )
 
+// demoRunPrefix names a demo run's data directory under dataDirDefault:
+// demo-<UTC time>, so that names sort by time.
+const demoRunPrefix = "demo-"
+
 // demoConfig is what `outlast demo` runs.
 type demoConfig struct {
 	Addr         string
@@ -56,7 +60,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return fs.fail("--rate and --accounts must be positive")
 	}
 	if cfg.DataDir == "" {
-		cfg.DataDir = filepath.Join("outlast-data", "demo-"+time.Now().UTC().Format("20060102-150405"))
+		cfg.DataDir = filepath.Join(dataDirDefault, demoRunPrefix+time.Now().UTC().Format("20060102-150405"))
 	}
 	return demo(ctx, cfg, stdout, stderr)
 }

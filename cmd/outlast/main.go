@@ -190,6 +190,10 @@ func (fs *flagSet) parseArgs(args []string) error {
 // flagName finds a flag's name in the flag package's error messages.
 var flagName = regexp.MustCompile(`(flag |: )-([A-Za-z])`)
 
+// dataDirDefault is where serve, audit and the admin commands look for
+// the embedded ledger, and under which demo runs are kept.
+const dataDirDefault = "outlast-data"
+
 func envName(flagName string) string {
 	return "OUTLAST_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
 }

@@ -73,7 +73,7 @@ type Main struct {
 // NewMain returns a Main with embedded defaults.
 func NewMain() *Main {
 	return &Main{Config: Config{
-		DataDir:        "outlast-data",
+		DataDir:        dataDirDefault,
 		Addr:           "127.0.0.1:8080",
 		Channels:       map[string]string{},
 		ChannelSecrets: map[string]string{},
