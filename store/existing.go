@@ -19,7 +19,7 @@ import (
 func OpenExisting(ctx context.Context, dsn string) (*DB, error) {
 	ctx, cancel := withOpenTimeout(ctx)
 	defer cancel()
-	if !isPostgres(dsn) {
+	if !IsPostgres(dsn) {
 		file := sqliteFile(sqlitePath(dsn))
 		if file == "" {
 			return nil, outlast.Errorf(outlast.EINVALID, "cannot tell which file the sqlite dsn names")

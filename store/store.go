@@ -109,13 +109,15 @@ func withOpenTimeout(ctx context.Context) (context.Context, context.CancelFunc) 
 
 // open connects to the database dsn names, as it is.
 func open(ctx context.Context, dsn string) (*DB, error) {
-	if isPostgres(dsn) {
+	if IsPostgres(dsn) {
 		return openPostgres(ctx, dsn)
 	}
 	return openSQLite(ctx, dsn)
 }
 
-func isPostgres(dsn string) bool {
+// IsPostgres reports whether dsn names a PostgreSQL database rather than a
+// SQLite file.
+func IsPostgres(dsn string) bool {
 	return strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://")
 }
 
