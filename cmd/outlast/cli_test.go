@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/outlast/outlast"
 	"github.com/outlast/outlast/internal/ledgertest"
@@ -196,5 +197,99 @@ func TestAuditFindsNewestDemoRun(t *testing.T) {
 	}
 	if code != 0 || errOut != "" {
 		t.Errorf("audit = exit %d, stderr %q; want 0 and nothing", code, errOut)
+	}
+}
+
+// TestServeRefusesMissingConfig: serve without what it needs lists every
+// missing piece with an example and exits 2, before creating anything.
+func TestServeRefusesMissingConfig(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want []string
+	}{
+		{nil, []string{"--channel name=url", "Example", "outlast demo"}},
+		{[]string{"--channel", "tcb=http://127.0.0.1:1"}, []string{"--channel-secret tcb=secret"}},
+		{[]string{"--channel", "tcb=127.0.0.1:1", "--channel-secret", "tcb=s,acb=s", "--active-channel", "xyz", "--log-level", "loud"},
+			[]string{"http:// or https://", "no --channel acb", "--active-channel xyz", "--log-level loud"}},
+		{[]string{"--channel", "tcb=http://127.0.0.1:1", "--channel-secret", "tcb=s", "--db", "postgres://127.0.0.1:1/none"},
+			[]string{"--admin-token: required with an external --db"}},
+	} {
+		dir := filepath.Join(t.TempDir(), "data")
+		args := append([]string{"serve", "--data-dir", dir, "--addr", "127.0.0.1:0"}, tc.args...)
+		code, out, errOut := outlastCLI(t, args...)
+		if code != 2 || out != "" {
+			t.Errorf("outlast %s = exit %d, stdout %q; want exit 2 and nothing on stdout", strings.Join(args, " "), code, out)
+		}
+		for _, w := range append(tc.want, "missing or wrong configuration") {
+			if !strings.Contains(errOut, w) {
+				t.Errorf("outlast %s: stderr lacks %q:\n%s", strings.Join(args, " "), w, errOut)
+			}
+		}
+		if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("outlast %s created %s (Stat = %v); want nothing created", strings.Join(args, " "), dir, err)
+		}
+	}
+}
+
+// lockedBuffer is a bytes.Buffer a command writes while a test reads it.
+type lockedBuffer struct {
+	syncWriter // writes to b under its mu
+	b          bytes.Buffer
+}
+
+func newLockedBuffer() *lockedBuffer {
+	l := &lockedBuffer{}
+	l.w = &l.b
+	return l
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// startServe runs `outlast serve args...` in-process until the test ends
+// and returns once it says where its admin token is.
+func startServe(t *testing.T, args ...string) (stdout *lockedBuffer) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	out, errOut := newLockedBuffer(), newLockedBuffer()
+	done := make(chan int, 1)
+	go func() { done <- runMain(ctx, append([]string{"serve", "--log-level", "error"}, args...), out, errOut) }()
+	t.Cleanup(func() {
+		cancel()
+		if code := <-done; code != 0 {
+			t.Errorf("serve exited %d: %s", code, errOut.String())
+		}
+	})
+	testenv.WaitFor(t, 30*time.Second, "serve to print its admin token", func() bool {
+		select {
+		case code := <-done:
+			done <- code
+			t.Fatalf("serve exited %d: %s", code, errOut.String())
+		default:
+		}
+		return strings.Contains(out.String(), "admin token:")
+	})
+	return out
+}
+
+// TestServeSaysWhereTheAdminTokenIs: generated, the path of its file;
+// given, which flag gave it (never the token itself).
+func TestServeSaysWhereTheAdminTokenIs(t *testing.T) {
+	dir := t.TempDir()
+	bank := []string{"--addr", fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t)), "--channel", "tcb=http://127.0.0.1:1", "--channel-secret", "tcb=s"}
+	out := startServe(t, append([]string{"--data-dir", dir}, bank...)...)
+	path := filepath.Join(dir, "admin-token")
+	tok, err := os.ReadFile(path)
+	if err != nil || !strings.Contains(out.String(), "admin token: in "+path+" (generated now)") {
+		t.Errorf("serve printed %q, token file %q (%v); want the generated token's path", out.String(), tok, err)
+	}
+
+	bank[1] = fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	out = startServe(t, append([]string{"--data-dir", t.TempDir(), "--admin-token", "tok-given"}, bank...)...)
+	if s := out.String(); !strings.Contains(s, "admin token: the one given with --admin-token") || strings.Contains(s, "tok-given") {
+		t.Errorf("serve printed %q; want it to name the flag and not show the token", s)
 	}
 }

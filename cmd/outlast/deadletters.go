@@ -52,7 +52,7 @@ func (a *adminFlags) register(fs *flag.FlagSet) {
 func (a *adminFlags) client() (*apiClient, error) {
 	token := a.token
 	if token == "" {
-		b, err := os.ReadFile(filepath.Join(a.dataDir, "admin-token"))
+		b, err := os.ReadFile(filepath.Join(a.dataDir, adminTokenFile))
 		if err != nil {
 			return nil, fmt.Errorf("no --admin-token (OUTLAST_ADMIN_TOKEN) and none generated in --data-dir: %w", err)
 		}

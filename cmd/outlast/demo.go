@@ -123,7 +123,7 @@ func demo(ctx context.Context, cfg demoConfig, stdout, stderr io.Writer) error {
 		return fmt.Errorf("demo set-up: %w", err)
 	}
 	fmt.Fprintf(stdout, "Outlast demo\n  API        %s\n  admin      token %s (kept in %s)\n  metrics    %s/metrics\n  banks      tcb %s, acb %s\n  data       %s\n  client     %s, API key %s\n  traffic    %d payouts/s over %d accounts; Ctrl-C to stop and audit\n\n",
-		m.HTTP.URL(), m.Config.AdminToken, filepath.Join(cfg.DataDir, "admin-token"), m.HTTP.URL(), banks[0].url, banks[1].url,
+		m.HTTP.URL(), m.Config.AdminToken, filepath.Join(cfg.DataDir, adminTokenFile), m.HTTP.URL(), banks[0].url, banks[1].url,
 		cfg.DataDir, clientID, apiKey, cfg.Rate, cfg.Accounts)
 
 	runCtx := ctx

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/url"
 	"os"
 	"path/filepath"
 	"sort"
@@ -63,7 +64,11 @@ type Main struct {
 
 	Log    *jetstream.Link // the notification log, open now or once the broker is back
 	cancel context.CancelFunc
-	wg     sync.WaitGroup // background loops: committer, inbox drainer, dispatcher
+
+	// adminTokenFrom says where the admin token came from, for the
+	// operator: a flag, or the file in DataDir serve generated it into.
+	adminTokenFrom string
+	wg             sync.WaitGroup // background loops: committer, inbox drainer, dispatcher
 
 	// storeOpened, if set, runs on the store as soon as it is open, before
 	// anything shares it: tests set the store's seams (NewID) there.
@@ -84,7 +89,13 @@ func NewMain() *Main {
 func (m *Main) ParseFlags(args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("serve", "Run the service: HTTP API, partner webhooks, committer and dispatcher.", stdout, stderr)
 	m.registerFlags(fs.FlagSet)
-	return fs.parse(args)
+	if err := fs.parse(args); err != nil {
+		return err
+	}
+	if m.Config.AdminToken != "" {
+		m.adminTokenFrom = "the one given with --admin-token (OUTLAST_ADMIN_TOKEN)"
+	}
+	return nil
 }
 
 func (m *Main) registerFlags(fs *flag.FlagSet) {
@@ -103,9 +114,77 @@ func (m *Main) registerFlags(fs *flag.FlagSet) {
 		fmt.Sprintf("deliveries of a notification that cannot apply (unknown payout, wrong channel) before it is dead-lettered, spaced by backoff; 0 for %d", ledger.RejectDeliveriesMaxDefault))
 }
 
+// Validate says what is missing or inconsistent in c, before anything
+// touches the disk, the database or the network.
+func (c *Config) Validate() error {
+	var bad configError
+	if len(c.Channels) == 0 {
+		bad = append(bad, "--channel name=url: no partner bank channel; at least one is needed")
+	}
+	for _, name := range sortedKeys(c.Channels) {
+		if !outlast.ValidID(name) {
+			bad = append(bad, fmt.Sprintf("--channel %s: a channel name is letters, digits, '-' and '_'", name))
+		}
+		if u, err := url.Parse(c.Channels[name]); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			bad = append(bad, fmt.Sprintf("--channel %s=%s: want the bank's http:// or https:// base URL", name, c.Channels[name]))
+		}
+		if c.ChannelSecrets[name] == "" {
+			bad = append(bad, fmt.Sprintf("--channel-secret %s=secret: channel %s has no webhook secret", name, name))
+		}
+	}
+	for _, name := range sortedKeys(c.ChannelSecrets) {
+		if _, ok := c.Channels[name]; !ok {
+			bad = append(bad, fmt.Sprintf("--channel-secret %s: there is no --channel %s", name, name))
+		}
+	}
+	if _, ok := c.Channels[c.ActiveChannel]; c.ActiveChannel != "" && !ok {
+		bad = append(bad, fmt.Sprintf("--active-channel %s: there is no --channel %s", c.ActiveChannel, c.ActiveChannel))
+	}
+	if c.AdminToken == "" && store.IsPostgres(c.DB) {
+		bad = append(bad, "--admin-token: required with an external --db (only embedded mode generates one)")
+	}
+	switch strings.ToLower(c.LogLevel) {
+	case "", "debug", "info", "warn", "error":
+	default:
+		bad = append(bad, fmt.Sprintf("--log-level %s: want debug, info, warn or error", c.LogLevel))
+	}
+	if len(bad) > 0 {
+		return bad
+	}
+	return nil
+}
+
+// configError lists what is wrong with a Config, one line each.
+type configError []string
+
+func (e configError) Error() string {
+	return "configuration: " + strings.Join(e, "; ")
+}
+
+// serveExample is what serve prints under a configuration error.
+const serveExample = `Example, with one simulated bank (in another terminal):
+  outlast partnersim --name tcb --addr 127.0.0.1:9001 --secret s3cret \
+    --webhook http://127.0.0.1:8080/v1/partners/tcb/notifications
+  outlast serve --channel tcb=http://127.0.0.1:9001 --channel-secret tcb=s3cret
+Or run 'outlast demo': the service with two simulated banks and traffic, nothing to configure.
+`
+
+func sortedKeys(m map[string]string) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
 // Run opens every dependency, starts the background loops and the HTTP
-// server, and returns once the service is serving. Close stops it.
+// server, and returns once the service is serving. Close stops it. An
+// invalid Config is refused before anything is created.
 func (m *Main) Run(ctx context.Context) (err error) {
+	if err := m.Config.Validate(); err != nil {
+		return err
+	}
 	if m.Logger == nil {
 		m.Logger = newLogger(os.Stderr, m.Config.LogLevel)
 	}
@@ -162,14 +241,13 @@ func (m *Main) openStore(ctx context.Context) error {
 		m.storeOpened(db)
 	}
 	if m.Config.AdminToken == "" {
-		if db.Dialect() != "sqlite" {
-			return errors.New("--admin-token (OUTLAST_ADMIN_TOKEN) is required with an external database")
-		}
-		tok, err := loadOrCreateToken(filepath.Join(m.Config.DataDir, "admin-token"))
+		path := filepath.Join(m.Config.DataDir, adminTokenFile)
+		tok, created, err := loadOrCreateToken(path)
 		if err != nil {
 			return err
 		}
 		m.Config.AdminToken = tok
+		m.adminTokenFrom = "in " + path + map[bool]string{true: " (generated now)", false: ""}[created]
 	}
 	return nil
 }
@@ -213,17 +291,7 @@ func (m *Main) openCache(ctx context.Context) error {
 }
 
 func (m *Main) openRouter() error {
-	if len(m.Config.Channels) == 0 {
-		return errors.New("no partner channels: give --channel name=url (and --channel-secret name=secret)")
-	}
-	names := make([]string, 0, len(m.Config.Channels))
-	for name := range m.Config.Channels {
-		if m.Config.ChannelSecrets[name] == "" {
-			return fmt.Errorf("channel %q has no --channel-secret", name)
-		}
-		names = append(names, name)
-	}
-	sort.Strings(names)
+	names := sortedKeys(m.Config.Channels)
 	clients := make([]*channel.Client, 0, len(names))
 	for _, name := range names {
 		clients = append(clients, channel.NewClient(name, m.Config.Channels[name], channel.ClientOptions{}))
@@ -326,11 +394,20 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err := m.ParseFlags(args, stdout, stderr); err != nil {
 		return err
 	}
+	var bad configError
+	if err := m.Config.Validate(); errors.As(err, &bad) {
+		fmt.Fprintln(stderr, "outlast serve: missing or wrong configuration:")
+		for _, b := range bad {
+			fmt.Fprintln(stderr, "  "+b)
+		}
+		fmt.Fprint(stderr, serveExample, "Run 'outlast serve --help' for every flag.\n")
+		return exitError(2)
+	}
 	m.Logger = newLogger(stderr, m.Config.LogLevel)
 	if err := m.Run(ctx); err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "outlast serving on %s (data %s)\n", m.HTTP.URL(), m.Config.DataDir)
+	fmt.Fprintf(stdout, "outlast serving on %s (data %s)\nadmin token: %s\n", m.HTTP.URL(), m.Config.DataDir, m.adminTokenFrom)
 	<-ctx.Done()
 	fmt.Fprintln(stdout, "outlast: shutting down")
 	return m.Close()
@@ -351,24 +428,28 @@ func newLogger(w io.Writer, level string) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l}))
 }
 
+// adminTokenFile is where embedded serve keeps the admin token it
+// generated, in its data directory.
+const adminTokenFile = "admin-token"
+
 // loadOrCreateToken reads a token file, or creates one (0600) with 32
 // random bytes, so a restart keeps the same admin token.
-func loadOrCreateToken(path string) (string, error) {
+func loadOrCreateToken(path string) (tok string, created bool, err error) {
 	b, err := os.ReadFile(path)
 	if err == nil {
 		if tok := strings.TrimSpace(string(b)); tok != "" {
-			return tok, nil
+			return tok, false, nil
 		}
 	} else if !errors.Is(err, os.ErrNotExist) {
-		return "", fmt.Errorf("read admin token: %w", err)
+		return "", false, fmt.Errorf("read admin token: %w", err)
 	}
 	var r [32]byte
 	if _, err := rand.Read(r[:]); err != nil {
-		return "", err
+		return "", false, err
 	}
-	tok := "oat_" + hex.EncodeToString(r[:])
+	tok = "oat_" + hex.EncodeToString(r[:])
 	if err := os.WriteFile(path, []byte(tok+"\n"), 0o600); err != nil {
-		return "", fmt.Errorf("write admin token: %w", err)
+		return "", false, fmt.Errorf("write admin token: %w", err)
 	}
-	return tok, nil
+	return tok, true, nil
 }
