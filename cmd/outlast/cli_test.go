@@ -33,16 +33,16 @@ var commandFlags = []struct {
 	flags []string
 }{
 	{[]string{"serve"}, []string{"--data-dir string", `(default "outlast-data")`, "--db ", "--nats ", "--redis ", "--addr ",
-		`(default "127.0.0.1:8080")`, "--admin-token ", "--channel name=base-url", "--channel-secret name=secret",
+		`(default "127.0.0.1:8080")`, "--admin-token ", "--admin-token-file ", "--channel name=base-url", "--channel-secret name=secret", "--channel-secret-file name=path",
 		"--active-channel ", "--log-level ", "--reject-deliveries-max "}},
 	{[]string{"demo"}, []string{"--addr ", "--data-dir ", "--rate ", "(default 50)", "--duration ", "--accounts ",
 		"--drain-timeout ", "(default 1m0s)", "--pay-delay ", "--fail-rate ", "--duplicate-rate ", "--reorder-rate "}},
-	{[]string{"partnersim"}, []string{"--addr ", `(default "127.0.0.1:9001")`, "--name ", "--webhook ", "--secret ",
+	{[]string{"partnersim"}, []string{"--addr ", `(default "127.0.0.1:9001")`, "--name ", "--webhook ", "--secret ", "--secret-file ",
 		"--pay-delay ", "--fail-rate ", "--error-rate ", "--latency ", "--down", "--drop-rate ", "--seed "}},
 	{[]string{"audit"}, []string{"--data-dir ", `(default "outlast-data")`, "--db ", "--partner channel=base-url"}},
-	{[]string{"deadletters", "list"}, []string{"--url ", `(default "http://127.0.0.1:8080")`, "--admin-token ",
+	{[]string{"deadletters", "list"}, []string{"--url ", `(default "http://127.0.0.1:8080")`, "--admin-token ", "--admin-token-file ",
 		"--data-dir ", "--limit ", "(default 100)", "--json"}},
-	{[]string{"deadletters", "replay"}, []string{"--url ", "--admin-token ", "--data-dir ", "--all"}},
+	{[]string{"deadletters", "replay"}, []string{"--url ", "--admin-token ", "--admin-token-file ", "--data-dir ", "--all"}},
 	{[]string{"bench", "ingest"}, []string{"--db ", "--nats ", "--notifications ", "(default 40000)", "--concurrency ",
 		"--half-rate-for ", "--cpuprofile "}},
 	{[]string{"bench", "cache"}, []string{"--scenario ", `(default "both")`, "--duration ", "--rate ", "--keys ",
@@ -212,7 +212,7 @@ func TestServeRefusesMissingConfig(t *testing.T) {
 		{[]string{"--channel", "tcb=127.0.0.1:1", "--channel-secret", "tcb=s,acb=s", "--active-channel", "xyz", "--log-level", "loud"},
 			[]string{"http:// or https://", "no --channel acb", "--active-channel xyz", "--log-level loud"}},
 		{[]string{"--channel", "tcb=http://127.0.0.1:1", "--channel-secret", "tcb=s", "--db", "postgres://127.0.0.1:1/none"},
-			[]string{"--admin-token: required with an external --db"}},
+			[]string{"--admin-token-file: required with an external --db"}},
 	} {
 		dir := filepath.Join(t.TempDir(), "data")
 		args := append([]string{"serve", "--data-dir", dir, "--addr", "127.0.0.1:0"}, tc.args...)
@@ -291,5 +291,68 @@ func TestServeSaysWhereTheAdminTokenIs(t *testing.T) {
 	out = startServe(t, append([]string{"--data-dir", t.TempDir(), "--admin-token", "tok-given"}, bank...)...)
 	if s := out.String(); !strings.Contains(s, "admin token: the one given with --admin-token") || strings.Contains(s, "tok-given") {
 		t.Errorf("serve printed %q; want it to name the flag and not show the token", s)
+	}
+}
+
+// writeSecret writes a secret file as an operator would: with a newline.
+func writeSecret(t *testing.T, secret string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "secret")
+	if err := os.WriteFile(path, []byte(secret+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// TestSecretsFromFiles: the admin token and the channel secrets can be
+// files, read without their newline, for serve and for the admin CLI.
+func TestSecretsFromFiles(t *testing.T) {
+	tokenFile, tcbFile := writeSecret(t, "token-from-file"), writeSecret(t, "tcb-from-file")
+	addr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	out := startServe(t, "--data-dir", t.TempDir(), "--addr", addr, "--admin-token-file", tokenFile,
+		"--channel", "tcb=http://127.0.0.1:1", "--channel-secret-file", "tcb="+tcbFile)
+	if !strings.Contains(out.String(), "admin token: the one in "+tokenFile) {
+		t.Errorf("serve printed %q; want it to name the token file", out.String())
+	}
+	url := "http://" + addr
+	if _, err := newAPIClient(url, "token-from-file").createClient(context.Background(), "c1"); err != nil {
+		t.Errorf("admin call with the file's token: %v", err)
+	}
+	body := []byte(`{"event_id":"e1","payout_id":"p1","partner_ref":"r1","status":"succeeded","occurred_at":"2025-01-01T00:00:00Z"}`)
+	for secret, want := range map[string]int{"tcb-from-file": 200, "tcb-from-file\n": 401} {
+		if st, code := raw(t, "POST", url+"/v1/partners/tcb/notifications", signedHeaders([]byte(secret), time.Now(), body), body); st != want {
+			t.Errorf("webhook signed with %q = %d %s, want %d", secret, st, code, want)
+		}
+	}
+	code, stdout, errOut := outlastCLI(t, "deadletters", "list", "--url", url, "--admin-token-file", tokenFile)
+	if code != 0 || !strings.Contains(stdout, "no dead letters") {
+		t.Errorf("deadletters list --admin-token-file = exit %d, %q, %q; want the listing", code, stdout, errOut)
+	}
+}
+
+// TestSecretGivenTwice: a secret given both as a value and as a file, or
+// as an empty or missing file, is refused once with exit 2.
+func TestSecretGivenTwice(t *testing.T) {
+	file, empty := writeSecret(t, "s"), writeSecret(t, "")
+	serve := []string{"serve", "--data-dir", filepath.Join(t.TempDir(), "data"), "--channel", "tcb=http://127.0.0.1:1"}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{append(serve, "--channel-secret", "tcb=s", "--admin-token", "t", "--admin-token-file", file), "both --admin-token and --admin-token-file"},
+		{append(serve, "--channel-secret", "tcb=s", "--channel-secret-file", "tcb="+file), "both --channel-secret and --channel-secret-file"},
+		{append(serve, "--channel-secret-file", "tcb="+empty), "is empty"},
+		{append(serve, "--channel-secret-file", "tcb="+file+".missing"), "no such file"},
+		{[]string{"deadletters", "list", "--admin-token", "t", "--admin-token-file", file}, "both --admin-token and --admin-token-file"},
+		{[]string{"deadletters", "replay", "--all", "--admin-token", "t", "--admin-token-file", file}, "both --admin-token and --admin-token-file"},
+		{[]string{"partnersim", "--webhook", "http://127.0.0.1:1", "--secret", "s", "--secret-file", file}, "both --secret and --secret-file"},
+	} {
+		code, out, errOut := outlastCLI(t, tc.args...)
+		if code != 2 || out != "" || strings.Count(errOut, tc.want) != 1 {
+			t.Errorf("outlast %s = exit %d, stdout %q, stderr %q; want exit 2 and %q once", strings.Join(tc.args, " "), code, out, errOut, tc.want)
+		}
+	}
+	if _, err := os.Stat(serve[2]); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("serve with bad secrets created %s (Stat = %v)", serve[2], err)
 	}
 }

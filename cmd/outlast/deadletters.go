@@ -38,23 +38,27 @@ func runDeadLetters(ctx context.Context, args []string, stdout, stderr io.Writer
 // adminFlags are the flags of a command that talks to a running service's
 // admin API.
 type adminFlags struct {
-	url, token, dataDir string
+	url, token, tokenFile, dataDir string
 }
 
 func (a *adminFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&a.url, "url", "http://127.0.0.1:8080", "base URL of the running service")
 	fs.StringVar(&a.token, "admin-token", "", "admin bearer token; if empty, the one serve generated into --data-dir")
+	fs.StringVar(&a.tokenFile, "admin-token-file", "", "file holding the admin token, instead of --admin-token (which ps shows)")
 	fs.StringVar(&a.dataDir, "data-dir", dataDirDefault, "where an embedded serve keeps its generated admin token")
 }
 
 // client returns the admin API client, reading the token serve generated
 // in embedded mode when none was given.
 func (a *adminFlags) client() (*apiClient, error) {
-	token := a.token
+	token, err := secret("admin-token", a.token, a.tokenFile)
+	if err != nil {
+		return nil, err
+	}
 	if token == "" {
 		b, err := os.ReadFile(filepath.Join(a.dataDir, adminTokenFile))
 		if err != nil {
-			return nil, fmt.Errorf("no --admin-token (OUTLAST_ADMIN_TOKEN) and none generated in --data-dir: %w", err)
+			return nil, fmt.Errorf("no --admin-token or --admin-token-file, and none generated in --data-dir: %w", err)
 		}
 		token = strings.TrimSpace(string(b))
 	}
@@ -75,7 +79,7 @@ func runDeadLettersList(ctx context.Context, args []string, stdout, stderr io.Wr
 	}
 	api, err := admin.client()
 	if err != nil {
-		return err
+		return fs.fail("%v", err)
 	}
 	raw, page, err := api.deadLetters(ctx, *limit)
 	if err != nil {
@@ -151,7 +155,7 @@ func runDeadLettersReplay(ctx context.Context, args []string, stdout, stderr io.
 	}
 	api, err := admin.client()
 	if err != nil {
-		return err
+		return fs.fail("%v", err)
 	}
 	if *all {
 		return replayAll(ctx, api, stdout, stderr)

@@ -198,6 +198,27 @@ func envName(flagName string) string {
 	return "OUTLAST_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
 }
 
+// secret returns the value of flag --name or, given --name-file, the
+// contents of that file without its trailing line break, so that a secret
+// need not show in ps. Giving both is an error.
+func secret(name, value, file string) (string, error) {
+	if file == "" {
+		return value, nil
+	}
+	if value != "" {
+		return "", fmt.Errorf("both --%s and --%s-file are given: give one", name, name)
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return "", fmt.Errorf("--%s-file: %w", name, err)
+	}
+	s := strings.TrimRight(string(b), "\r\n")
+	if s == "" {
+		return "", fmt.Errorf("--%s-file %s is empty", name, file)
+	}
+	return s, nil
+}
+
 // mapFlag is a repeatable name=value flag (also comma-separated), used for
 // --channel tcb=http://... and --channel-secret tcb=....
 type mapFlag map[string]string

@@ -32,11 +32,17 @@ func runPartnersim(ctx context.Context, args []string, stdout, stderr io.Writer)
 	cfg := partnersim.Config{Name: "tcb"}
 	addr := fs.String("addr", "127.0.0.1:9001", "listen address")
 	bankFlags(fs.FlagSet, &cfg)
+	secretFile := fs.String("secret-file", "", "file holding the webhook secret, instead of --secret (which ps shows)")
 	if err := fs.parse(args); err != nil {
 		return err
 	}
+	s, err := secret("secret", string(cfg.Secret), *secretFile)
+	if err != nil {
+		return fs.fail("%v", err)
+	}
+	cfg.Secret = []byte(s)
 	if cfg.WebhookURL == "" || len(cfg.Secret) == 0 {
-		return fs.fail("--webhook and --secret are required")
+		return fs.fail("--webhook and --secret (or --secret-file) are required")
 	}
 	if err := cfg.Faults.Validate(); err != nil {
 		return fs.fail("%v", err)

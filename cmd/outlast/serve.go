@@ -68,7 +68,11 @@ type Main struct {
 	// adminTokenFrom says where the admin token came from, for the
 	// operator: a flag, or the file in DataDir serve generated it into.
 	adminTokenFrom string
-	wg             sync.WaitGroup // background loops: committer, inbox drainer, dispatcher
+	// adminTokenFile and channelSecretFiles (name → path) are the flags
+	// that read AdminToken and ChannelSecrets from files.
+	adminTokenFile     string
+	channelSecretFiles map[string]string
+	wg                 sync.WaitGroup // background loops: committer, inbox drainer, dispatcher
 
 	// storeOpened, if set, runs on the store as soon as it is open, before
 	// anything shares it: tests set the store's seams (NewID) there.
@@ -92,8 +96,29 @@ func (m *Main) ParseFlags(args []string, stdout, stderr io.Writer) error {
 	if err := fs.parse(args); err != nil {
 		return err
 	}
-	if m.Config.AdminToken != "" {
+	if err := m.readSecretFiles(); err != nil {
+		return fs.fail("%v", err)
+	}
+	return nil
+}
+
+// readSecretFiles reads the secrets given as files into m.Config.
+func (m *Main) readSecretFiles() error {
+	c := &m.Config
+	switch {
+	case m.adminTokenFile != "":
+		m.adminTokenFrom = "the one in " + m.adminTokenFile + " (--admin-token-file)"
+	case c.AdminToken != "":
 		m.adminTokenFrom = "the one given with --admin-token (OUTLAST_ADMIN_TOKEN)"
+	}
+	var err error
+	if c.AdminToken, err = secret("admin-token", c.AdminToken, m.adminTokenFile); err != nil {
+		return err
+	}
+	for _, name := range sortedKeys(m.channelSecretFiles) {
+		if c.ChannelSecrets[name], err = secret("channel-secret", c.ChannelSecrets[name], m.channelSecretFiles[name]); err != nil {
+			return fmt.Errorf("channel %s: %w", name, err)
+		}
 	}
 	return nil
 }
@@ -107,7 +132,10 @@ func (m *Main) registerFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.Addr, "addr", c.Addr, "HTTP listen address")
 	fs.StringVar(&c.AdminToken, "admin-token", c.AdminToken, "bearer token for admin endpoints; generated into --data-dir if empty in embedded mode")
 	fs.Var(mapFlag(c.Channels), "channel", "partner channel as `name=base-url` (repeatable, or comma-separated)")
+	fs.StringVar(&m.adminTokenFile, "admin-token-file", "", "file holding the admin token, instead of --admin-token (which ps shows)")
 	fs.Var(mapFlag(c.ChannelSecrets), "channel-secret", "webhook HMAC secret as `name=secret`, one per channel")
+	m.channelSecretFiles = map[string]string{}
+	fs.Var(mapFlag(m.channelSecretFiles), "channel-secret-file", "file holding a channel's webhook secret, as `name=path` (repeatable), instead of --channel-secret")
 	fs.StringVar(&c.ActiveChannel, "active-channel", c.ActiveChannel, "channel new payouts go to; default the first by name")
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error")
 	fs.IntVar(&c.RejectDeliveriesMax, "reject-deliveries-max", c.RejectDeliveriesMax,
@@ -129,7 +157,7 @@ func (c *Config) Validate() error {
 			bad = append(bad, fmt.Sprintf("--channel %s=%s: want the bank's http:// or https:// base URL", name, c.Channels[name]))
 		}
 		if c.ChannelSecrets[name] == "" {
-			bad = append(bad, fmt.Sprintf("--channel-secret %s=secret: channel %s has no webhook secret", name, name))
+			bad = append(bad, fmt.Sprintf("--channel-secret %s=secret or --channel-secret-file %s=path: channel %s has no webhook secret", name, name, name))
 		}
 	}
 	for _, name := range sortedKeys(c.ChannelSecrets) {
@@ -141,7 +169,7 @@ func (c *Config) Validate() error {
 		bad = append(bad, fmt.Sprintf("--active-channel %s: there is no --channel %s", c.ActiveChannel, c.ActiveChannel))
 	}
 	if c.AdminToken == "" && store.IsPostgres(c.DB) {
-		bad = append(bad, "--admin-token: required with an external --db (only embedded mode generates one)")
+		bad = append(bad, "--admin-token or --admin-token-file: required with an external --db (only embedded mode generates one)")
 	}
 	switch strings.ToLower(c.LogLevel) {
 	case "", "debug", "info", "warn", "error":
@@ -163,9 +191,10 @@ func (e configError) Error() string {
 
 // serveExample is what serve prints under a configuration error.
 const serveExample = `Example, with one simulated bank (in another terminal):
-  outlast partnersim --name tcb --addr 127.0.0.1:9001 --secret s3cret \
+  openssl rand -hex 32 > tcb.secret
+  outlast partnersim --name tcb --addr 127.0.0.1:9001 --secret-file tcb.secret \
     --webhook http://127.0.0.1:8080/v1/partners/tcb/notifications
-  outlast serve --channel tcb=http://127.0.0.1:9001 --channel-secret tcb=s3cret
+  outlast serve --channel tcb=http://127.0.0.1:9001 --channel-secret-file tcb=tcb.secret
 Or run 'outlast demo': the service with two simulated banks and traffic, nothing to configure.
 `
 
