@@ -72,11 +72,12 @@ func ledgerDir(dir string, w io.Writer) (string, error) {
 	}
 	sort.Strings(runs) // demo-<time> sorts oldest first
 	newest := filepath.Dir(runs[len(runs)-1])
-	fmt.Fprintf(w, "%s holds no ledger itself but %s kept with --keep-data: the newest is audited", dir, plural(len(runs), "demo run"))
-	if len(runs) > 1 {
-		fmt.Fprintf(w, " (another: --data-dir %s)", filepath.Dir(runs[len(runs)-2]))
+	if len(runs) == 1 {
+		fmt.Fprintf(w, "%s holds no ledger itself, only a demo run kept with --keep-data: auditing that\n", dir)
+	} else {
+		fmt.Fprintf(w, "%s holds no ledger itself but %d demo runs kept with --keep-data: auditing the newest (another: --data-dir %s)\n",
+			dir, len(runs), filepath.Dir(runs[len(runs)-2]))
 	}
-	fmt.Fprintln(w)
 	return newest, nil
 }
 
