@@ -9,8 +9,10 @@ import (
 	"io"
 	mrand "math/rand/v2"
 	"net"
+	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -20,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/outlast/outlast"
+	"github.com/outlast/outlast/channel"
 	"github.com/outlast/outlast/internal/load"
 	"github.com/outlast/outlast/partnersim"
 )
@@ -32,23 +35,34 @@ const demoRunPrefix = "demo-"
 type demoConfig struct {
 	Addr         string
 	DataDir      string
-	Rate         int // payouts per second
+	TempData     bool // DataDir is a temporary directory, removed at exit
+	Rate         int  // payouts per second
 	Duration     time.Duration
 	Accounts     int
 	DrainTimeout time.Duration
-	Bank         partnersim.Config // template for both banks
+	// SwitchEvery is how often new payouts move to the other bank.
+	SwitchEvery time.Duration
+	Bank        partnersim.Config // template for both banks
 }
 
+const demoSummary = `Run the service on its embedded defaults with two simulated partner banks (tcb, acb)
+and steady payout traffic, switching new payouts between the banks; print a status line
+per second; on Ctrl-C or --duration, stop the traffic, let in-flight payouts settle,
+and run the audit. The data lives in a temporary directory removed at exit, unless
+--keep-data (or --data-dir) keeps it.`
+
 func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("demo", "Run the service on its embedded defaults with two simulated partner banks (tcb, acb)\nand steady payout traffic; print a status line per second; on Ctrl-C or --duration,\nstop the traffic, let in-flight payouts settle, and run the audit.", stdout, stderr)
+	fs := newFlagSet("demo", demoSummary, stdout, stderr)
 	cfg := demoConfig{Bank: partnersim.Config{PayDelay: 300 * time.Millisecond, FailRate: 0.05,
 		Faults: partnersim.Faults{DuplicateRate: 0.05, ReorderRate: 0.05}}}
 	fs.StringVar(&cfg.Addr, "addr", "127.0.0.1:8080", "HTTP listen address of the service")
-	fs.StringVar(&cfg.DataDir, "data-dir", "", "data directory; default a new outlast-data/demo-<time>")
+	fs.StringVar(&cfg.DataDir, "data-dir", "", "data directory, kept after the run; default a temporary one, removed at exit")
+	keep := fs.Bool("keep-data", false, "keep the run's data in "+filepath.Join(dataDirDefault, demoRunPrefix+"<time>")+", where 'outlast audit' finds it")
 	fs.IntVar(&cfg.Rate, "rate", 50, "payouts created per second")
 	fs.DurationVar(&cfg.Duration, "duration", 0, "stop after this long (0: run until Ctrl-C)")
 	fs.IntVar(&cfg.Accounts, "accounts", 8, "number of funded accounts the traffic draws on")
 	fs.DurationVar(&cfg.DrainTimeout, "drain-timeout", time.Minute, "how long to wait for in-flight payouts to settle before the audit")
+	fs.DurationVar(&cfg.SwitchEvery, "switch-every", 5*time.Second, "how often new payouts switch to the other bank, as an operator's channel switch would")
 	fs.DurationVar(&cfg.Bank.PayDelay, "pay-delay", cfg.Bank.PayDelay, "banks' time from accepting a payout to settling it")
 	fs.Float64Var(&cfg.Bank.FailRate, "fail-rate", cfg.Bank.FailRate, "share of payouts the banks fail")
 	fs.Float64Var(&cfg.Bank.Faults.DuplicateRate, "duplicate-rate", cfg.Bank.Faults.DuplicateRate, "share of bank notifications sent twice")
@@ -56,13 +70,29 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err := fs.parse(args); err != nil {
 		return err
 	}
-	if cfg.Rate <= 0 || cfg.Accounts <= 0 {
-		return fs.fail("--rate and --accounts must be positive")
+	if cfg.Rate <= 0 || cfg.Accounts <= 0 || cfg.SwitchEvery <= 0 {
+		return fs.fail("--rate, --accounts and --switch-every must be positive")
 	}
-	if cfg.DataDir == "" {
+	switch {
+	case cfg.DataDir == "" && !*keep:
+		dir, err := os.MkdirTemp("", "outlast-demo-")
+		if err != nil {
+			return err
+		}
+		cfg.DataDir, cfg.TempData = dir, true
+	case cfg.DataDir == "":
 		cfg.DataDir = filepath.Join(dataDirDefault, demoRunPrefix+time.Now().UTC().Format("20060102-150405"))
 	}
-	return demo(ctx, cfg, stdout, stderr)
+	err := demo(ctx, cfg, stdout, stderr)
+	if !cfg.TempData {
+		fmt.Fprintf(stdout, "data kept in %s; audit it again with: outlast audit --data-dir %s\n", cfg.DataDir, cfg.DataDir)
+		return err
+	}
+	if rerr := os.RemoveAll(cfg.DataDir); rerr != nil {
+		return errors.Join(err, fmt.Errorf("remove the demo's data: %w", rerr))
+	}
+	fmt.Fprintln(stdout, "data removed (run with --keep-data to keep it for 'outlast audit')")
+	return err
 }
 
 // demoBank is one simulated bank the demo runs beside the service.
@@ -86,7 +116,7 @@ func demo(ctx context.Context, cfg demoConfig, stdout, stderr io.Writer) error {
 	}
 	m := NewMain()
 	m.Config.DataDir, m.Config.Addr, m.Config.LogLevel = cfg.DataDir, cfg.Addr, "warn"
-	m.Config.ActiveChannel = "tcb"
+	m.Config.ActiveChannel = banks[0].name
 	for _, b := range banks {
 		m.Config.Channels[b.name] = b.url
 		m.Config.ChannelSecrets[b.name] = b.secret
@@ -107,13 +137,11 @@ func demo(ctx context.Context, cfg demoConfig, stdout, stderr io.Writer) error {
 		bc.WebhookURL = m.HTTP.URL() + "/v1/partners/" + b.name + "/notifications"
 		b.bank = partnersim.New(bc)
 		partners[b.name] = b.url
-		bankWG.Add(1)
-		go func() {
-			defer bankWG.Done()
+		bankWG.Go(func() {
 			if err := serveBank(bankCtx, b.ln, b.bank); err != nil {
 				m.Logger.Error("bank stopped", "bank", b.name, "err", err)
 			}
-		}()
+		})
 	}
 
 	admin := newAPIClient(m.HTTP.URL(), m.Config.AdminToken)
@@ -122,20 +150,10 @@ func demo(ctx context.Context, cfg demoConfig, stdout, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("demo set-up: %w", err)
 	}
-	fmt.Fprintf(stdout, "Outlast demo\n  API        %s\n  admin      token %s (kept in %s)\n  metrics    %s/metrics\n  banks      tcb %s, acb %s\n  data       %s\n  client     %s, API key %s\n  traffic    %d payouts/s over %d accounts; Ctrl-C to stop and audit\n\n",
-		m.HTTP.URL(), m.Config.AdminToken, filepath.Join(cfg.DataDir, adminTokenFile), m.HTTP.URL(), banks[0].url, banks[1].url,
-		cfg.DataDir, clientID, apiKey, cfg.Rate, cfg.Accounts)
-
-	runCtx := ctx
-	if cfg.Duration > 0 {
-		var cancel context.CancelFunc
-		runCtx, cancel = context.WithTimeout(ctx, cfg.Duration)
-		defer cancel()
-	}
-	gen := &trafficGen{api: newAPIClient(m.HTTP.URL(), apiKey), accounts: accounts, rate: cfg.Rate}
-	var notifiedBefore int64 // only the status goroutine touches it
-	if err := gen.run(runCtx, func(elapsed time.Duration) { printStatus(ctx, stdout, m, gen, banks, elapsed, &notifiedBefore) }); err != nil {
-		return fmt.Errorf("demo traffic: %w", err)
+	printBanner(stdout, cfg, m, banks, clientID, apiKey, accounts[0])
+	gen, err := demoTraffic(ctx, cfg, m, banks, apiKey, accounts, stdout)
+	if err != nil {
+		return err
 	}
 
 	fmt.Fprintf(stdout, "\nstopped traffic after %d payouts created (%d refused, %d errors); waiting up to %s for in-flight payouts to settle…\n",
@@ -147,8 +165,9 @@ func demo(ctx context.Context, cfg demoConfig, stdout, stderr io.Writer) error {
 	if !settled {
 		fmt.Fprintln(stdout, "not everything settled within --drain-timeout; the audit lists what is still in flight")
 	}
+	printBanks(stdout, banks)
 	if summary, err := appliedSummary(m.Registry); err == nil {
-		fmt.Fprintf(stdout, "notifications applied, by source and outcome: %s\n", summary)
+		fmt.Fprintf(stdout, "notifications applied, by source and outcome: %s\n%s", summary, outcomeLegend)
 	}
 	ok, err := audit(context.Background(), m.DB, partners, stdout)
 	if err != nil {
@@ -158,6 +177,98 @@ func demo(ctx context.Context, cfg demoConfig, stdout, stderr io.Writer) error {
 		return exitError(1)
 	}
 	return nil
+}
+
+// printBanner says where everything is, with one request to try.
+func printBanner(w io.Writer, cfg demoConfig, m *Main, banks []*demoBank, clientID, apiKey, account string) {
+	where := cfg.DataDir + " (kept after the run)"
+	if cfg.TempData {
+		where = cfg.DataDir + " (a temporary directory, removed at exit; --keep-data keeps it)"
+	}
+	fmt.Fprintf(w, `Outlast demo
+  API        %[1]s   (metrics: %[1]s/metrics)
+  try        curl -s -H 'Authorization: Bearer %[2]s' %[1]s/v1/accounts/%[3]s
+  client     %[4]s, API key %[2]s, %[5]d funded accounts
+  admin      token %[6]s (in %[7]s)
+  banks      %[8]s %[9]s, %[10]s %[11]s; new payouts go to one of them, switched every %[12]s
+             (as an operator switches channels: a payout stays with the bank it was sent to)
+  data       %[13]s
+  traffic    %[14]d payouts/s; Ctrl-C to stop, let in-flight payouts settle, and audit
+
+`, m.HTTP.URL(), apiKey, account, clientID, cfg.Accounts, m.Config.AdminToken, filepath.Join(cfg.DataDir, adminTokenFile),
+		banks[0].name, banks[0].url, banks[1].name, banks[1].url, cfg.SwitchEvery, where, cfg.Rate)
+}
+
+// statusLegend explains the status line: which numbers are running totals
+// since the start and which are the state now or the last second.
+const statusLegend = `Every second, one line:
+  created              payouts the API accepted so far (running total)
+  pending, dispatched  payouts now waiting to go to a bank / accepted by one and not yet settled (current)
+  succeeded, failed    payouts settled so far (running totals)
+  to tcb, to acb       payouts each bank has accepted so far (running totals); * marks where new payouts go now
+  webhooks/s           bank notifications delivered in the last second (current)
+  p99 ms               creation latency that 99% of the last second's payouts beat (current)
+  errors               payout requests that failed so far (running total)
+
+`
+
+// outcomeLegend explains the applied-notification outcomes.
+const outcomeLegend = `  applied: changed a payout's state; duplicate: an event already seen (banks resend), ignored;
+  stale: older than what the ledger already knows, e.g. a bank's "dispatched" arriving after the
+  service marked the payout dispatched itself, or after "succeeded" (reordered): counted, changes nothing.
+`
+
+// demoTraffic sends payouts until ctx ends or cfg.Duration passes,
+// switching new payouts between the banks and printing a status line a
+// second, and returns once every payout request sent has finished.
+func demoTraffic(ctx context.Context, cfg demoConfig, m *Main, banks []*demoBank, apiKey string, accounts []string, w io.Writer) (*trafficGen, error) {
+	runCtx := ctx
+	if cfg.Duration > 0 {
+		var cancel context.CancelFunc
+		runCtx, cancel = context.WithTimeout(ctx, cfg.Duration)
+		defer cancel()
+	}
+	var switcher sync.WaitGroup
+	defer switcher.Wait()
+	switchCtx, stopSwitching := context.WithCancel(runCtx)
+	defer stopSwitching()
+	switcher.Go(func() { switchChannels(switchCtx, m.Router, banks, cfg.SwitchEvery) })
+
+	fmt.Fprint(w, statusLegend)
+	fmt.Fprintf(w, "%5s  %7s  %7s  %10s  %9s  %6s  %7s  %7s  %10s  %6s  %6s\n",
+		"t", "created", "pending", "dispatched", "succeeded", "failed", "to "+banks[0].name, "to "+banks[1].name, "webhooks/s", "p99 ms", "errors")
+	gen := &trafficGen{api: newAPIClient(m.HTTP.URL(), apiKey), accounts: accounts, rate: cfg.Rate}
+	var notifiedBefore int64 // only the status goroutine touches it
+	if err := gen.run(runCtx, func(elapsed time.Duration) { printStatus(ctx, w, m, gen, banks, elapsed, &notifiedBefore) }); err != nil {
+		return nil, fmt.Errorf("demo traffic: %w", err)
+	}
+	return gen, nil
+}
+
+// switchChannels makes the banks take turns as the channel new payouts go
+// to, every d, until ctx ends.
+func switchChannels(ctx context.Context, r *channel.Router, banks []*demoBank, d time.Duration) {
+	t := time.NewTicker(d)
+	defer t.Stop()
+	for i := 1; ; i++ {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			// Every bank is a configured channel: SetActive cannot fail.
+			_ = r.SetActive(banks[i%len(banks)].name)
+		}
+	}
+}
+
+// printBanks says what each bank did.
+func printBanks(w io.Writer, banks []*demoBank) {
+	parts := make([]string, len(banks))
+	for i, b := range banks {
+		st := b.bank.Stats()
+		parts[i] = fmt.Sprintf("%s accepted %d (paid %d, failed %d)", b.name, st.Accepted, st.Succeeded, st.Failed)
+	}
+	fmt.Fprintf(w, "banks: %s\n", strings.Join(parts, "; "))
 }
 
 // demoSetup creates the demo's client and funded accounts.
@@ -269,23 +380,31 @@ func (g *trafficGen) takeP99() time.Duration {
 	return p
 }
 
-// printStatus prints one status line; notifiedBefore carries the banks'
-// delivered-webhook count from the previous line.
+// printStatus prints one status line (see statusLegend); notifiedBefore
+// carries the banks' delivered-webhook count from the previous line.
 func printStatus(ctx context.Context, w io.Writer, m *Main, g *trafficGen, banks []*demoBank, elapsed time.Duration, notifiedBefore *int64) {
 	counts, err := m.DB.PayoutCounts(ctx)
 	if err != nil {
 		fmt.Fprintf(w, "%4ds  database unavailable: %v\n", int(elapsed.Seconds()), outlast.ErrorMessage(err))
 		return
 	}
+	active, _ := m.Router.Choose(ctx)
 	var notified int64
-	for _, b := range banks {
-		notified += int64(b.bank.Stats().WebhooksSent)
+	accepted := make([]string, len(banks))
+	for i, b := range banks {
+		st := b.bank.Stats()
+		notified += st.WebhooksSent
+		accepted[i] = strconv.FormatInt(st.Accepted, 10)
+		if b.name == active {
+			accepted[i] += "*"
+		}
 	}
 	perSec := notified - *notifiedBefore
 	*notifiedBefore = notified
-	fmt.Fprintf(w, "%4ds  created %6d  dispatched %5d  succeeded %6d  failed %5d  pending %5d  notifications %4d/s  create p99 %6.1fms  errors %d\n",
-		int(elapsed.Seconds()), g.created.Load(), counts[outlast.StatusDispatched], counts[outlast.StatusSucceeded],
-		counts[outlast.StatusFailed], counts[outlast.StatusPending], perSec, float64(g.takeP99().Microseconds())/1000, g.errors.Load())
+	fmt.Fprintf(w, "%4ds  %7d  %7d  %10d  %9d  %6d  %7s  %7s  %10d  %6.1f  %6d\n",
+		int(elapsed.Seconds()), g.created.Load(), counts[outlast.StatusPending], counts[outlast.StatusDispatched],
+		counts[outlast.StatusSucceeded], counts[outlast.StatusFailed], accepted[0], accepted[1], perSec,
+		float64(g.takeP99().Microseconds())/1000, g.errors.Load())
 }
 
 // waitSettled waits until no payout is pending or dispatched and no bank has
