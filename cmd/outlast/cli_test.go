@@ -209,8 +209,8 @@ func TestServeRefusesMissingConfig(t *testing.T) {
 	}{
 		{nil, []string{"--channel name=url", "Example", "outlast demo"}},
 		{[]string{"--channel", "tcb=http://127.0.0.1:1"}, []string{"--channel-secret tcb=secret"}},
-		{[]string{"--channel", "tcb=127.0.0.1:1", "--channel-secret", "tcb=s,acb=s", "--active-channel", "xyz", "--log-level", "loud"},
-			[]string{"http:// or https://", "no --channel acb", "--active-channel xyz", "--log-level loud"}},
+		{[]string{"--channel", "tcb=127.0.0.1:1", "--channel-secret", "tcb=s,acb=s", "--active-channel", "xyz", "--log-level", "loud", "--addr", "8080"},
+			[]string{"http:// or https://", "no --channel acb", "--active-channel xyz", "--log-level loud", "--addr 8080"}},
 		{[]string{"--channel", "tcb=http://127.0.0.1:1", "--channel-secret", "tcb=s", "--db", "postgres://127.0.0.1:1/none"},
 			[]string{"--admin-token-file: required with an external --db"}},
 	} {

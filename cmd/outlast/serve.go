@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -167,6 +168,9 @@ func (c *Config) Validate() error {
 	}
 	if _, ok := c.Channels[c.ActiveChannel]; c.ActiveChannel != "" && !ok {
 		bad = append(bad, fmt.Sprintf("--active-channel %s: there is no --channel %s", c.ActiveChannel, c.ActiveChannel))
+	}
+	if _, _, err := net.SplitHostPort(c.Addr); err != nil {
+		bad = append(bad, fmt.Sprintf("--addr %s: want host:port, e.g. 127.0.0.1:8080 or :8080", c.Addr))
 	}
 	if c.AdminToken == "" && store.IsPostgres(c.DB) {
 		bad = append(bad, "--admin-token or --admin-token-file: required with an external --db (only embedded mode generates one)")
