@@ -167,6 +167,11 @@ func TestJSONMessages(t *testing.T) {
 		{`{amount:5}`, "not valid JSON"},
 		{``, "empty"},
 		{`[1]`, "must be a JSON object"},
+		{` null `, "must be a JSON object, not null"},
+		{`{"amount":99999999999999999999}`, "amount must be an integer; 99999999999999999999 is out of range"},
+		{`{"amount":5,"Amount":5}`, `field names are case-sensitive: unknown field "Amount" (did you mean "amount"?)`},
+		{`{"amount":5,"amount":5}`, `duplicate field "amount"`},
+		{"{\"amount\":5,\"\xffoo\":1}", "invalid UTF-8 at byte 13"},
 	} {
 		msg := wantError(t, h.do("POST", "/v1/accounts/acc-a/funds", adminToken, tc.body, "Idempotency-Key", "k-json"), 400, "invalid_request")
 		if !strings.Contains(msg, tc.want) {

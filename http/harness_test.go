@@ -36,6 +36,7 @@ type harness struct {
 	mu     sync.Mutex // guards chooseErr, readyErr
 	choose error
 	ready  error
+	sent   int // payouts made by send, for their Idempotency-Keys
 }
 
 func newHarness(t *testing.T, opts ...func(*Config, *Services)) *harness {
@@ -121,6 +122,21 @@ func (h *harness) webhook(channel, secret string, ts time.Time, body string) *ht
 	return h.do("POST", "/v1/partners/"+channel+"/notifications", "", body,
 		outlast.HeaderTimestamp, strconv.FormatInt(unix, 10),
 		outlast.HeaderSignature, outlast.Sign([]byte(secret), unix, []byte(body)))
+}
+
+// send serves body to path as the caller its endpoint expects: a webhook
+// signed with tcb's secret now, a payout from alice under a new
+// Idempotency-Key, anything else with the admin token.
+func (h *harness) send(method, path, body string) *httptest.ResponseRecorder {
+	h.t.Helper()
+	switch {
+	case path == "/v1/partners/tcb/notifications":
+		return h.webhook("tcb", tcbSecret, h.clock.Now(), body)
+	case path == "/v1/payouts":
+		h.sent++
+		return h.payout("send-"+strconv.Itoa(h.sent), h.alice, body)
+	}
+	return h.do(method, path, adminToken, body)
 }
 
 func (h *harness) payout(key, token, body string) *httptest.ResponseRecorder {
