@@ -46,9 +46,9 @@ type AccountFlags struct {
 func (a *Account) Validate() error {
 	switch {
 	case !validID(a.ID):
-		return Errorf(EVALIDATION, "id must be 1-%d characters of [A-Za-z0-9._:-]", IDBytesMax)
+		return Errorf(EVALIDATION, "id must be %s", IDRule)
 	case !validID(a.ClientID):
-		return Errorf(EVALIDATION, "client_id must be 1-%d characters of [A-Za-z0-9._:-]", IDBytesMax)
+		return Errorf(EVALIDATION, "client_id must be %s", IDRule)
 	case !ValidCurrency(a.Currency):
 		return Errorf(EVALIDATION, "currency %q is not an ISO 4217 code", a.Currency)
 	case a.Flags.DailyLimit < 0:
@@ -99,7 +99,7 @@ func (a *Account) CheckDailyLimit(today, amount int64) error {
 // ValidateIdempotencyKey checks an Idempotency-Key header's value.
 func ValidateIdempotencyKey(key string) error {
 	if !validID(key) {
-		return Errorf(EINVALID, "Idempotency-Key header must be 1-%d characters of [A-Za-z0-9._:-]", IDBytesMax)
+		return Errorf(EINVALID, "Idempotency-Key header must be %s", IDRule)
 	}
 	return nil
 }

@@ -35,13 +35,13 @@ const ReasonBytesMax = 512
 func (n *Notification) Validate() error {
 	switch {
 	case !validID(n.Channel):
-		return Errorf(EVALIDATION, "channel must be 1-%d characters of [A-Za-z0-9._:-]", IDBytesMax)
+		return Errorf(EVALIDATION, "channel must be %s", IDRule)
 	case !validID(n.EventID):
-		return Errorf(EVALIDATION, "event_id must be 1-%d characters of [A-Za-z0-9._:-]", IDBytesMax)
+		return Errorf(EVALIDATION, "event_id must be %s", IDRule)
 	case !validID(n.PayoutID):
-		return Errorf(EVALIDATION, "payout_id must be 1-%d characters of [A-Za-z0-9._:-]", IDBytesMax)
+		return Errorf(EVALIDATION, "payout_id must be %s", IDRule)
 	case n.PartnerRef != "" && !validID(n.PartnerRef):
-		return Errorf(EVALIDATION, "partner_ref must be at most %d characters of [A-Za-z0-9._:-]", IDBytesMax)
+		return Errorf(EVALIDATION, "partner_ref must be empty or %s", IDRule)
 	case n.Status != StatusDispatched && n.Status != StatusSucceeded && n.Status != StatusFailed:
 		return Errorf(EVALIDATION, "status must be dispatched, succeeded or failed")
 	case len(n.Reason) > ReasonBytesMax:

@@ -27,6 +27,8 @@ const (
 	// AmountMax bounds a single amount in minor units, so that sums over many
 	// payouts stay far from int64 overflow.
 	AmountMax = int64(1) << 50
+	// IDRule says what ValidID accepts, for the messages that refuse an id.
+	IDRule = "1-128 characters of [A-Za-z0-9._:-], not only dots"
 )
 
 // NewID returns a time-ordered UUIDv7 string (RFC 9562): 48 bits of unix
@@ -99,22 +101,28 @@ func newUUIDv7(ms int64, seq uint16) string {
 
 // validID reports whether s is a usable identifier: 1..IDBytesMax bytes of
 // printable ASCII without spaces or path separators, so ids are safe in URLs,
-// log lines and NATS subjects.
+// log lines and NATS subjects. An id is not only dots: "." and ".." are
+// path segments, so /v1/accounts/.. names another resource, and an
+// account made with such an id could never be read or funded. Refusing
+// every all-dot id keeps the rule one sentence.
 func validID(s string) bool {
 	if len(s) == 0 || len(s) > IDBytesMax {
 		return false
 	}
+	dots := 0
 	for i := 0; i < len(s); i++ {
 		c := s[i]
 		switch {
 		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
-		case c == '-' || c == '_' || c == '.' || c == ':':
+		case c == '.':
+			dots++
+		case c == '-' || c == '_' || c == ':':
 		default:
 			return false
 		}
 	}
-	return true
+	return dots < len(s)
 }
 
-// ValidID reports whether s is a valid identifier (see IDBytesMax).
+// ValidID reports whether s is a valid identifier (see IDRule).
 func ValidID(s string) bool { return validID(s) }

@@ -126,7 +126,7 @@ func (r *PayoutRequest) Validate() error {
 	case ValidateIdempotencyKey(r.IdempotencyKey) != nil:
 		return ValidateIdempotencyKey(r.IdempotencyKey)
 	case !validID(r.AccountID):
-		return Errorf(EVALIDATION, "account_id must be 1-%d characters of [A-Za-z0-9._:-]", IDBytesMax)
+		return Errorf(EVALIDATION, "account_id must be %s", IDRule)
 	case !ValidCurrency(r.Currency):
 		return Errorf(EVALIDATION, "currency %q is not an ISO 4217 code", r.Currency)
 	case r.Destination == "" || len(r.Destination) > DestinationBytesMax:

@@ -48,7 +48,7 @@ func (s *Server) createClient(w nethttp.ResponseWriter, r *nethttp.Request) {
 		return
 	}
 	if !outlast.ValidID(in.ID) {
-		s.writeError(w, r, outlast.Errorf(outlast.EVALIDATION, "id must be 1-%d characters of [A-Za-z0-9._:-]", outlast.IDBytesMax))
+		s.writeError(w, r, outlast.Errorf(outlast.EVALIDATION, "id must be %s", outlast.IDRule))
 		return
 	}
 	var b [apiKeyRandBytes]byte

@@ -193,7 +193,7 @@ func payoutFilter(q url.Values, pr principal) (outlast.PayoutFilter, error) {
 		f.ClientID = clientID
 	}
 	if f.AccountID != "" && !outlast.ValidID(f.AccountID) {
-		return f, outlast.Errorf(outlast.EVALIDATION, "account_id must be 1-%d characters of [A-Za-z0-9._:-]", outlast.IDBytesMax)
+		return f, outlast.Errorf(outlast.EVALIDATION, "account_id must be %s", outlast.IDRule)
 	}
 	if f.Status != "" && !f.Status.Valid() {
 		return f, outlast.Errorf(outlast.EVALIDATION, "status must be pending, dispatched, succeeded or failed")

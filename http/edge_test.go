@@ -1,0 +1,52 @@
+package http
+
+import (
+	"strings"
+	"testing"
+)
+
+// The tests of issue 7 item 4: what the edge used to accept and store.
+
+// note is a webhook body reporting p0001 failed, with members replaced
+// by the pairs in with.
+func note(with ...string) string {
+	body := `{"event_id":"ev-1","payout_id":"p0001","partner_ref":"TCB-77","status":"failed","reason":"closed","occurred_at":"2026-03-01T11:59:30Z"}`
+	for i := 0; i+1 < len(with); i += 2 {
+		start := strings.Index(body, `"`+with[i]+`":`)
+		end := start + strings.IndexAny(body[start:], ",}")
+		body = body[:start] + `"` + with[i] + `":` + with[i+1] + body[end:]
+	}
+	return body
+}
+
+func TestDotIDsRefused(t *testing.T) {
+	h := newHarness(t)
+	before := h.store.snapshot()
+	for _, tc := range []struct {
+		name, method, path, body string
+		want                     string
+	}{
+		{"client", "POST", "/admin/v1/clients", `{"id":"."}`, "id must"},
+		{"account", "POST", "/v1/accounts", `{"id":"..","client_id":"alice","currency":"USD"}`, "id must"},
+		{"account's client", "POST", "/v1/accounts", `{"id":"acc-x","client_id":"...","currency":"USD"}`, "client_id must"},
+		{"payout's account", "POST", "/v1/payouts", `{"account_id":".","amount":1,"currency":"USD","destination":"VN-1"}`, "account_id must"},
+		{"event id", "POST", "/v1/partners/tcb/notifications", note("event_id", `".."`), "event_id must"},
+		{"payout id", "POST", "/v1/partners/tcb/notifications", note("payout_id", `"."`), "payout_id must"},
+		{"partner ref", "POST", "/v1/partners/tcb/notifications", note("partner_ref", `".."`), "partner_ref must"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			msg := wantError(t, h.send(tc.method, tc.path, tc.body), 422, "validation_failed")
+			if !strings.Contains(msg, tc.want) || !strings.Contains(msg, "not only dots") {
+				t.Errorf("message %q, want it to contain %q and say why dots are refused", msg, tc.want)
+			}
+		})
+	}
+	wantError(t, h.payout(".", h.alice, payoutBody), 400, "invalid_request")
+	wantError(t, h.do("GET", "/v1/payouts?account_id=..", h.alice, ""), 422, "validation_failed")
+	if after := h.store.snapshot(); after != before {
+		t.Errorf("store changed by refused requests:\n%s\n%s", before, after)
+	}
+	if n, m := len(h.log.all()), len(h.inbox.all()); n+m != 0 {
+		t.Errorf("refused webhooks reached the log (%d) or the inbox (%d)", n, m)
+	}
+}
