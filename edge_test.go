@@ -4,6 +4,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/outlast/outlast"
 )
@@ -29,5 +30,41 @@ func TestValidIDNotOnlyDots(t *testing.T) {
 	a := outlast.Account{ID: "..", ClientID: "c", Currency: "USD"}
 	if err := a.Validate(); outlast.ErrorCode(err) != outlast.EVALIDATION || !strings.Contains(outlast.ErrorMessage(err), "not only dots") {
 		t.Errorf("Account{ID: %q}.Validate() = %v, want %s saying ids are not only dots", a.ID, err, outlast.EVALIDATION)
+	}
+}
+
+func TestNotificationOccurredAt(t *testing.T) {
+	received := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		name     string
+		occurred time.Time
+		received time.Time
+		ok       bool
+	}{
+		{"a minute ago", received.Add(-time.Minute), received, true},
+		{"a day ahead", received.Add(outlast.OccurredAtAheadMax), received, true},
+		{"a day and a nanosecond ahead", received.Add(outlast.OccurredAtAheadMax + 1), received, false},
+		{"year 9999", time.Date(9999, 12, 31, 23, 59, 59, 0, time.UTC), received, false},
+		{"year 9999, not yet received", time.Date(9999, 12, 31, 23, 59, 59, 0, time.UTC), time.Time{}, false},
+		{"past UnixNano, not yet received", time.Date(2262, 4, 12, 0, 0, 0, 0, time.UTC), time.Time{}, false},
+		{"2000", time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC), received, true},
+		{"1999", time.Date(1999, 12, 31, 23, 59, 59, 0, time.UTC), received, false},
+		{"year 1", time.Date(1, 1, 1, 0, 0, 1, 0, time.UTC), received, false},
+	} {
+		n := outlast.Notification{Channel: "tcb", EventID: "e", PayoutID: "p", Status: outlast.StatusSucceeded,
+			OccurredAt: tc.occurred, ReceivedAt: tc.received}
+		err := n.Validate()
+		if tc.ok {
+			if err != nil {
+				t.Errorf("%s: Validate() = %v, want nil", tc.name, err)
+			}
+			if got := time.Unix(0, n.OccurredAt.UnixNano()); !got.Equal(n.OccurredAt) {
+				t.Errorf("%s: occurred_at %v does not survive UnixNano (%v)", tc.name, n.OccurredAt, got)
+			}
+			continue
+		}
+		if outlast.ErrorCode(err) != outlast.EVALIDATION || !strings.Contains(outlast.ErrorMessage(err), "occurred_at") {
+			t.Errorf("%s: Validate() = %v, want %s naming occurred_at", tc.name, err, outlast.EVALIDATION)
+		}
 	}
 }

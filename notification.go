@@ -3,6 +3,7 @@ package outlast
 import (
 	"context"
 	"fmt"
+	"math"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -28,8 +29,23 @@ type Notification struct {
 	Deliveries int `json:"-"`
 }
 
-// ReasonBytesMax bounds a failure reason.
-const ReasonBytesMax = 512
+const (
+	// ReasonBytesMax bounds a failure reason.
+	ReasonBytesMax = 512
+	// OccurredAtAheadMax is how far after its ReceivedAt a notification
+	// may say it occurred: a partner's clock or time zone may be hours
+	// wrong, never a day.
+	OccurredAtAheadMax = 24 * time.Hour
+)
+
+var (
+	// occurredAtMin is the earliest occurred_at taken: no payout Outlast
+	// handles happened before 2000, and 0001-01-01 is a partner's zero.
+	occurredAtMin = time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)
+	// occurredAtMax is the latest time the ledgers can store: they keep
+	// times as UnixNano, which overflows after it (April 2262).
+	occurredAtMax = time.Unix(0, math.MaxInt64).UTC()
+)
 
 // Validate checks a notification's fields.
 func (n *Notification) Validate() error {
@@ -48,6 +64,23 @@ func (n *Notification) Validate() error {
 		return Errorf(EVALIDATION, "reason must be at most %d bytes", ReasonBytesMax)
 	case n.OccurredAt.IsZero():
 		return Errorf(EVALIDATION, "occurred_at is required (RFC 3339)")
+	}
+	return n.checkOccurredAt()
+}
+
+// checkOccurredAt bounds OccurredAt: from 2000, at most
+// OccurredAtAheadMax after ReceivedAt when that is set, and never past
+// what a ledger can store.
+func (n *Notification) checkOccurredAt() error {
+	at := n.OccurredAt.UTC().Format(time.RFC3339Nano)
+	switch {
+	case n.OccurredAt.Before(occurredAtMin):
+		return Errorf(EVALIDATION, "occurred_at %s is before %s", at, occurredAtMin.Format(time.RFC3339))
+	case n.OccurredAt.After(occurredAtMax):
+		return Errorf(EVALIDATION, "occurred_at %s is after %s, the latest time a ledger can store", at, occurredAtMax.Format(time.RFC3339))
+	case !n.ReceivedAt.IsZero() && n.OccurredAt.Sub(n.ReceivedAt) > OccurredAtAheadMax:
+		return Errorf(EVALIDATION, "occurred_at %s is more than %.0f hours after the notification was received (%s): is the partner's clock or time zone wrong?",
+			at, OccurredAtAheadMax.Hours(), n.ReceivedAt.UTC().Format(time.RFC3339))
 	}
 	return nil
 }

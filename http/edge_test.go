@@ -3,6 +3,9 @@ package http
 import (
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/outlast/outlast"
 )
 
 // The tests of issue 7 item 4: what the edge used to accept and store.
@@ -48,5 +51,40 @@ func TestDotIDsRefused(t *testing.T) {
 	}
 	if n, m := len(h.log.all()), len(h.inbox.all()); n+m != 0 {
 		t.Errorf("refused webhooks reached the log (%d) or the inbox (%d)", n, m)
+	}
+}
+
+// TestOccurredAtBounded: a year-9999 occurred_at overflowed the store's
+// UnixNano; a partner's clock may be hours off, never a day.
+func TestOccurredAtBounded(t *testing.T) {
+	h := newHarness(t)
+	now := h.clock.Now()
+	at := func(t time.Time) string { return `"` + t.Format(time.RFC3339) + `"` }
+	for _, tc := range []struct {
+		name, occurred string
+		status         int
+	}{
+		{"year 9999", `"9999-12-31T23:59:59Z"`, 422},
+		{"past the nanosecond clock", `"2262-04-12T00:00:00Z"`, 422},
+		{"a day and a second ahead", at(now.Add(outlast.OccurredAtAheadMax + time.Second)), 422},
+		{"unix epoch", `"1970-01-01T00:00:00Z"`, 422},
+		{"year 1", `"0001-01-01T00:00:01Z"`, 422},
+		{"a day ahead", at(now.Add(outlast.OccurredAtAheadMax)), 200},
+		{"a wrong time zone", `"2026-03-01T19:00:00Z"`, 200},
+		{"a year ago", at(now.AddDate(-1, 0, 0)), 200},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rec := h.send("POST", "/v1/partners/tcb/notifications", note("occurred_at", tc.occurred))
+			if tc.status == 200 {
+				h.mustStatus(rec, 200)
+				return
+			}
+			if msg := wantError(t, rec, tc.status, "validation_failed"); !strings.Contains(msg, "occurred_at") {
+				t.Errorf("message %q does not name occurred_at", msg)
+			}
+		})
+	}
+	if n := len(h.log.all()); n != 3 {
+		t.Errorf("log has %d notifications, want the 3 accepted", n)
 	}
 }
