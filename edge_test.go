@@ -68,3 +68,26 @@ func TestNotificationOccurredAt(t *testing.T) {
 		}
 	}
 }
+
+func TestDestinationControlCharacters(t *testing.T) {
+	for _, dest := range []string{"VN-1\x00", "VN-1\n", "VN\t1", "VN-1\x7f", "VN-1\u0085", "\x1b[2JVN-1", "VN-\xff"} {
+		r := outlast.PayoutRequest{ClientID: "c", IdempotencyKey: "k", AccountID: "a", Amount: 1, Currency: "USD", Destination: dest}
+		if err := r.Validate(); outlast.ErrorCode(err) != outlast.EVALIDATION || !strings.Contains(outlast.ErrorMessage(err), "destination") {
+			t.Errorf("Validate(destination %q) = %v, want %s naming destination", dest, err, outlast.EVALIDATION)
+		}
+	}
+	for _, dest := range []string{"DE89 3704 0044 0532 0130 00", "Nguyễn Văn A / 0123", "VN-1"} {
+		r := outlast.PayoutRequest{ClientID: "c", IdempotencyKey: "k", AccountID: "a", Amount: 1, Currency: "USD", Destination: dest}
+		if err := r.Validate(); err != nil {
+			t.Errorf("Validate(destination %q) = %v, want nil", dest, err)
+		}
+	}
+}
+
+func TestFailureReasonWithoutControlCharacters(t *testing.T) {
+	p := &outlast.Payout{Status: outlast.StatusDispatched}
+	p.MoveTo(outlast.StatusFailed, "", "", "closed\r\n\x1b[31mby bank\x00\u0085", time.Now())
+	if p.FailureReason != "closed   [31mby bank " {
+		t.Errorf("FailureReason = %q, want each control character a space and NUL gone", p.FailureReason)
+	}
+}

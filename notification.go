@@ -6,6 +6,7 @@ import (
 	"math"
 	"strings"
 	"time"
+	"unicode"
 	"unicode/utf8"
 )
 
@@ -133,11 +134,20 @@ func Decide(p *Payout, n *Notification) ApplyResult {
 		Reason: fmt.Sprintf("invalid transition from %s to %s", p.Status, n.Status)}
 }
 
-// CleanText makes free text (a destination, a failure reason) what a
-// ledger keeps: valid UTF-8 without NUL bytes (storable as TEXT on both
-// databases), cut to at most maxBytes on a character boundary.
+// CleanText makes free text (a failure reason, an error, a raw preview)
+// what a ledger keeps: valid UTF-8 (storable as TEXT on both databases)
+// without control characters (C0, DEL, C1), which rewrite the terminal
+// or the log line that shows them. NUL, padding from C strings, goes;
+// every other control character becomes a space, so words stay apart.
+// The result is cut to at most maxBytes on a character boundary.
 func CleanText(s string, maxBytes int) string {
 	s = strings.ToValidUTF8(strings.ReplaceAll(s, "\x00", ""), "\uFFFD")
+	s = strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) {
+			return ' '
+		}
+		return r
+	}, s)
 	if len(s) <= maxBytes {
 		return s
 	}
@@ -146,6 +156,20 @@ func CleanText(s string, maxBytes int) string {
 		cut--
 	}
 	return s[:cut]
+}
+
+// checkText refuses text a ledger would have to clean: invalid UTF-8 or
+// a control character (see CleanText), naming field and the byte.
+func checkText(field, s string) error {
+	for i, r := range s {
+		if _, size := utf8.DecodeRuneInString(s[i:]); r == utf8.RuneError && size == 1 {
+			return Errorf(EVALIDATION, "%s must be UTF-8 text; byte %d is not", field, i)
+		}
+		if unicode.IsControl(r) {
+			return Errorf(EVALIDATION, "%s must not contain control characters; found %U at byte %d", field, r, i)
+		}
+	}
+	return nil
 }
 
 // ApplyResult is the outcome for the notification at the same index.

@@ -175,6 +175,7 @@ func TestCleanText(t *testing.T) {
 	}{
 		{"plain", 10, "plain"},
 		{"nul\x00byte", 10, "nulbyte"},
+		{"tab\there\r\n\x7f\u0085\u009b!", 20, "tab here     !"},
 		{"bad \xff utf-8", 20, "bad \uFFFD utf-8"},
 		{"éé", 3, "é"}, // never half a character
 		{"abc", 0, ""},

@@ -134,6 +134,9 @@ func (r *PayoutRequest) Validate() error {
 	case r.Channel != "" && !validID(r.Channel):
 		return Errorf(EVALIDATION, "channel %q is not a valid name", r.Channel)
 	}
+	if err := checkText("destination", r.Destination); err != nil {
+		return err
+	}
 	return ValidateAmount(r.Amount)
 }
 

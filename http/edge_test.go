@@ -1,6 +1,7 @@
 package http
 
 import (
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -86,5 +87,28 @@ func TestOccurredAtBounded(t *testing.T) {
 	}
 	if n := len(h.log.all()); n != 3 {
 		t.Errorf("log has %d notifications, want the 3 accepted", n)
+	}
+}
+
+// TestControlCharactersNotStored: a destination with control characters
+// is refused; a partner's reason is kept, its control characters spaces.
+func TestControlCharactersNotStored(t *testing.T) {
+	h := newHarness(t)
+	before := h.store.snapshot()
+	for i, dest := range []string{`VN-1\u0000`, `VN-1\n2`, `VN\t1`, `VN-1\u007f`, `VN-1\u0085`, `\u001b[2JVN-1`} {
+		body := strings.Replace(payoutBody, "VN-0123456789", dest, 1)
+		msg := wantError(t, h.payout("k-"+strconv.Itoa(i), h.alice, body), 422, "validation_failed")
+		if !strings.Contains(msg, "destination must not contain control characters") {
+			t.Errorf("destination %s: message %q", dest, msg)
+		}
+	}
+	if after := h.store.snapshot(); after != before {
+		t.Errorf("store changed by refused payouts:\n%s\n%s", before, after)
+	}
+
+	h.mustStatus(h.send("POST", "/v1/partners/tcb/notifications", note("reason", `"account\r\nclosed\t\u0007\u009b"`)), 200)
+	got := h.log.all()
+	if len(got) != 1 || got[0].Reason != "account  closed   " {
+		t.Fatalf("logged %+v, want the reason with each control character a space", got)
 	}
 }

@@ -70,7 +70,14 @@ func (s *Server) readNotification(w nethttp.ResponseWriter, r *nethttp.Request) 
 	n.EventID, n.PayoutID, n.PartnerRef = in.EventID, in.PayoutID, in.PartnerRef
 	n.Status, n.Reason = in.Status, in.Reason
 	n.OccurredAt, n.ReceivedAt = in.OccurredAt.UTC(), now.UTC()
-	return n, n.Validate()
+	if err := n.Validate(); err != nil {
+		return n, err
+	}
+	// The reason is the partner's words: a stray newline is no cause to
+	// refuse the news that a payout failed, so it is cleaned, not refused,
+	// and the log holds it as every ledger will store it.
+	n.Reason = outlast.CleanText(n.Reason, outlast.ReasonBytesMax)
+	return n, nil
 }
 
 // persist makes n durable: the log first; if it is absent or fails for any

@@ -154,7 +154,7 @@ func testApplyTextRoundTrips(t *testing.T, db *store.DB) {
 		n.Reason = reason
 		rs := ledgertest.Apply(t, db, n)
 		ledgertest.WantOutcomes(t, rs, outlast.OutcomeApplied)
-		want := strings.ToValidUTF8(strings.ReplaceAll(reason, "\x00", ""), "\uFFFD")
+		want := outlast.CleanText(reason, outlast.ReasonBytesMax)
 		got, _, err := db.Payout(ctx, p.ID)
 		if err != nil {
 			t.Fatal(err)
