@@ -10,7 +10,8 @@ import (
 )
 
 // The domain's half of issue 7 item 4: ids of dots, an unbounded
-// occurred_at, control characters kept, a signed "+" timestamp.
+// occurred_at, control characters kept (a signed "+" timestamp is in
+// TestVerifySignature).
 
 func TestValidIDNotOnlyDots(t *testing.T) {
 	for id, want := range map[string]bool{

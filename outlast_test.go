@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -144,6 +145,13 @@ func TestVerifySignature(t *testing.T) {
 	for name, err := range cases {
 		if got := outlast.ErrorCode(err); got != outlast.EUNAUTHORIZED {
 			t.Errorf("%s: code = %q, want %q", name, got, outlast.EUNAUTHORIZED)
+		}
+	}
+	// Issue 7: one signature passed under "+1700000000" and "01700000000".
+	for _, other := range []string{"+" + ts, "0" + ts, "-0", "+0", " " + ts, ts + "\n", "١٧٠٠٠٠٠٠٠٠"} {
+		err := outlast.VerifySignature(secret, other, sig, body, now)
+		if outlast.ErrorCode(err) != outlast.EUNAUTHORIZED || !strings.Contains(outlast.ErrorMessage(err), "digits") {
+			t.Errorf("VerifySignature(timestamp %q) = %v, want %s saying digits only", other, err, outlast.EUNAUTHORIZED)
 		}
 	}
 }

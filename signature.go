@@ -33,9 +33,12 @@ func Sign(secret []byte, timestamp int64, body []byte) string {
 // against body at now, in constant time. It returns EUNAUTHORIZED with a
 // reason a partner's engineer can act on.
 func VerifySignature(secret []byte, timestampHeader, signatureHeader string, body []byte, now time.Time) error {
+	// Only the spelling Sign writes: ParseInt also takes "+1700000000"
+	// and "01700000000", which would let one signature pass under several
+	// headers.
 	ts, err := strconv.ParseInt(timestampHeader, 10, 64)
-	if err != nil {
-		return Errorf(EUNAUTHORIZED, "%s must be unix seconds", HeaderTimestamp)
+	if err != nil || ts <= 0 || strconv.FormatInt(ts, 10) != timestampHeader {
+		return Errorf(EUNAUTHORIZED, "%s must be unix seconds in decimal digits, with no sign or leading zero", HeaderTimestamp)
 	}
 	skew := now.Sub(time.Unix(ts, 0))
 	if skew > SignatureWindow || skew < -SignatureWindow {

@@ -112,3 +112,21 @@ func TestControlCharactersNotStored(t *testing.T) {
 		t.Fatalf("logged %+v, want the reason with each control character a space", got)
 	}
 }
+
+// TestWebhookTimestampDigitsOnly: "+1700000000" and "01700000000" parsed
+// as the same second, so one signature passed under several headers.
+func TestWebhookTimestampDigitsOnly(t *testing.T) {
+	h := newHarness(t)
+	now := h.clock.Now()
+	unix := strconv.FormatInt(now.Unix(), 10)
+	sig := outlast.Sign([]byte(tcbSecret), now.Unix(), []byte(notificationBody))
+	for _, ts := range []string{"+" + unix, "0" + unix, "00" + unix, " " + unix, unix + " ", "1e9", unix + ".0"} {
+		rec := h.do("POST", "/v1/partners/tcb/notifications", "", notificationBody,
+			outlast.HeaderTimestamp, ts, outlast.HeaderSignature, sig)
+		if msg := wantError(t, rec, 401, "unauthorized"); !strings.Contains(msg, "digits") {
+			t.Errorf("timestamp %q: message %q, want it to say the header is digits only", ts, msg)
+		}
+	}
+	h.mustStatus(h.do("POST", "/v1/partners/tcb/notifications", "", notificationBody,
+		outlast.HeaderTimestamp, unix, outlast.HeaderSignature, sig), 200)
+}
