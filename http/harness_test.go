@@ -125,8 +125,8 @@ func (h *harness) webhook(channel, secret string, ts time.Time, body string) *ht
 }
 
 // send serves body to path as the caller its endpoint expects: a webhook
-// signed with tcb's secret now, a payout from alice under a new
-// Idempotency-Key, anything else with the admin token.
+// signed with tcb's secret now, a payout from alice or a funding under a
+// new Idempotency-Key, anything else with the admin token.
 func (h *harness) send(method, path, body string) *httptest.ResponseRecorder {
 	h.t.Helper()
 	switch {
@@ -135,6 +135,9 @@ func (h *harness) send(method, path, body string) *httptest.ResponseRecorder {
 	case path == "/v1/payouts":
 		h.sent++
 		return h.payout("send-"+strconv.Itoa(h.sent), h.alice, body)
+	case strings.HasSuffix(path, "/funds"):
+		h.sent++
+		return h.do(method, path, adminToken, body, "Idempotency-Key", "send-"+strconv.Itoa(h.sent))
 	}
 	return h.do(method, path, adminToken, body)
 }
