@@ -10,13 +10,14 @@
 // the same channel, whose idempotency on payout id makes the retry safe,
 // and never failed. Even the partner's own refusal is confirmed against its
 // status before a payout fails: a retry of a payout it accepted earlier,
-// whose answer was lost, may be refused while the bank pays it.
+// whose answer was lost, may be refused while the bank pays it. Partner
+// answers are read with json/v2 semantics (exact names, no duplicates,
+// valid UTF-8): an answer that could mean two things is ambiguous.
 package channel
 
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -25,6 +26,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/go-json-experiment/json"
 
 	"github.com/outlast/outlast"
 )
@@ -305,7 +308,7 @@ func (c *Client) records(ctx context.Context) ([]outlast.PartnerRecord, time.Dur
 	}
 	lr := &io.LimitedReader{R: resp.Body, N: RecordsBytesMax + 1}
 	var recs []outlast.PartnerRecord
-	if err := json.NewDecoder(lr).Decode(&recs); err != nil {
+	if err := json.UnmarshalRead(lr, &recs); err != nil {
 		if lr.N <= 0 {
 			return nil, 0, fmt.Errorf("records larger than %d bytes", RecordsBytesMax)
 		}

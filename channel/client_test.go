@@ -66,6 +66,9 @@ func TestSubmitClassification(t *testing.T) {
 		{"unauthorized", 401, ``, "", false, ""},
 		{"accepted without ref", 202, `{}`, "", false, ""},
 		{"accepted with garbage", 202, `not json`, "", false, ""},
+		// An answer that could mean two things is no answer.
+		{"accepted with two refs", 202, `{"partner_ref":"ref-1","partner_ref":"ref-2"}`, "", false, ""},
+		{"accepted with a ref by another case", 202, `{"PARTNER_REF":"ref-1"}`, "", false, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -177,5 +180,30 @@ func TestStatusPlain404IsNotNotFound(t *testing.T) {
 	_, err := NewClient("tcb", srv.URL, ClientOptions{}).Status(context.Background(), "p1")
 	if errors.Is(err, ErrNotFound) || !errors.Is(err, ErrAmbiguous) {
 		t.Errorf("Status on a plain 404 = %v, want ErrAmbiguous, not ErrNotFound", err)
+	}
+}
+
+// A status answer that could mean two things is ambiguous: never a reason
+// to fail or settle a payout. A member named by another case is only an
+// unknown member: the exact "status" decides.
+func TestStatusThatMeansTwoThingsIsAmbiguous(t *testing.T) {
+	status := func(body string) (*Status, error) {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			fmt.Fprint(w, body)
+		}))
+		defer srv.Close()
+		return NewClient("tcb", srv.URL, ClientOptions{}).Status(context.Background(), "p1")
+	}
+	for _, body := range []string{
+		`{"payout_id":"p1","partner_ref":"r1","status":"failed","status":"succeeded"}`,
+		"{\"payout_id\":\"p1\",\"partner_ref\":\"r1\",\"status\":\"failed\",\"reason\":\"\xff\"}",
+	} {
+		if st, err := status(body); !errors.Is(err, ErrAmbiguous) {
+			t.Errorf("Status(%q) = %+v, %v; want ErrAmbiguous", body, st, err)
+		}
+	}
+	body := `{"payout_id":"p1","partner_ref":"r1","status":"accepted","STATUS":"failed"}`
+	if st, err := status(body); err != nil || st.Status != outlast.StatusDispatched {
+		t.Errorf("Status(%s) = %+v, %v; want dispatched", body, st, err)
 	}
 }
