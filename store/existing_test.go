@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/outlast/outlast"
@@ -31,7 +32,8 @@ func TestOpenExistingCreatesNothing(t *testing.T) {
 }
 
 // TestOpenExistingSQLite: a database file without the schema is no
-// ledger; a migrated one opens; one a migration behind is refused.
+// ledger; a migrated one opens, and so does one a migration behind,
+// unchanged.
 func TestOpenExistingSQLite(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "outlast.db")
 	raw, err := sql.Open("sqlite", path)
@@ -46,7 +48,11 @@ func TestOpenExistingSQLite(t *testing.T) {
 }
 
 func TestOpenExistingPostgres(t *testing.T) {
-	testOpenExisting(t, testenv.PostgresDSN(t))
+	dsn := testenv.PostgresDSN(t)
+	missing := dsn[:strings.LastIndex(dsn, "/")+1] + "outlast_no_such_database?sslmode=disable"
+	_, err := store.OpenExisting(context.Background(), missing)
+	ledgertest.WantCode(t, "OpenExisting(no such database)", err, outlast.ENOTFOUND)
+	testOpenExisting(t, dsn)
 }
 
 // testOpenExisting runs on an existing database that holds no ledger.
@@ -70,6 +76,25 @@ func testOpenExisting(t *testing.T, dsn string) {
 	if _, err := db.SQL().ExecContext(ctx, "DELETE FROM schema_migrations WHERE version = (SELECT MAX(version) FROM schema_migrations)"); err != nil {
 		t.Fatal(err)
 	}
-	_, err = store.OpenExisting(ctx, dsn)
-	ledgertest.WantCode(t, "OpenExisting(a migration behind)", err, outlast.ECONFLICT)
+	// An operator audits before upgrading: a ledger behind opens as it
+	// is, unchanged, saying what it lacks.
+	behind, err := store.OpenExisting(ctx, dsn)
+	if err != nil {
+		t.Fatalf("OpenExisting(a migration behind) = %v", err)
+	}
+	defer behind.Close()
+	if pending := behind.PendingMigrations(); len(pending) != 1 {
+		t.Fatalf("PendingMigrations = %v, want the one removed", pending)
+	}
+	var applied int
+	if err := db.SQL().QueryRowContext(ctx, "SELECT COUNT(*) FROM schema_migrations").Scan(&applied); err != nil {
+		t.Fatal(err)
+	}
+	if again, _ := store.OpenExisting(ctx, dsn); again != nil {
+		again.Close()
+	}
+	var after int
+	if err := db.SQL().QueryRowContext(ctx, "SELECT COUNT(*) FROM schema_migrations").Scan(&after); err != nil || after != applied {
+		t.Fatalf("schema_migrations rows %d after OpenExisting, want %d: it migrated", after, applied)
+	}
 }

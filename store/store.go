@@ -79,6 +79,10 @@ type DB struct {
 	// before its payout exists. It must be set before the DB is shared.
 	// Open sets outlast.NewID.
 	NewID func() string
+
+	// pending lists the migrations a ledger opened by OpenExisting lacks;
+	// written once.
+	pending []string
 }
 
 // Open opens the ledger named by dsn and applies pending migrations. A dsn

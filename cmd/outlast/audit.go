@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/outlast/outlast"
@@ -41,6 +42,10 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return fmt.Errorf("open ledger: %w", err)
 	}
 	defer db.Close()
+	if pending := db.PendingMigrations(); len(pending) > 0 {
+		fmt.Fprintf(stdout, "note: the ledger's schema is behind this outlast (not applied: %s); audited as it is, unchanged — serve applies them at start\n",
+			strings.Join(pending, ", "))
+	}
 	ok, err := audit(ctx, db, partners, stdout)
 	if err != nil {
 		return err

@@ -339,13 +339,13 @@ func TestSecretGivenTwice(t *testing.T) {
 		args []string
 		want string
 	}{
-		{append(serve, "--channel-secret", "tcb=s", "--admin-token", "t", "--admin-token-file", file), "both --admin-token and --admin-token-file"},
-		{append(serve, "--channel-secret", "tcb=s", "--channel-secret-file", "tcb="+file), "both --channel-secret and --channel-secret-file"},
+		{append(serve, "--channel-secret", "tcb=s", "--admin-token", "t", "--admin-token-file", file), "both --admin-token (or OUTLAST_ADMIN_TOKEN) and --admin-token-file"},
+		{append(serve, "--channel-secret", "tcb=s", "--channel-secret-file", "tcb="+file), "both --channel-secret (or OUTLAST_CHANNEL_SECRET) and --channel-secret-file"},
 		{append(serve, "--channel-secret-file", "tcb="+empty), "is empty"},
 		{append(serve, "--channel-secret-file", "tcb="+file+".missing"), "no such file"},
-		{[]string{"deadletters", "list", "--admin-token", "t", "--admin-token-file", file}, "both --admin-token and --admin-token-file"},
-		{[]string{"deadletters", "replay", "--all", "--admin-token", "t", "--admin-token-file", file}, "both --admin-token and --admin-token-file"},
-		{[]string{"partnersim", "--webhook", "http://127.0.0.1:1", "--secret", "s", "--secret-file", file}, "both --secret and --secret-file"},
+		{[]string{"deadletters", "list", "--admin-token", "t", "--admin-token-file", file}, "both --admin-token (or OUTLAST_ADMIN_TOKEN) and --admin-token-file"},
+		{[]string{"deadletters", "replay", "--all", "--admin-token", "t", "--admin-token-file", file}, "both --admin-token (or OUTLAST_ADMIN_TOKEN) and --admin-token-file"},
+		{[]string{"partnersim", "--webhook", "http://127.0.0.1:1", "--secret", "s", "--secret-file", file}, "both --secret (or OUTLAST_SECRET) and --secret-file"},
 	} {
 		code, out, errOut := outlastCLI(t, tc.args...)
 		if code != 2 || out != "" || strings.Count(errOut, tc.want) != 1 {

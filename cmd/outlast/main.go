@@ -206,7 +206,7 @@ func secret(name, value, file string) (string, error) {
 		return value, nil
 	}
 	if value != "" {
-		return "", fmt.Errorf("both --%s and --%s-file are given: give one", name, name)
+		return "", fmt.Errorf("both --%s (or %s) and --%s-file (or %s) are given: give one", name, envName(name), name, envName(name+"-file"))
 	}
 	b, err := os.ReadFile(file)
 	if err != nil {

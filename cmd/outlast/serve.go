@@ -152,7 +152,7 @@ func (c *Config) Validate() error {
 	}
 	for _, name := range sortedKeys(c.Channels) {
 		if !outlast.ValidID(name) {
-			bad = append(bad, fmt.Sprintf("--channel %s: a channel name is letters, digits, '-' and '_'", name))
+			bad = append(bad, fmt.Sprintf("--channel %s: a channel name must be %s", name, outlast.IDRule))
 		}
 		if u, err := url.Parse(c.Channels[name]); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			bad = append(bad, fmt.Sprintf("--channel %s=%s: want the bank's http:// or https:// base URL", name, c.Channels[name]))
