@@ -142,7 +142,7 @@ func FuzzStateMachine(f *testing.F) {
 			case 1:
 				_, _ = m.MarkDispatched(ctx, p.ID, channel, "ref-"+channel)
 			case 2:
-				_, _ = m.RejectDispatch(ctx, p.ID, channel, reason)
+				_, _ = m.RejectDispatch(ctx, p.ID, channel, reason, time.Time{})
 			}
 			ps = wantMoves(t, m, ps)
 			wantMoney(t, m, acct.Account, 10_000, ps)

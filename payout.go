@@ -189,6 +189,11 @@ type PayoutService interface {
 type Dispatch struct {
 	Payout   *Payout
 	Attempts int // attempts made before this claim
+	// Claim identifies this claim: when its lease ends. RejectDispatch
+	// given it fails the payout only while the outbox entry is still this
+	// claim's, so a dispatcher whose lease ran out while another one sent
+	// the payout again cannot fail what that one may have got accepted.
+	Claim time.Time
 }
 
 // OutboxService is the dispatcher's view of the ledger. Claims are leases:
@@ -207,6 +212,8 @@ type OutboxService interface {
 	RetryDispatch(ctx context.Context, payoutID string, notBefore time.Time, lastError string) error
 	// RejectDispatch fails a payout that channel definitively did not
 	// accept (never for an ambiguous outcome): failed, hold released,
-	// outbox entry removed.
-	RejectDispatch(ctx context.Context, payoutID, channel, reason string) (*Payout, error)
+	// outbox entry removed. With a non-zero claim (a Dispatch's Claim) it
+	// is ECONFLICT once the entry was claimed again or rescheduled since:
+	// the claim was lost. A zero claim fences nothing.
+	RejectDispatch(ctx context.Context, payoutID, channel, reason string, claim time.Time) (*Payout, error)
 }

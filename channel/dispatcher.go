@@ -17,7 +17,7 @@ import (
 const (
 	BatchMaxDefault      = 64
 	ConcurrencyDefault   = 16
-	LeaseDefault         = 30 * time.Second
+	LeaseDefault         = time.Minute
 	PollIntervalDefault  = 100 * time.Millisecond
 	BackoffBaseDefault   = 200 * time.Millisecond
 	BackoffMaxDefault    = 30 * time.Second
@@ -39,8 +39,11 @@ type DispatcherConfig struct {
 	Concurrency int
 	// Lease is how long a claim lasts; a dispatch claimed by an instance
 	// that died, or left unstarted when Run stopped, is retried when it
-	// ends. It should exceed (BatchMax/Concurrency + 1) × the client
-	// timeout. If <= 0, 30 s is used.
+	// ends. It should exceed (BatchMax/Concurrency + 1) × 2 × the client
+	// timeout: an attempt is a submit and, after a refusal, a status call.
+	// A claim that outlives its lease cannot fail its payout (see
+	// outlast.Dispatch.Claim), but another instance sends it again. If <= 0,
+	// a minute is used (30 s for the defaults above, doubled).
 	Lease time.Duration
 	// PollInterval is the wait after a claim that was not full. If <= 0,
 	// 100 ms is used.
@@ -239,11 +242,11 @@ func (d *Dispatcher) confirmRejection(ctx, callCtx context.Context, dp *outlast.
 	st, err := d.router.Status(callCtx, p.Channel, p.ID)
 	switch {
 	case errors.Is(err, ErrNotFound):
-		d.reject(ctx, p, reason)
+		d.reject(ctx, p, dp.Claim, reason)
 	case err != nil:
 		d.retry(ctx, dp, fmt.Errorf("%w; its status could not confirm it holds no such payout: %w", refusal, err))
 	case st.Status == outlast.StatusFailed:
-		d.reject(ctx, p, cmp.Or(st.Reason, reason))
+		d.reject(ctx, p, dp.Claim, cmp.Or(st.Reason, reason))
 	case !outlast.ValidID(st.PartnerRef):
 		d.retry(ctx, dp, fmt.Errorf("%w; yet its status says %s without a valid partner_ref", refusal, st.Status))
 	default:
@@ -263,12 +266,14 @@ func (d *Dispatcher) mark(ctx context.Context, p *outlast.Payout, ref, outcome s
 	})
 }
 
-// reject fails p: the partner confirmed it holds no such payout.
-func (d *Dispatcher) reject(ctx context.Context, p *outlast.Payout, reason string) {
+// reject fails p, claimed under claim: the partner confirmed it holds no
+// such payout. If the claim was lost meanwhile (the lease ran out and
+// another dispatcher sent the payout again) the outbox refuses.
+func (d *Dispatcher) reject(ctx context.Context, p *outlast.Payout, claim time.Time, reason string) {
 	dispatchOutcomesTotal.WithLabelValues(p.Channel, "rejected").Inc()
 	d.log.Info("partner rejected payout", "payout_id", p.ID, "channel", p.Channel, "reason", reason)
 	d.write(ctx, "reject", p.ID, func(ctx context.Context) error {
-		_, err := d.outbox.RejectDispatch(ctx, p.ID, p.Channel, reason)
+		_, err := d.outbox.RejectDispatch(ctx, p.ID, p.Channel, reason, claim)
 		return err
 	})
 }
@@ -326,6 +331,11 @@ func (d *Dispatcher) write(ctx context.Context, op, payoutID string, fn func(con
 			return
 		}
 		dispatchOutboxErrorsTotal.WithLabelValues(op).Inc()
+		if outlast.ErrorCode(err) == outlast.ECONFLICT {
+			// e.g. a lost claim: the payout is another claim's to settle.
+			d.log.Warn("dispatch outcome refused by the ledger; leaving the payout as it is", "op", op, "payout_id", payoutID, "err", err)
+			return
+		}
 		if code := outlast.ErrorCode(err); code != outlast.EUNAVAILABLE && code != outlast.EINTERNAL {
 			break // e.g. ENOTFOUND: trying again cannot help
 		}

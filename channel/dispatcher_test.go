@@ -77,7 +77,7 @@ func (o *fakeOutbox) ClaimDispatches(ctx context.Context, limit int, lease time.
 		e := o.entries[id]
 		e.leaseUntil = now.Add(lease)
 		p := *e.p
-		out = append(out, &outlast.Dispatch{Payout: &p, Attempts: e.attempts})
+		out = append(out, &outlast.Dispatch{Payout: &p, Attempts: e.attempts, Claim: e.leaseUntil})
 	}
 	return out, nil
 }
@@ -109,9 +109,12 @@ func (o *fakeOutbox) RetryDispatch(ctx context.Context, payoutID string, notBefo
 	return nil
 }
 
-func (o *fakeOutbox) RejectDispatch(ctx context.Context, payoutID, channel, reason string) (*outlast.Payout, error) {
+func (o *fakeOutbox) RejectDispatch(ctx context.Context, payoutID, channel, reason string, claim time.Time) (*outlast.Payout, error) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
+	if e, ok := o.entries[payoutID]; ok && !claim.IsZero() && !e.leaseUntil.Equal(claim) {
+		return nil, outlast.Errorf(outlast.ECONFLICT, "claim on %s lost", payoutID)
+	}
 	o.rejects[payoutID] = append(o.rejects[payoutID], reason)
 	delete(o.entries, payoutID)
 	return &outlast.Payout{ID: payoutID, Status: outlast.StatusFailed}, nil

@@ -90,11 +90,7 @@ func TestDispatcherRetriesARefusalItCannotConfirm(t *testing.T) {
 func TestDispatcherRefusalsOnTheStore(t *testing.T) {
 	testenv.EachDatabase(t, func(t *testing.T, dsn string) {
 		ctx := context.Background()
-		db, err := store.Open(ctx, dsn)
-		if err != nil {
-			t.Fatalf("store.Open: %v", err)
-		}
-		defer db.Close()
+		db := openStore(t, dsn)
 		const ch = "tcb"
 		bank, srv := startBank(t, ch, partnersim.Faults{AmbiguousRate: 1, RefuseRepeatRate: 1})
 		client, router := oneChannel(t, ch, srv.URL)
@@ -154,4 +150,52 @@ func oneChannel(t *testing.T, ch, url string) (*Client, *Router) {
 		t.Fatal(err)
 	}
 	return client, router
+}
+
+// A dispatcher whose lease ran out while another claimed the payout again
+// must not fail it on a refusal it learns late: the other claim may be
+// getting it accepted. On the real store, SQLite and PostgreSQL.
+func TestDispatcherWithALostClaimFailsNothing(t *testing.T) {
+	testenv.EachDatabase(t, func(t *testing.T, dsn string) {
+		ctx := context.Background()
+		db := openStore(t, dsn)
+		clock := testenv.NewClock(time.Now())
+		db.Now = clock.Now
+		const ch = "tcb"
+		_, srv := startBank(t, ch, partnersim.Faults{})
+		_, router := oneChannel(t, ch, srv.URL)
+		f := ledgertest.Seed(t, db, "lost", 1000)
+		bad := f.Req("refused", 250)
+		bad.Destination = "REJECT-closed-account"
+		p := ledgertest.MustPayout(t, db, bad)
+
+		claim := func() *outlast.Dispatch {
+			ds, err := db.ClaimDispatches(ctx, 10, time.Minute)
+			if err != nil || len(ds) != 1 {
+				t.Fatalf("ClaimDispatches = %v, %v; want the payout", ds, err)
+			}
+			return ds[0]
+		}
+		stale := claim()
+		clock.Advance(2 * time.Minute) // its lease runs out; another instance claims
+		claim()
+		d := NewDispatcher(db, router, DispatcherConfig{Logger: quietLogger})
+		d.handle(ctx, stale) // the bank refuses and has no such payout
+		got, _, err := db.Payout(ctx, p.ID)
+		if err != nil || got.Status != outlast.StatusPending {
+			t.Fatalf("payout after a refusal under a lost claim = %+v, %v; want still pending", got, err)
+		}
+		ledgertest.WantBalances(t, db, f.Account, 750, 250, 0)
+	})
+}
+
+// openStore opens the ledger at dsn, closed when t ends.
+func openStore(t *testing.T, dsn string) *store.DB {
+	t.Helper()
+	db, err := store.Open(context.Background(), dsn)
+	if err != nil {
+		t.Fatalf("store.Open: %v", err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db
 }

@@ -207,8 +207,8 @@ func (l *Ledger) RetryDispatch(ctx context.Context, payoutID string, notBefore t
 	return l.store.RetryDispatch(ctx, payoutID, notBefore, lastError)
 }
 
-func (l *Ledger) RejectDispatch(ctx context.Context, payoutID, channel, reason string) (*outlast.Payout, error) {
-	p, err := l.store.RejectDispatch(ctx, payoutID, channel, reason)
+func (l *Ledger) RejectDispatch(ctx context.Context, payoutID, channel, reason string, claim time.Time) (*outlast.Payout, error) {
+	p, err := l.store.RejectDispatch(ctx, payoutID, channel, reason, claim)
 	if err == nil {
 		l.payoutChanged(ctx, p)
 	}

@@ -283,7 +283,7 @@ func testPayoutCounts(t *testing.T, db *store.DB) {
 		t.Fatal(err)
 	}
 	ledgertest.WantOutcomes(t, ledgertest.Apply(t, db, ledgertest.Note(ps[2], outlast.StatusSucceeded)), outlast.OutcomeApplied)
-	if _, err := db.RejectDispatch(ctx, ps[3].ID, "tcb", "no"); err != nil {
+	if _, err := db.RejectDispatch(ctx, ps[3].ID, "tcb", "no", time.Time{}); err != nil {
 		t.Fatal(err)
 	}
 	counts, err := db.PayoutCounts(ctx)

@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"time"
 
 	"github.com/outlast/outlast"
@@ -38,6 +39,7 @@ func (db *DB) ClaimDispatches(ctx context.Context, limit int, lease time.Duratio
 		}
 		until := now.Add(lease).UnixNano()
 		for _, d := range ds {
+			d.Claim = time.Unix(0, until)
 			if _, err := tx.ExecContext(ctx, "UPDATE outbox SET next_attempt_ns = $1 WHERE payout_id = $2",
 				until, d.Payout.ID); err != nil {
 				return err
@@ -121,8 +123,10 @@ func (db *DB) RetryDispatch(ctx context.Context, payoutID string, notBefore time
 // accept: failed with reason, channel recorded as the last one tried, hold released with journal rows, outbox entry
 // removed; the same path as a "failed" notification. A payout already
 // final is returned unchanged. ECONFLICT for a dispatched payout: a partner
-// has it and may still pay it, so only its own report can fail it.
-func (db *DB) RejectDispatch(ctx context.Context, payoutID, channel, reason string) (*outlast.Payout, error) {
+// has it and may still pay it, so only its own report can fail it. A
+// non-zero claim must still be the outbox entry's (its lease end is the
+// claim's identity): ECONFLICT otherwise.
+func (db *DB) RejectDispatch(ctx context.Context, payoutID, channel, reason string, claim time.Time) (*outlast.Payout, error) {
 	if !outlast.ValidID(channel) {
 		return nil, outlast.Errorf(outlast.EVALIDATION, "channel must be 1-%d characters of [A-Za-z0-9._:-]", outlast.IDBytesMax)
 	}
@@ -140,6 +144,16 @@ func (db *DB) RejectDispatch(ctx context.Context, payoutID, channel, reason stri
 			_, err = tx.ExecContext(ctx, "DELETE FROM outbox WHERE payout_id = $1", payoutID)
 			return err
 		}
+		if !claim.IsZero() {
+			var next int64
+			err := tx.QueryRowContext(ctx, "SELECT next_attempt_ns FROM outbox WHERE payout_id = $1", payoutID).Scan(&next)
+			if err != nil && !errors.Is(err, sql.ErrNoRows) {
+				return err
+			}
+			if err != nil || next != claim.UnixNano() {
+				return claimLost(payoutID)
+			}
+		}
 		if reason == "" {
 			reason = "rejected by " + channel
 		}
@@ -152,4 +166,11 @@ func (db *DB) RejectDispatch(ctx context.Context, payoutID, channel, reason stri
 		return nil, err
 	}
 	return p, nil
+}
+
+// claimLost is RejectDispatch's answer to a claim that is no longer the
+// outbox entry's.
+func claimLost(payoutID string) error {
+	return outlast.Errorf(outlast.ECONFLICT,
+		"the claim on payout %s was lost (claimed again or rescheduled since): it is not failed by this claim", payoutID)
 }

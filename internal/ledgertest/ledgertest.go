@@ -76,6 +76,7 @@ var cases = []struct {
 	{"NotificationsConcurrentBatches", testNotificationsConcurrent},
 	{"Outbox", testOutbox},
 	{"OutboxReject", testOutboxReject},
+	{"OutboxRejectFencedByClaim", testOutboxRejectFenced},
 	{"OutboxConcurrentClaimers", testOutboxConcurrentClaimers},
 	{"RandomWorkload", testRandomWorkload},
 }

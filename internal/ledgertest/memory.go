@@ -346,8 +346,8 @@ func (m *Memory) ClaimDispatches(_ context.Context, limit int, lease time.Durati
 	for _, id := range due[:min(limit, len(due))] {
 		e := m.outbox[id]
 		cp := *m.payouts[id]
-		ds = append(ds, &outlast.Dispatch{Payout: &cp, Attempts: e.attempts})
 		e.next = now.Add(lease)
+		ds = append(ds, &outlast.Dispatch{Payout: &cp, Attempts: e.attempts, Claim: e.next})
 	}
 	return ds, nil
 }
@@ -384,7 +384,7 @@ func (m *Memory) RetryDispatch(_ context.Context, payoutID string, notBefore tim
 	return nil // no longer queued: left alone
 }
 
-func (m *Memory) RejectDispatch(_ context.Context, payoutID, channel, reason string) (*outlast.Payout, error) {
+func (m *Memory) RejectDispatch(_ context.Context, payoutID, channel, reason string, claim time.Time) (*outlast.Payout, error) {
 	if !outlast.ValidID(channel) {
 		return nil, outlast.Errorf(outlast.EVALIDATION, "channel must be 1-%d characters of [A-Za-z0-9._:-]", outlast.IDBytesMax)
 	}
@@ -397,6 +397,10 @@ func (m *Memory) RejectDispatch(_ context.Context, payoutID, channel, reason str
 	case p.Status == outlast.StatusDispatched:
 		return nil, outlast.Errorf(outlast.ECONFLICT, "payout %s was already accepted by %s", p.ID, p.Channel)
 	case p.Status == outlast.StatusPending:
+		if e := m.outbox[payoutID]; !claim.IsZero() && (e == nil || !e.next.Equal(claim)) {
+			return nil, outlast.Errorf(outlast.ECONFLICT,
+				"the claim on payout %s was lost (claimed again or rescheduled since): it is not failed by this claim", payoutID)
+		}
 		if reason == "" {
 			reason = "rejected by " + channel
 		}

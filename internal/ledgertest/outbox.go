@@ -71,12 +71,12 @@ func testOutboxReject(t *testing.T, h *Harness) {
 	l := h.Ledger
 	f := Seed(t, l, "rj", 1000)
 	p := MustPayout(t, l, f.Req("k1", 300))
-	got, err := l.RejectDispatch(ctx, p.ID, "tcb", "invalid destination")
+	got, err := l.RejectDispatch(ctx, p.ID, "tcb", "invalid destination", time.Time{})
 	if err != nil || got.Status != outlast.StatusFailed || got.FailureReason != "invalid destination" {
 		t.Fatalf("RejectDispatch = %+v, %v; want failed with reason", got, err)
 	}
 	WantBalances(t, l, f.Account, 1000, 0, 0)
-	again, err := l.RejectDispatch(ctx, p.ID, "tcb", "again")
+	again, err := l.RejectDispatch(ctx, p.ID, "tcb", "again", time.Time{})
 	if err != nil || again.Version != got.Version || again.FailureReason != "invalid destination" {
 		t.Fatalf("RejectDispatch(failed) = %+v, %v; want unchanged", again, err)
 	}
@@ -85,12 +85,12 @@ func testOutboxReject(t *testing.T, h *Harness) {
 	if _, err := l.MarkDispatched(ctx, p2.ID, "tcb", "ref"); err != nil {
 		t.Fatal(err)
 	}
-	_, err = l.RejectDispatch(ctx, p2.ID, "tcb", "late")
+	_, err = l.RejectDispatch(ctx, p2.ID, "tcb", "late", time.Time{})
 	WantCode(t, "RejectDispatch(dispatched)", err, outlast.ECONFLICT)
-	_, err = l.RejectDispatch(ctx, "nope", "tcb", "x")
+	_, err = l.RejectDispatch(ctx, "nope", "tcb", "x", time.Time{})
 	WantCode(t, "RejectDispatch(unknown)", err, outlast.ENOTFOUND)
 	p3 := MustPayout(t, l, f.Req("k3", 100))
-	got, err = l.RejectDispatch(ctx, p3.ID, "acb", "")
+	got, err = l.RejectDispatch(ctx, p3.ID, "acb", "", time.Time{})
 	if err != nil || got.Channel != "acb" || got.FailureReason != "rejected by acb" {
 		t.Fatalf("RejectDispatch(no reason) = %+v, %v; want failed by acb, rejected by acb", got, err)
 	}
@@ -141,4 +141,45 @@ func testOutboxConcurrentClaimers(t *testing.T, h *Harness) {
 			t.Fatalf("payout %s claimed %d times within one lease", id, n)
 		}
 	}
+}
+
+// testOutboxRejectFenced: a dispatcher whose lease ran out may learn of a
+// refusal only after another dispatcher claimed the payout and sent it
+// again; failing it then could fail a payout the bank is accepting. Its
+// claim is lost, so RejectDispatch refuses; the current claim fails it.
+func testOutboxRejectFenced(t *testing.T, h *Harness) {
+	ctx := context.Background()
+	l, clk := h.Ledger, h.Clock
+	f := Seed(t, l, "rf", 1000)
+	p := MustPayout(t, l, f.Req("k1", 300))
+	claim := func() *outlast.Dispatch {
+		t.Helper()
+		ds, err := l.ClaimDispatches(ctx, 10, time.Minute)
+		if err != nil || len(ds) != 1 || ds[0].Claim.IsZero() {
+			t.Fatalf("ClaimDispatches = %v, %v; want p with its claim", ds, err)
+		}
+		return ds[0]
+	}
+	first := claim()
+	clk.Advance(2 * time.Minute) // the first lease runs out
+	second := claim()
+	_, err := l.RejectDispatch(ctx, p.ID, "tcb", "late refusal", first.Claim)
+	WantCode(t, "RejectDispatch(lost claim)", err, outlast.ECONFLICT)
+	WantBalances(t, l, f.Account, 700, 300, 0)
+
+	// Rescheduled since (a retry recorded): the claim is lost too.
+	if err := l.RetryDispatch(ctx, p.ID, clk.Now(), "ambiguous"); err != nil {
+		t.Fatal(err)
+	}
+	_, err = l.RejectDispatch(ctx, p.ID, "tcb", "late refusal", second.Claim)
+	WantCode(t, "RejectDispatch(rescheduled)", err, outlast.ECONFLICT)
+	WantBalances(t, l, f.Account, 700, 300, 0)
+
+	third := claim()
+	got, err := l.RejectDispatch(ctx, p.ID, "tcb", "invalid destination", third.Claim)
+	if err != nil || got.Status != outlast.StatusFailed {
+		t.Fatalf("RejectDispatch(current claim) = %+v, %v; want failed", got, err)
+	}
+	WantBalances(t, l, f.Account, 1000, 0, 0)
+	wantCleanAudit(t, h)
 }

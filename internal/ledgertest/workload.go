@@ -52,7 +52,7 @@ func testRandomWorkload(t *testing.T, h *Harness) {
 				t.Fatalf("op %d MarkDispatched: %v", i, err)
 			}
 		default:
-			_, err := l.RejectDispatch(ctx, ps[rng.IntN(len(ps))].ID, "tcb", "no")
+			_, err := l.RejectDispatch(ctx, ps[rng.IntN(len(ps))].ID, "tcb", "no", time.Time{})
 			if err != nil && outlast.ErrorCode(err) != outlast.ECONFLICT {
 				t.Fatalf("op %d RejectDispatch: %v", i, err)
 			}
