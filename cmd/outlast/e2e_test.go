@@ -172,14 +172,24 @@ func TestKillRestartPostgres(t *testing.T) {
 	testKillRestart(t, testenv.PostgresDSN(t), messyBank)
 }
 
-// TestKillRestartRefusedRetries runs the kill test against banks that lose
+// TestKillRestartRefusedRetries* run the kill test against banks that lose
 // the answer to a third of the payouts they accept (504) and answer every
 // retry of those with a 4xx, while paying them: no payout the bank paid
 // may be failed here (issue 7, defect 1).
-func TestKillRestartRefusedRetries(t *testing.T) {
+func TestKillRestartRefusedRetriesSQLite(t *testing.T) {
+	testKillRestart(t, "", refusingBank())
+}
+
+func TestKillRestartRefusedRetriesPostgres(t *testing.T) {
+	testKillRestart(t, testenv.PostgresDSN(t), refusingBank())
+}
+
+// refusingBank is messyBank that also loses the answer to a third of the
+// payouts it accepts and refuses every retry of those.
+func refusingBank() partnersim.Faults {
 	f := messyBank
 	f.AmbiguousRate, f.RefuseRepeatRate = 0.3, 1
-	testKillRestart(t, "", f)
+	return f
 }
 
 // testKillRestart runs `outlast serve` under steady load from two simulated
