@@ -61,6 +61,11 @@ type DispatcherConfig struct {
 	AttemptsMax int
 	// OutboxTimeout bounds one outbox call. If <= 0, 5 s is used.
 	OutboxTimeout time.Duration
+	// ConfirmDelay is how long, after a refusal of a payout whose earlier
+	// attempt was ambiguous, the partner's "no such payout" is asked
+	// again before it is believed: the bank may still be processing that
+	// attempt. If <= 0, the client timeout default (3 s) is used.
+	ConfirmDelay time.Duration
 	// Logger; if nil, slog.Default() is used.
 	Logger *slog.Logger
 	// Now is the clock for retry times. If nil, time.Now is used.
@@ -90,6 +95,7 @@ func (c DispatcherConfig) withDefaults() DispatcherConfig {
 	setDur(&c.BackoffBase, BackoffBaseDefault)
 	setDur(&c.BackoffMax, BackoffMaxDefault)
 	setDur(&c.OutboxTimeout, OutboxTimeoutDefault)
+	setDur(&c.ConfirmDelay, TimeoutDefault)
 	c.BackoffBase = min(c.BackoffBase, c.BackoffMax)
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -235,11 +241,20 @@ func (d *Dispatcher) handle(ctx context.Context, dp *outlast.Dispatch) {
 // the partner's ref; a status that cannot be read leaves it to be retried.
 // The status is asked after every refusal, not only after a known
 // ambiguous attempt, because a dispatcher killed mid-call leaves no record
-// that its attempt was made.
+// that its attempt was made (its claim's lease, a minute, had to run out
+// first, so that attempt is long answered). After a known ambiguous
+// attempt, "no such payout" is asked again ConfirmDelay later, so an
+// attempt the bank is still processing is not failed.
 func (d *Dispatcher) confirmRejection(ctx, callCtx context.Context, dp *outlast.Dispatch, refusal error) {
 	p := dp.Payout
 	reason, _ := RejectionReason(refusal)
 	st, err := d.router.Status(callCtx, p.Channel, p.ID)
+	if errors.Is(err, ErrNotFound) && dp.Attempts > 0 {
+		if !backoff.Sleep(ctx, d.cfg.ConfirmDelay) {
+			return // shutting down: the lease brings it back
+		}
+		st, err = d.router.Status(callCtx, p.Channel, p.ID)
+	}
 	switch {
 	case errors.Is(err, ErrNotFound):
 		d.reject(ctx, p, dp.Claim, reason)

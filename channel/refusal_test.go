@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -198,4 +199,43 @@ func openStore(t *testing.T, dsn string) *store.DB {
 	}
 	t.Cleanup(func() { db.Close() })
 	return db
+}
+
+// A bank still processing an attempt whose answer was lost may refuse the
+// retry and, for a moment, not show the payout in its status. After an
+// ambiguous attempt the dispatcher asks again ConfirmDelay later before it
+// believes "no such payout".
+func TestDispatcherAsksAgainBeforeFailingAfterAnAmbiguousAttempt(t *testing.T) {
+	const ch = "slow"
+	var posts, gets atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case r.Method == http.MethodGet && gets.Add(1) == 1:
+			// The first POST is still being processed.
+			w.WriteHeader(http.StatusNotFound)
+			fmt.Fprint(w, `{"error":"payout not found"}`)
+		case r.Method == http.MethodGet:
+			fmt.Fprintf(w, `{"payout_id":%q,"partner_ref":"ref-1","status":"accepted"}`, strings.TrimPrefix(r.URL.Path, "/payouts/"))
+		case posts.Add(1) == 1:
+			w.WriteHeader(http.StatusGatewayTimeout) // the answer is lost; processing goes on
+		default:
+			w.WriteHeader(http.StatusUnprocessableEntity)
+			fmt.Fprint(w, `{"error":"duplicate request"}`)
+		}
+	}))
+	defer srv.Close()
+	_, router := oneChannel(t, ch, srv.URL)
+	p := payoutsOn(ch, 1)[0]
+	ob := newFakeOutbox(p)
+	runDispatcher(t, NewDispatcher(ob, router, DispatcherConfig{PollInterval: 2 * time.Millisecond,
+		BackoffBase: time.Millisecond, BackoffMax: 5 * time.Millisecond, ConfirmDelay: 50 * time.Millisecond, Logger: quietLogger}))
+	testenv.WaitFor(t, 10*time.Second, "outbox to drain", func() bool { return ob.pending() == 0 })
+	ob.mu.Lock()
+	defer ob.mu.Unlock()
+	if len(ob.rejects) != 0 || !slices.Equal(ob.marks[p.ID], []string{"ref-1"}) {
+		t.Errorf("rejects = %v, marks = %v; want the payout marked under ref-1, never failed", ob.rejects, ob.marks)
+	}
+	if gets.Load() != 2 {
+		t.Errorf("status asked %d times, want twice: once at the refusal, once ConfirmDelay later", gets.Load())
+	}
 }
