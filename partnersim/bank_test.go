@@ -495,7 +495,7 @@ func TestRunStopsCleanly(t *testing.T) {
 }
 
 func TestRefuseRepeatRateRefusesRetriesOfAnAcceptedPayout(t *testing.T) {
-	h := start(t, Config{}, nil)
+	h := start(t, Config{PayDelay: time.Hour}, nil) // it stays accepted while the test looks
 	h.bank.SetFaults(Faults{AmbiguousRate: 1, RefuseRepeatRate: 1})
 	if code, _ := h.submit(t, req("p1")); code != http.StatusGatewayTimeout {
 		t.Fatalf("first POST = %d, want 504 (accepted, answer lost)", code)
