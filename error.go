@@ -18,6 +18,7 @@ const (
 	EFORBIDDEN    = "forbidden"              // authenticated but not allowed (403)
 	ENOTFOUND     = "not_found"              // no such thing, or not yours (404)
 	ECONFLICT     = "conflict"               // already exists, or changed underneath (409)
+	EPRECONDITION = "precondition_failed"    // a stale If-Match version: re-read and retry (412)
 	ETOOLARGE     = "body_too_large"         // request body over its limit (413)
 	ERATELIMITED  = "rate_limited"           // too many requests; see RetryAfter (429)
 	EUNAVAILABLE  = "unavailable"            // a dependency is down; see RetryAfter (503)

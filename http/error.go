@@ -37,6 +37,8 @@ func statusOf(code string) int {
 		return nethttp.StatusMethodNotAllowed
 	case outlast.ECONFLICT:
 		return nethttp.StatusConflict
+	case outlast.EPRECONDITION:
+		return nethttp.StatusPreconditionFailed
 	case outlast.ETOOLARGE:
 		return nethttp.StatusRequestEntityTooLarge
 	case outlast.ERATELIMITED:

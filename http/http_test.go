@@ -170,6 +170,7 @@ func TestErrorMapping(t *testing.T) {
 		{outlast.Errorf(outlast.ENOTFOUND, "m"), 404, "not_found", "m", ""},
 		{outlast.Errorf(codeMethodNotAllowed, "m"), 405, "method_not_allowed", "m", ""},
 		{outlast.Errorf(outlast.ECONFLICT, "m"), 409, "conflict", "m", ""},
+		{outlast.Errorf(outlast.EPRECONDITION, "m"), 412, "precondition_failed", "m", ""},
 		{outlast.Errorf(outlast.ETOOLARGE, "m"), 413, "body_too_large", "m", ""},
 		{outlast.Errorf(outlast.ERATELIMITED, "m"), 429, "rate_limited", "m", "1"},
 		{&outlast.Error{Code: outlast.ERATELIMITED, Message: "m", RetryAfter: 1500 * time.Millisecond}, 429, "rate_limited", "m", "2"},
