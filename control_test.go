@@ -1,0 +1,118 @@
+package outlast_test
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/outlast/outlast"
+)
+
+// validControl is a document every case starts from: two enabled
+// channels and a disabled one, tcb active, acb then vcb behind it.
+func validControl() *outlast.ControlConfig {
+	return &outlast.ControlConfig{
+		Maintenance: outlast.Maintenance{Message: "back at 02:00 UTC"},
+		Channels: map[string]outlast.ChannelConfig{
+			"tcb": {Enabled: true}, "acb": {Enabled: true}, "vcb": {Enabled: false},
+		},
+		ActiveChannel: "tcb",
+		Fallback:      []string{"acb", "vcb"},
+	}
+}
+
+func TestControlConfigValidate(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		change func(c *outlast.ControlConfig)
+		want   string // a part of the message; "" for valid
+	}{
+		{"valid", func(c *outlast.ControlConfig) {}, ""},
+		{"zero value", func(c *outlast.ControlConfig) { *c = outlast.ControlConfig{} }, ""},
+		{"no active channel", func(c *outlast.ControlConfig) { c.ActiveChannel = "" }, ""},
+		{"maintenance on", func(c *outlast.ControlConfig) { c.Maintenance.On = true }, ""},
+		{"message at its limit", func(c *outlast.ControlConfig) {
+			c.Maintenance.Message = strings.Repeat("é", outlast.MaintenanceMessageBytesMax/2)
+		}, ""},
+		{"message too long", func(c *outlast.ControlConfig) {
+			c.Maintenance.Message = strings.Repeat("a", outlast.MaintenanceMessageBytesMax+1)
+		}, "maintenance.message must be at most"},
+		{"message with a control character", func(c *outlast.ControlConfig) {
+			c.Maintenance.Message = "back\x1b[2J soon"
+		}, "maintenance.message must not contain control characters"},
+		{"message not UTF-8", func(c *outlast.ControlConfig) { c.Maintenance.Message = "back \xff" }, "maintenance.message must be UTF-8"},
+		{"bad channel name", func(c *outlast.ControlConfig) { c.Channels["a b"] = outlast.ChannelConfig{} }, `channels: name "a b"`},
+		{"empty channel name", func(c *outlast.ControlConfig) { c.Channels[""] = outlast.ChannelConfig{} }, `channels: name ""`},
+		{"too many channels", func(c *outlast.ControlConfig) {
+			for i := range outlast.ChannelsMax {
+				c.Channels[strings.Repeat("x", i+1)] = outlast.ChannelConfig{}
+			}
+		}, "at most 64 channels"},
+		{"active channel not configured", func(c *outlast.ControlConfig) { c.ActiveChannel = "bidv" }, `active_channel "bidv" is not in channels`},
+		{"active channel disabled", func(c *outlast.ControlConfig) { c.ActiveChannel = "vcb"; c.Fallback = []string{"acb"} },
+			`active_channel "vcb" is not enabled`},
+		{"fallback not configured", func(c *outlast.ControlConfig) { c.Fallback = []string{"acb", "bidv"} }, `fallback[1]: "bidv" is not in channels`},
+		{"fallback duplicate", func(c *outlast.ControlConfig) { c.Fallback = []string{"acb", "vcb", "acb"} }, `fallback[2]: "acb" is listed twice`},
+		{"fallback names the active channel", func(c *outlast.ControlConfig) { c.Fallback = []string{"tcb"} },
+			`fallback[0]: "tcb" is the active channel`},
+		{"fallback without an active channel", func(c *outlast.ControlConfig) { c.ActiveChannel = ""; c.Fallback = []string{"tcb", "acb"} }, ""},
+	} {
+		c := validControl()
+		tc.change(c)
+		err := c.Validate()
+		if tc.want == "" {
+			if err != nil {
+				t.Errorf("%s: Validate() = %v, want nil", tc.name, err)
+			}
+			continue
+		}
+		if outlast.ErrorCode(err) != outlast.EVALIDATION || !strings.Contains(outlast.ErrorMessage(err), tc.want) {
+			t.Errorf("%s: Validate() = %v, want %s containing %q", tc.name, err, outlast.EVALIDATION, tc.want)
+		}
+	}
+}
+
+func TestValidateControlChange(t *testing.T) {
+	for _, tc := range []struct {
+		name          string
+		c             *outlast.ControlConfig
+		actor, reason string
+		want          string
+	}{
+		{"valid", validControl(), "alice@ops", "bank maintenance", ""},
+		{"no reason", validControl(), "alice@ops", "", ""},
+		{"no document", nil, "alice@ops", "", "the config document is required"},
+		{"no actor", validControl(), "", "why", "actor is required"},
+		{"actor too long", validControl(), strings.Repeat("a", outlast.ActorBytesMax+1), "", "actor must be at most"},
+		{"actor with a newline", validControl(), "alice\nbob", "", "actor must not contain control characters"},
+		{"reason too long", validControl(), "alice", strings.Repeat("a", outlast.ReasonBytesMax+1), "reason must be at most"},
+		{"reason with a control character", validControl(), "alice", "a\x00b", "reason must not contain control characters"},
+		{"invalid document", &outlast.ControlConfig{ActiveChannel: "tcb"}, "alice", "", "active_channel"},
+	} {
+		err := outlast.ValidateControlChange(tc.c, tc.actor, tc.reason)
+		if tc.want == "" {
+			if err != nil {
+				t.Errorf("%s: ValidateControlChange = %v, want nil", tc.name, err)
+			}
+			continue
+		}
+		if outlast.ErrorCode(err) != outlast.EVALIDATION || !strings.Contains(outlast.ErrorMessage(err), tc.want) {
+			t.Errorf("%s: ValidateControlChange = %v, want %s containing %q", tc.name, err, outlast.EVALIDATION, tc.want)
+		}
+	}
+}
+
+// TestControlConfigClone: a clone shares nothing with its original, and
+// its JSON never holds null.
+func TestControlConfigClone(t *testing.T) {
+	c := validControl()
+	cp := c.Clone()
+	cp.Channels["tcb"] = outlast.ChannelConfig{}
+	cp.Fallback[0] = "tcb"
+	if !c.Channels["tcb"].Enabled || c.Fallback[0] != "acb" {
+		t.Fatalf("changing the clone changed the original: %+v", c)
+	}
+	z := (&outlast.ControlConfig{}).Clone()
+	if z.Channels == nil || z.Fallback == nil {
+		t.Fatalf("Clone(zero) = %+v, want empty, not nil, channels and fallback", z)
+	}
+}
