@@ -31,6 +31,10 @@ type Harness struct {
 	// store's, over its journal): the cases that move money expect it to
 	// find nothing, and the paging case checks EachPayout.
 	Auditor outlast.Auditor
+	// Control, if not nil, is the implementation's config store, for the
+	// control case. It is not part of Ledger: the control path does not
+	// go through the data plane's caches.
+	Control outlast.ControlStore
 }
 
 // Clock is a ledger's clock under the suite's control; testenv.Clock is
@@ -79,4 +83,6 @@ var cases = []struct {
 	{"OutboxRejectFencedByClaim", testOutboxRejectFenced},
 	{"OutboxConcurrentClaimers", testOutboxConcurrentClaimers},
 	{"RandomWorkload", testRandomWorkload},
+	{"ControlConfig", testControlConfig},
+	{"ControlConfigConcurrentPuts", testControlConcurrentPuts},
 }

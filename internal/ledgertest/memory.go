@@ -30,8 +30,9 @@ const (
 // the outbox with leases, the notifications it remembered — and answers
 // as the store does, error codes included; it passes the conformance
 // suite, so where it would drift from the store a test says so. It has no
-// journal and no audit. It is safe for concurrent use; each call is
-// atomic, as a transaction of the store is.
+// journal and no audit. It is also the control plane's outlast.ControlStore,
+// as the store is. It is safe for concurrent use; each call is atomic, as
+// a transaction of the store is.
 type Memory struct {
 	// Now is the ledger's clock and NewID gives a new payout its id;
 	// NewMemory sets time.Now and outlast.NewID. Set them before the
@@ -49,9 +50,14 @@ type Memory struct {
 	outbox   map[string]*dispatchEntry // by payout id
 	seen     map[noteKey]bool          // notifications remembered: applied, stale or conflict
 	fundings map[fundingKey]int64      // amount credited under each key
+	control  *outlast.ControlConfig    // the config document; nil is the default
+	changes  []outlast.ConfigChange    // the config's history, oldest first
 }
 
-var _ outlast.Ledger = (*Memory)(nil)
+var (
+	_ outlast.Ledger       = (*Memory)(nil)
+	_ outlast.ControlStore = (*Memory)(nil)
+)
 
 type idemKey struct{ client, key string }
 
@@ -544,4 +550,67 @@ func (m *Memory) Snapshot() string {
 	}
 	slices.Sort(lines)
 	return strings.Join(lines, "\n")
+}
+
+// ControlConfig returns the current config document; see
+// outlast.ControlStore.
+func (m *Memory) ControlConfig(_ context.Context) (*outlast.ControlConfig, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.controlLocked().Clone(), nil
+}
+
+// ControlVersion returns the current config document's version.
+func (m *Memory) ControlVersion(_ context.Context) (int64, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.controlLocked().Version, nil
+}
+
+// PutControlConfig stores c as the next version if the current one is
+// ifVersion, with its change; see outlast.ControlStore.
+func (m *Memory) PutControlConfig(_ context.Context, c *outlast.ControlConfig, ifVersion int64, actor, reason string) (*outlast.ControlConfig, error) {
+	if err := outlast.ValidateControlChange(c, actor, reason); err != nil {
+		return nil, err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	before := m.controlLocked()
+	if before.Version != ifVersion {
+		return nil, outlast.Errorf(outlast.EPRECONDITION, "the config is at version %d, not %d: read it again", before.Version, ifVersion)
+	}
+	now := m.now()
+	next := c.Clone()
+	next.Version, next.UpdatedAt, next.UpdatedBy = ifVersion+1, now, actor
+	m.control = next
+	m.changes = append(m.changes, outlast.ConfigChange{Version: next.Version, At: now, Actor: actor, Reason: reason,
+		Before: before, After: next.Clone()})
+	return next.Clone(), nil
+}
+
+// ControlHistory lists up to limit config changes, newest first.
+func (m *Memory) ControlHistory(_ context.Context, limit int) ([]outlast.ConfigChange, error) {
+	if limit <= 0 || limit > outlast.ControlHistoryMax {
+		limit = outlast.ControlHistoryMax
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []outlast.ConfigChange
+	for _, ch := range slices.Backward(m.changes) {
+		if len(out) == limit {
+			break
+		}
+		ch.Before, ch.After = ch.Before.Clone(), ch.After.Clone()
+		out = append(out, ch)
+	}
+	return out, nil
+}
+
+// controlLocked returns the stored document, never nil and never to be
+// changed: each put stores a new one. m.mu is held.
+func (m *Memory) controlLocked() *outlast.ControlConfig {
+	if m.control == nil {
+		return (&outlast.ControlConfig{}).Clone()
+	}
+	return m.control
 }

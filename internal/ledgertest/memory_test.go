@@ -15,6 +15,7 @@ func TestMemory(t *testing.T) {
 		m := ledgertest.NewMemory()
 		clock := testenv.NewClock(time.Now().UTC())
 		m.Now = clock.Now
-		return &ledgertest.Harness{Ledger: m, Clock: clock, SetNewID: func(newID func() string) { m.NewID = newID }}
+		return &ledgertest.Harness{Ledger: m, Clock: clock, Control: m,
+			SetNewID: func(newID func() string) { m.NewID = newID }}
 	})
 }
