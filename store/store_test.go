@@ -52,7 +52,7 @@ func withClock(db *store.DB) *testenv.Clock {
 func run(t *testing.T, open func(t *testing.T) *store.DB) {
 	ledgertest.Run(t, func(t *testing.T) *ledgertest.Harness {
 		db := open(t)
-		return &ledgertest.Harness{Ledger: db, Clock: withClock(db), Auditor: db,
+		return &ledgertest.Harness{Ledger: db, Clock: withClock(db), Auditor: db, Control: db,
 			SetNewID: func(newID func() string) { db.NewID = newID }}
 	})
 	tests := []struct {
