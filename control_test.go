@@ -58,16 +58,19 @@ func TestControlConfigValidate(t *testing.T) {
 	} {
 		c := validControl()
 		tc.change(c)
-		err := c.Validate()
-		if tc.want == "" {
-			if err != nil {
-				t.Errorf("%s: Validate() = %v, want nil", tc.name, err)
-			}
-			continue
-		}
-		if outlast.ErrorCode(err) != outlast.EVALIDATION || !strings.Contains(outlast.ErrorMessage(err), tc.want) {
-			t.Errorf("%s: Validate() = %v, want %s containing %q", tc.name, err, outlast.EVALIDATION, tc.want)
-		}
+		wantRefusal(t, tc.name+": Validate()", c.Validate(), tc.want)
+	}
+}
+
+// wantRefusal fails t unless err is EVALIDATION with a message holding
+// want, or, for want "", nil.
+func wantRefusal(t *testing.T, what string, err error, want string) {
+	t.Helper()
+	switch {
+	case want == "" && err != nil:
+		t.Errorf("%s = %v, want nil", what, err)
+	case want != "" && (outlast.ErrorCode(err) != outlast.EVALIDATION || !strings.Contains(outlast.ErrorMessage(err), want)):
+		t.Errorf("%s = %v, want %s containing %q", what, err, outlast.EVALIDATION, want)
 	}
 }
 
@@ -88,16 +91,7 @@ func TestValidateControlChange(t *testing.T) {
 		{"reason with a control character", validControl(), "alice", "a\x00b", "reason must not contain control characters"},
 		{"invalid document", &outlast.ControlConfig{ActiveChannel: "tcb"}, "alice", "", "active_channel"},
 	} {
-		err := outlast.ValidateControlChange(tc.c, tc.actor, tc.reason)
-		if tc.want == "" {
-			if err != nil {
-				t.Errorf("%s: ValidateControlChange = %v, want nil", tc.name, err)
-			}
-			continue
-		}
-		if outlast.ErrorCode(err) != outlast.EVALIDATION || !strings.Contains(outlast.ErrorMessage(err), tc.want) {
-			t.Errorf("%s: ValidateControlChange = %v, want %s containing %q", tc.name, err, outlast.EVALIDATION, tc.want)
-		}
+		wantRefusal(t, tc.name+": ValidateControlChange", outlast.ValidateControlChange(tc.c, tc.actor, tc.reason), tc.want)
 	}
 }
 
