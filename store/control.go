@@ -9,8 +9,6 @@ import (
 	"github.com/outlast/outlast"
 )
 
-var _ outlast.ControlStore = (*DB)(nil)
-
 // ControlConfig returns the current config document; see
 // outlast.ControlStore.
 func (db *DB) ControlConfig(ctx context.Context) (*outlast.ControlConfig, error) {

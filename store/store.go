@@ -1,8 +1,9 @@
 // Package store is Outlast's ledger over database/sql: clients, accounts,
-// payouts, the journal, the dispatch outbox, the notification inbox and the
-// self-audit, on SQLite (embedded mode, modernc.org/sqlite) or PostgreSQL
-// (distributed mode, pgx). One code path serves both; what differs is kept
-// in dialect.go.
+// payouts, the journal, the dispatch outbox, the notification inbox, the
+// self-audit and the control plane's config document with its history, on
+// SQLite (embedded mode, modernc.org/sqlite) or PostgreSQL (distributed
+// mode, pgx). One code path serves both; what differs is kept in
+// dialect.go.
 //
 // Every change of money happens in one transaction that writes balanced
 // journal rows and re-checks the account invariant before commit; a
@@ -55,10 +56,11 @@ const (
 )
 
 var (
-	_ outlast.Ledger      = (*DB)(nil)
-	_ outlast.Inbox       = (*DB)(nil)
-	_ outlast.Auditor     = (*DB)(nil)
-	_ outlast.DeadLetters = (*DB)(nil)
+	_ outlast.Ledger       = (*DB)(nil)
+	_ outlast.Inbox        = (*DB)(nil)
+	_ outlast.Auditor      = (*DB)(nil)
+	_ outlast.DeadLetters  = (*DB)(nil)
+	_ outlast.ControlStore = (*DB)(nil)
 )
 
 // DB is the ledger. It is safe for concurrent use.
