@@ -104,6 +104,9 @@ type Services struct {
 	// replays, by the source their ids start with ("log", "inbox"). If
 	// empty, there are none to list.
 	DeadLetters map[outlast.Source]outlast.DeadLetters
+	// Control keeps the config document operators read and change at
+	// /admin/v1/config. If nil, those routes are 404.
+	Control outlast.ControlStore
 }
 
 // Server is the HTTP API server.

@@ -21,6 +21,9 @@ const routeOther = "other"
 
 func (s *Server) registerRoutes() {
 	s.handle("POST /admin/v1/clients", s.createClient)
+	s.handle("GET /admin/v1/config", s.getConfig)
+	s.handle("PUT /admin/v1/config", s.putConfig)
+	s.handle("GET /admin/v1/config/history", s.configHistory)
 	s.handle("GET /admin/v1/deadletters", s.listDeadLetters)
 	s.handle("POST /admin/v1/deadletters/replay", s.replayDeadLetters)
 	s.handle("POST /v1/accounts", s.createAccount)

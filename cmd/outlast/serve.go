@@ -365,6 +365,7 @@ func (m *Main) openHTTP() error {
 		Ready:         m.ready,
 		Metrics:       promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{}),
 		DeadLetters:   map[outlast.Source]outlast.DeadLetters{outlast.FromLog: m.Log, outlast.FromInbox: m.DB},
+		Control:       m.DB,
 	})
 	if err != nil {
 		return err
