@@ -120,11 +120,13 @@ type PayoutRequest struct {
 
 // Validate checks the request's fields (not the account's state).
 func (r *PayoutRequest) Validate() error {
-	switch {
-	case !validID(r.ClientID):
+	if !validID(r.ClientID) {
 		return Errorf(EUNAUTHORIZED, "missing client")
-	case ValidateIdempotencyKey(r.IdempotencyKey) != nil:
-		return ValidateIdempotencyKey(r.IdempotencyKey)
+	}
+	if err := ValidateIdempotencyKey(r.IdempotencyKey); err != nil {
+		return err
+	}
+	switch {
 	case !validID(r.AccountID):
 		return Errorf(EVALIDATION, "account_id must be %s", IDRule)
 	case !ValidCurrency(r.Currency):
