@@ -104,6 +104,12 @@ func ValidateIdempotencyKey(key string) error {
 	return nil
 }
 
+// FundingKeyReused is FundAccount's EIDEMPOTENCY: key already funded
+// account with first, and this funding asks for amount.
+func FundingKeyReused(key, account string, first, amount int64) error {
+	return Errorf(EIDEMPOTENCY, "Idempotency-Key %q already funded account %q with %d, not %d", key, account, first, amount)
+}
+
 // ValidateAmount checks a positive amount in minor units.
 func ValidateAmount(amount int64) error {
 	if amount <= 0 {

@@ -177,3 +177,9 @@ type ControlStore interface {
 	// <= 0 or > ControlHistoryMax, ControlHistoryMax is used.
 	ControlHistory(ctx context.Context, limit int) ([]ConfigChange, error)
 }
+
+// StaleConfig is PutControlConfig's EPRECONDITION: the document is at
+// version current, not the ifVersion the change was made from.
+func StaleConfig(current, ifVersion int64) error {
+	return Errorf(EPRECONDITION, "the config is at version %d, not %d: read it again", current, ifVersion)
+}

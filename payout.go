@@ -198,6 +198,13 @@ type Dispatch struct {
 	Claim time.Time
 }
 
+// ClaimLost is RejectDispatch's ECONFLICT for a claim that is no longer
+// the outbox entry's.
+func ClaimLost(payoutID string) error {
+	return Errorf(ECONFLICT,
+		"the claim on payout %s was lost (claimed again or rescheduled since): it is not failed by this claim", payoutID)
+}
+
 // OutboxService is the dispatcher's view of the ledger. Claims are leases:
 // a dispatcher that dies mid-call loses its claim when the lease ends and
 // another instance retries; partners are idempotent on payout id, so a retry

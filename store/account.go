@@ -96,12 +96,13 @@ func (db *DB) FundAccount(ctx context.Context, id string, amount int64, idempote
 		funded bool
 	)
 	err := db.write(ctx, "fund_account", func(tx *sql.Tx) error {
-		if _, err := loadAccount(ctx, tx, id, db.d.forUpdate); err != nil {
+		// A concurrent funding of the account waits on this lock until
+		// the first commits; under the same key it then inserts nothing.
+		locked, err := loadAccount(ctx, tx, id, db.d.forUpdate)
+		if err != nil {
 			return err
 		}
 		now := db.now().UnixNano()
-		// A concurrent funding under the same key waits here on
-		// PostgreSQL until the first commits, then inserts nothing.
 		res, err := tx.ExecContext(ctx, `INSERT INTO fundings (account_id, idempotency_key, amount, created_ns)
 			VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING`, id, idempotencyKey, amount, now)
 		if err != nil {
@@ -114,11 +115,10 @@ func (db *DB) FundAccount(ctx context.Context, id string, amount int64, idempote
 				return err
 			}
 			if first != amount {
-				return outlast.Errorf(outlast.EIDEMPOTENCY,
-					"Idempotency-Key %q already funded account %q with %d, not %d", idempotencyKey, id, first, amount)
+				return outlast.FundingKeyReused(idempotencyKey, id, first, amount)
 			}
-			a, err = loadAccount(ctx, tx, id, "")
-			return err
+			a = locked // unchanged under the lock: nothing is credited
+			return nil
 		}
 		// The funded bound keeps the sum far from int64 overflow.
 		res, err = tx.ExecContext(ctx, `UPDATE accounts SET funded = funded + $1, available = available + $1,

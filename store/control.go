@@ -50,7 +50,7 @@ func (db *DB) PutControlConfig(ctx context.Context, c *outlast.ControlConfig, if
 			return err
 		}
 		if version != ifVersion {
-			return outlast.Errorf(outlast.EPRECONDITION, "the config is at version %d, not %d: read it again", version, ifVersion)
+			return outlast.StaleConfig(version, ifVersion)
 		}
 		now := db.now()
 		next = c.Clone()

@@ -151,7 +151,7 @@ func (db *DB) RejectDispatch(ctx context.Context, payoutID, channel, reason stri
 				return err
 			}
 			if err != nil || next != claim.UnixNano() {
-				return claimLost(payoutID)
+				return outlast.ClaimLost(payoutID)
 			}
 		}
 		if reason == "" {
@@ -166,11 +166,4 @@ func (db *DB) RejectDispatch(ctx context.Context, payoutID, channel, reason stri
 		return nil, err
 	}
 	return p, nil
-}
-
-// claimLost is RejectDispatch's answer to a claim that is no longer the
-// outbox entry's.
-func claimLost(payoutID string) error {
-	return outlast.Errorf(outlast.ECONFLICT,
-		"the claim on payout %s was lost (claimed again or rescheduled since): it is not failed by this claim", payoutID)
 }

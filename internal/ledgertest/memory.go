@@ -158,8 +158,7 @@ func (m *Memory) FundAccount(_ context.Context, id string, amount int64, idempot
 	key := fundingKey{id, idempotencyKey}
 	if first, seen := m.fundings[key]; seen {
 		if first != amount {
-			return nil, false, outlast.Errorf(outlast.EIDEMPOTENCY,
-				"Idempotency-Key %q already funded account %q with %d, not %d", idempotencyKey, id, first, amount)
+			return nil, false, outlast.FundingKeyReused(idempotencyKey, id, first, amount)
 		}
 		cp := *a
 		return &cp, false, nil
@@ -404,8 +403,7 @@ func (m *Memory) RejectDispatch(_ context.Context, payoutID, channel, reason str
 		return nil, outlast.Errorf(outlast.ECONFLICT, "payout %s was already accepted by %s", p.ID, p.Channel)
 	case p.Status == outlast.StatusPending:
 		if e := m.outbox[payoutID]; !claim.IsZero() && (e == nil || !e.next.Equal(claim)) {
-			return nil, outlast.Errorf(outlast.ECONFLICT,
-				"the claim on payout %s was lost (claimed again or rescheduled since): it is not failed by this claim", payoutID)
+			return nil, outlast.ClaimLost(payoutID)
 		}
 		if reason == "" {
 			reason = "rejected by " + channel
@@ -577,7 +575,7 @@ func (m *Memory) PutControlConfig(_ context.Context, c *outlast.ControlConfig, i
 	defer m.mu.Unlock()
 	before := m.controlLocked()
 	if before.Version != ifVersion {
-		return nil, outlast.Errorf(outlast.EPRECONDITION, "the config is at version %d, not %d: read it again", before.Version, ifVersion)
+		return nil, outlast.StaleConfig(before.Version, ifVersion)
 	}
 	now := m.now()
 	next := c.Clone()
