@@ -142,12 +142,18 @@ func (r *Router) BreakerState(name string) (string, bool) {
 func (r *Router) Status(ctx context.Context, channel, payoutID string) (*Status, error) {
 	rt, ok := r.routes[channel]
 	if !ok {
-		return nil, &outlast.Error{
-			Code: outlast.EUNAVAILABLE, Message: fmt.Sprintf("channel %q is not configured", channel),
-			RetryAfter: noChannelRetryAfter, Err: fmt.Errorf("%w: %w", ErrAmbiguous, ErrUnknownChannel),
-		}
+		return nil, unknownChannel(channel)
 	}
 	return rt.client.Status(ctx, payoutID)
+}
+
+// unknownChannel is the EUNAVAILABLE error, matching ErrAmbiguous, for a
+// call to a channel the router does not have: a payout bound to it waits.
+func unknownChannel(channel string) error {
+	return &outlast.Error{
+		Code: outlast.EUNAVAILABLE, Message: fmt.Sprintf("channel %q is not configured", channel),
+		RetryAfter: noChannelRetryAfter, Err: fmt.Errorf("%w: %w", ErrAmbiguous, ErrUnknownChannel),
+	}
 }
 
 // Submit hands p to channel through its breaker. An open breaker, like an
@@ -158,10 +164,7 @@ func (r *Router) Submit(ctx context.Context, channel string, p *outlast.Payout) 
 	rt, ok := r.routes[channel]
 	if !ok {
 		submitsTotal.WithLabelValues(channel, resultUnknownChannel).Inc()
-		return "", &outlast.Error{
-			Code: outlast.EUNAVAILABLE, Message: fmt.Sprintf("channel %q is not configured", channel),
-			RetryAfter: noChannelRetryAfter, Err: fmt.Errorf("%w: %w", ErrAmbiguous, ErrUnknownChannel),
-		}
+		return "", unknownChannel(channel)
 	}
 	if !rt.breaker.TryAcquirePermit() {
 		submitsTotal.WithLabelValues(channel, resultBreakerOpen).Inc()
