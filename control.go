@@ -2,6 +2,7 @@ package outlast
 
 import (
 	"context"
+	"fmt"
 	"maps"
 	"slices"
 	"time"
@@ -18,6 +19,11 @@ const (
 	ActorBytesMax = 128
 	// ControlHistoryMax bounds one listing of config changes.
 	ControlHistoryMax = 1000
+	// MaintenanceRetryAfterMax bounds maintenance.retry_after_seconds.
+	MaintenanceRetryAfterMax = 3600
+	// MaintenanceRetryAfterDefault is the Retry-After of a payout refused
+	// for maintenance when the document sets none.
+	MaintenanceRetryAfterDefault = 30 * time.Second
 )
 
 // ControlConfig is the control plane's one versioned document: what every
@@ -49,6 +55,27 @@ type ControlConfig struct {
 type Maintenance struct {
 	On      bool   `json:"on"`
 	Message string `json:"message,omitempty"`
+	// RetryAfterSeconds is the Retry-After of a payout refused for
+	// maintenance; 0 means MaintenanceRetryAfterDefault.
+	RetryAfterSeconds int `json:"retry_after_seconds,omitempty"`
+}
+
+// RetryAfter is when a caller refused for maintenance is asked to come
+// back.
+func (m Maintenance) RetryAfter() time.Duration {
+	if m.RetryAfterSeconds <= 0 {
+		return MaintenanceRetryAfterDefault
+	}
+	return time.Duration(m.RetryAfterSeconds) * time.Second
+}
+
+// MaintenanceError is the EUNAVAILABLE a payout is refused with during
+// maintenance: the operators' message, or a default one.
+func MaintenanceError(message string, retryAfter time.Duration) error {
+	if message == "" {
+		message = "payouts are paused for maintenance"
+	}
+	return &Error{Code: EUNAVAILABLE, Message: message, RetryAfter: retryAfter}
 }
 
 // ChannelConfig is one channel's setting.
@@ -65,6 +92,9 @@ func (c *ControlConfig) Validate() error {
 	}
 	if err := checkText("maintenance.message", c.Maintenance.Message); err != nil {
 		return err
+	}
+	if r := c.Maintenance.RetryAfterSeconds; r < 0 || r > MaintenanceRetryAfterMax {
+		return Errorf(EVALIDATION, "maintenance.retry_after_seconds must be 0 (the default, %d) to %d", int(MaintenanceRetryAfterDefault/time.Second), MaintenanceRetryAfterMax)
 	}
 	if len(c.Channels) > ChannelsMax {
 		return Errorf(EVALIDATION, "channels must name at most %d channels", ChannelsMax)
@@ -182,4 +212,110 @@ type ControlStore interface {
 // version current, not the ifVersion the change was made from.
 func StaleConfig(current, ifVersion int64) error {
 	return Errorf(EPRECONDITION, "the config is at version %d, not %d: read it again", current, ifVersion)
+}
+
+// Sources of a maintenance override: the break-glass paths that act on
+// one instance without the database.
+const (
+	// OverrideLocal is POST /admin/v1/local/maintenance on the instance.
+	OverrideLocal = "local"
+	// OverrideFile is the file every instance re-reads (--override-file).
+	OverrideFile = "file"
+)
+
+// Override is a break-glass maintenance switch of one instance: it holds
+// the instance in maintenance whatever the config document says, until it
+// is cleared.
+type Override struct {
+	Source  string    `json:"source"` // OverrideLocal or OverrideFile
+	Message string    `json:"message,omitempty"`
+	Since   time.Time `json:"since"`
+	// Actor says who set a local override ("admin token from 10.0.0.7"),
+	// or which file holds it.
+	Actor string `json:"actor,omitempty"`
+}
+
+// DependencyHealth is what one instance sees of one dependency.
+type DependencyHealth struct {
+	// Name is "database", "log", "redis" or "channel:NAME".
+	Name string `json:"name"`
+	OK   bool   `json:"ok"`
+	// State says more where there is more than up and down: a channel's
+	// breaker ("closed", "open", "half-open"), "disabled" for a channel
+	// the operators turned off.
+	State string `json:"state,omitempty"`
+	// Detail is the error, if any, for a person to read.
+	Detail string `json:"detail,omitempty"`
+}
+
+// InstanceStatus is one instance's heartbeat: who it is, which config it
+// runs, and how its dependencies look from where it stands.
+type InstanceStatus struct {
+	ID        string    `json:"id"`
+	Addr      string    `json:"addr"`
+	StartedAt time.Time `json:"started_at"`
+	// SeenAt is when the heartbeat was written; the store sets it.
+	SeenAt time.Time `json:"seen_at"`
+	// AppliedVersion is the config version the instance runs, applied at
+	// AppliedAt.
+	AppliedVersion int64     `json:"applied_version"`
+	AppliedAt      time.Time `json:"applied_at"`
+	// Maintenance says whether the instance refuses new payouts now, for
+	// whichever reason (the config or an override).
+	Maintenance  bool               `json:"maintenance"`
+	Overrides    []Override         `json:"overrides"`
+	Dependencies []DependencyHealth `json:"dependencies"`
+}
+
+// InstanceStore keeps the instances' heartbeats, in the same database as
+// the config document.
+type InstanceStore interface {
+	// PutInstance records s as instance s.ID's latest heartbeat, with
+	// SeenAt now, and forgets instances not seen for InstanceForgetAfter.
+	PutInstance(ctx context.Context, s *InstanceStatus) error
+	// Instances lists every instance's latest heartbeat, by id.
+	Instances(ctx context.Context) ([]*InstanceStatus, error)
+}
+
+// InstanceForgetAfter is how long an instance's heartbeat is kept after
+// it stopped beating.
+const InstanceForgetAfter = 24 * time.Hour
+
+// ControlStatus is what an instance says of its control plane: in /readyz, the
+// heartbeat and the local break-glass endpoint.
+type ControlStatus struct {
+	InstanceID string `json:"instance_id,omitempty"`
+	// AppliedVersion is the document version in force, applied at
+	// AppliedAt; -1 before any was read.
+	AppliedVersion int64     `json:"applied_version"`
+	AppliedAt      time.Time `json:"applied_at,omitzero"`
+	// CheckedAt is when the database last confirmed it; AgeSeconds is
+	// how long ago, and Stale says it is longer than three polls: the
+	// instance runs on its last good config.
+	CheckedAt  time.Time `json:"checked_at,omitzero"`
+	AgeSeconds float64   `json:"age_seconds"`
+	Stale      bool      `json:"stale"`
+	// LastError is why the database could not be read, while it cannot.
+	LastError string `json:"last_error,omitempty"`
+	// Listening says the change hint (LISTEN/NOTIFY) is open.
+	Listening bool `json:"listening"`
+	// Maintenance is whether new payouts are refused now; Source says by
+	// what: "config", "local" or "file".
+	Maintenance bool   `json:"maintenance"`
+	Source      string `json:"maintenance_source,omitempty"`
+	Message     string `json:"maintenance_message,omitempty"`
+	// Overrides are the break-glass switches in force.
+	Overrides []Override `json:"overrides"`
+}
+
+// String is the status in one line, for /readyz's 503 and logs.
+func (s ControlStatus) String() string {
+	out := fmt.Sprintf("config version %d", s.AppliedVersion)
+	if s.Stale {
+		out += fmt.Sprintf(", last confirmed %.0fs ago (the last good config is kept)", s.AgeSeconds)
+	}
+	if s.Maintenance {
+		out += ", maintenance on (" + s.Source + ")"
+	}
+	return out
 }

@@ -61,6 +61,10 @@ var (
 	// ErrUnknownChannel: the router has no such channel. It also matches
 	// ErrAmbiguous, since a payout bound to a channel must wait for it.
 	ErrUnknownChannel = errors.New("unknown channel")
+	// ErrDisabled: the call was not made because the operators disabled
+	// the channel. It also matches ErrAmbiguous: a payout bound to the
+	// channel waits.
+	ErrDisabled = errors.New("channel disabled")
 )
 
 // Rejection is the detail of an ErrRejected error.

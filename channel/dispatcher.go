@@ -317,8 +317,9 @@ func (d *Dispatcher) retryDelay(attempts int, cause error) (time.Duration, bool)
 		return d.parked.Delay(1), true
 	}
 	delay := d.retries.Delay(attempts + 1)
-	if errors.Is(cause, ErrBreakerOpen) {
-		// No point coming back before the breaker lets a call through.
+	if errors.Is(cause, ErrBreakerOpen) || errors.Is(cause, ErrDisabled) {
+		// No point coming back before the breaker lets a call through,
+		// or soon after the operators disabled the channel.
 		delay = max(delay, min(outlast.ErrorRetryAfter(cause), d.cfg.BackoffMax))
 	}
 	return delay, false

@@ -9,6 +9,7 @@ const (
 	resultAmbiguous      = "ambiguous"
 	resultBreakerOpen    = "breaker_open"
 	resultUnknownChannel = "unknown_channel"
+	resultDisabled       = "disabled"
 )
 
 // Breaker states as gauge values.
@@ -21,7 +22,7 @@ const (
 var (
 	submitsTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "outlast_partner_submits_total",
-		Help: "Payout submissions to partner channels by result: accepted, rejected (definitive), ambiguous, breaker_open, unknown_channel.",
+		Help: "Payout submissions to partner channels by result: accepted, rejected (definitive), ambiguous, breaker_open, unknown_channel, disabled (by the operators).",
 	}, []string{"channel", "result"})
 	submitSeconds = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "outlast_partner_submit_seconds",

@@ -29,8 +29,13 @@ type route struct {
 
 // routerConfig is the part of the router the control plane changes.
 type routerConfig struct {
-	// active is the channel new payouts go to; "" means none.
+	// active is the channel new payouts go to first; "" means none.
 	active string
+	// fallback are the channels tried after active, in order.
+	fallback []string
+	// disabled channels receive nothing new: no new payout chooses them
+	// and no submit is sent to them.
+	disabled map[string]bool
 }
 
 // Router chooses the channel for new payouts and submits through each
@@ -41,6 +46,9 @@ type Router struct {
 
 	mu  sync.RWMutex
 	cfg routerConfig // guarded by mu
+	// boot is the active channel given at start (SetActive), which a
+	// config document without channel settings leaves in place.
+	boot string // guarded by mu
 }
 
 // NewRouter returns a router over clients (unique, valid names) with active
@@ -102,19 +110,76 @@ func (r *Router) SetActive(name string) error {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.cfg.active = name
+	r.cfg = routerConfig{active: name}
+	r.boot = name
 	return nil
 }
 
-// Choose returns the channel for a new payout: EUNAVAILABLE if none is
-// active.
-func (r *Router) Choose(ctx context.Context) (string, error) {
+// Apply takes the control plane's channel settings from c, whole: its
+// active channel and fallback order, and which channels are disabled. A
+// document that sets no active channel keeps the one given at start. A
+// channel the document names but this router lacks is skipped when
+// choosing (it is logged by the caller, not refused: the same document
+// also carries the maintenance switch, which must apply everywhere).
+func (r *Router) Apply(c *outlast.ControlConfig) {
+	next := routerConfig{fallback: slices.Clone(c.Fallback), disabled: map[string]bool{}}
+	for name, ch := range c.Channels {
+		if !ch.Enabled {
+			next.disabled[name] = true
+		}
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	next.active = c.ActiveChannel
+	if next.active == "" {
+		next.active = r.boot
+	}
+	r.cfg = next
+}
+
+// Order returns the channels new payouts may go to, in the order they are
+// tried: the active one, then the fallback order, leaving out disabled
+// channels and those this router lacks.
+func (r *Router) Order() []string {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	if r.cfg.active == "" {
+	return r.orderLocked()
+}
+
+func (r *Router) orderLocked() []string {
+	var out []string
+	for _, name := range append([]string{r.cfg.active}, r.cfg.fallback...) {
+		if _, ok := r.routes[name]; ok && !r.cfg.disabled[name] && !slices.Contains(out, name) {
+			out = append(out, name)
+		}
+	}
+	return out
+}
+
+// Disabled reports whether the operators disabled channel name.
+func (r *Router) Disabled(name string) bool {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return r.cfg.disabled[name]
+}
+
+// Choose returns the channel for a new payout: the first of Order whose
+// breaker is not open, or, if every breaker is open, the first of Order
+// (the payout waits there for the channel to recover). EUNAVAILABLE if
+// Order is empty.
+func (r *Router) Choose(ctx context.Context) (string, error) {
+	r.mu.RLock()
+	order := r.orderLocked()
+	r.mu.RUnlock()
+	if len(order) == 0 {
 		return "", &outlast.Error{Code: outlast.EUNAVAILABLE, Message: "no active partner channel", RetryAfter: noChannelRetryAfter}
 	}
-	return r.cfg.active, nil
+	for _, name := range order {
+		if !r.routes[name].breaker.IsOpen() {
+			return name, nil
+		}
+	}
+	return order[0], nil
 }
 
 // Client returns the client of channel name.
@@ -156,8 +221,9 @@ func unknownChannel(channel string) error {
 	}
 }
 
-// Submit hands p to channel through its breaker. An open breaker, like an
-// unknown channel, answers at once with an EUNAVAILABLE error matching
+// Submit hands p to channel through its breaker. A disabled channel is
+// sent nothing. An open breaker, like a disabled or an unknown channel,
+// answers at once with an EUNAVAILABLE error matching
 // ErrAmbiguous and never ErrRejected: a payout is never failed because a
 // breaker is open.
 func (r *Router) Submit(ctx context.Context, channel string, p *outlast.Payout) (string, error) {
@@ -165,6 +231,13 @@ func (r *Router) Submit(ctx context.Context, channel string, p *outlast.Payout) 
 	if !ok {
 		submitsTotal.WithLabelValues(channel, resultUnknownChannel).Inc()
 		return "", unknownChannel(channel)
+	}
+	if r.Disabled(channel) {
+		submitsTotal.WithLabelValues(channel, resultDisabled).Inc()
+		return "", &outlast.Error{
+			Code: outlast.EUNAVAILABLE, Message: fmt.Sprintf("channel %s is disabled by the operators", channel),
+			RetryAfter: noChannelRetryAfter, Err: fmt.Errorf("%w: %w", ErrAmbiguous, ErrDisabled),
+		}
 	}
 	if !rt.breaker.TryAcquirePermit() {
 		submitsTotal.WithLabelValues(channel, resultBreakerOpen).Inc()

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -144,5 +145,71 @@ func TestRouterConfig(t *testing.T) {
 	_, err = r.Submit(ctx, "nope", testPayout("p1"))
 	if !errors.Is(err, ErrUnknownChannel) || !errors.Is(err, ErrAmbiguous) || errors.Is(err, ErrRejected) {
 		t.Errorf("Submit on unknown channel = %v, want ErrUnknownChannel matching ErrAmbiguous", err)
+	}
+}
+
+// TestRouterApplyControlConfig: the control plane's document decides the
+// channel of new payouts — the active one, then the fallback order —
+// skipping disabled channels, channels this router lacks and, while
+// another is healthy, channels whose breaker is open; a disabled channel
+// is sent nothing; a document without channel settings keeps the
+// channel given at start.
+func TestRouterApplyControlConfig(t *testing.T) {
+	healthy, failing := &flakyServer{}, &flakyServer{}
+	failing.failing.Store(true)
+	hs, fsrv := httptest.NewServer(healthy), httptest.NewServer(failing)
+	defer hs.Close()
+	defer fsrv.Close()
+	opts := ClientOptions{BreakerFailures: 1, BreakerDelay: time.Hour}
+	r, err := NewRouter("rt-a", NewClient("rt-a", hs.URL, opts), NewClient("rt-b", hs.URL, opts), NewClient("rt-c", fsrv.URL, opts))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	choose := func() string {
+		t.Helper()
+		ch, err := r.Choose(ctx)
+		if err != nil {
+			t.Fatalf("Choose: %v", err)
+		}
+		return ch
+	}
+	on := outlast.ChannelConfig{Enabled: true}
+	r.Apply(&outlast.ControlConfig{Maintenance: outlast.Maintenance{On: true}})
+	if got := choose(); got != "rt-a" {
+		t.Fatalf("no channel settings: Choose = %s, want the start-up channel rt-a", got)
+	}
+	r.Apply(&outlast.ControlConfig{Channels: map[string]outlast.ChannelConfig{"rt-a": on, "rt-b": on, "rt-c": on},
+		ActiveChannel: "rt-b", Fallback: []string{"rt-a"}})
+	if got := choose(); got != "rt-b" {
+		t.Fatalf("active rt-b: Choose = %s", got)
+	}
+	r.Apply(&outlast.ControlConfig{Channels: map[string]outlast.ChannelConfig{"rt-a": on, "rt-b": {}, "rt-c": on, "rt-x": on},
+		ActiveChannel: "rt-x", Fallback: []string{"rt-b", "rt-c", "rt-a"}})
+	if got, want := r.Order(), []string{"rt-c", "rt-a"}; !slices.Equal(got, want) {
+		t.Fatalf("Order = %v, want %v (rt-x unknown here, rt-b disabled)", got, want)
+	}
+	if got := choose(); got != "rt-c" {
+		t.Fatalf("Choose = %s, want rt-c", got)
+	}
+	if _, err := r.Submit(ctx, "rt-b", testPayout("p-dis")); !errors.Is(err, ErrDisabled) || !errors.Is(err, ErrAmbiguous) {
+		t.Fatalf("Submit to disabled rt-b = %v, want ErrDisabled matching ErrAmbiguous", err)
+	}
+	if healthy.hits.Load() != 0 {
+		t.Fatalf("the disabled channel's bank was called %d times", healthy.hits.Load())
+	}
+	if _, err := r.Submit(ctx, "rt-c", testPayout("p-c")); err == nil {
+		t.Fatal("the failing bank accepted")
+	}
+	if got := choose(); got != "rt-a" {
+		t.Fatalf("rt-c's breaker open: Choose = %s, want the next in order, rt-a", got)
+	}
+	r.Apply(&outlast.ControlConfig{Channels: map[string]outlast.ChannelConfig{"rt-a": {}, "rt-b": {}, "rt-c": on}, ActiveChannel: "rt-c"})
+	if got := choose(); got != "rt-c" {
+		t.Fatalf("every enabled breaker open: Choose = %s, want the active rt-c to wait on", got)
+	}
+	r.Apply(&outlast.ControlConfig{Channels: map[string]outlast.ChannelConfig{"rt-a": {}, "rt-b": {}, "rt-c": {}}})
+	if _, err := r.Choose(ctx); outlast.ErrorCode(err) != outlast.EUNAVAILABLE || outlast.ErrorRetryAfter(err) <= 0 {
+		t.Fatalf("every channel disabled: Choose = %v, want EUNAVAILABLE with Retry-After", err)
 	}
 }

@@ -19,9 +19,18 @@ func (s *Server) healthz(w nethttp.ResponseWriter, r *nethttp.Request) {
 	}{"ok"})
 }
 
-// readyz says whether this instance can take payouts. Any failure is a 503
-// with Retry-After: a load balancer should try again, not give up.
+// readyz says whether this instance can serve: a failure is a 503 with
+// Retry-After (a load balancer should try again, not give up), whose
+// message also gives the control plane's state. Maintenance is not a
+// failure: reads and partner notifications must keep flowing to the
+// instance, so it stays ready and says "payouts": "paused", with its
+// config version, its age and any break-glass override.
 func (s *Server) readyz(w nethttp.ResponseWriter, r *nethttp.Request) {
+	var control *outlast.ControlStatus
+	if s.svc.Local != nil {
+		st := s.svc.Local.Status()
+		control = &st
+	}
 	if s.svc.Ready != nil {
 		ctx, cancel := context.WithTimeout(r.Context(), readyTimeout)
 		defer cancel()
@@ -30,13 +39,22 @@ func (s *Server) readyz(w nethttp.ResponseWriter, r *nethttp.Request) {
 			if code := outlast.ErrorCode(err); code != outlast.EINTERNAL {
 				msg = "not ready: " + outlast.ErrorMessage(err)
 			}
+			if control != nil {
+				msg += "; " + control.String()
+			}
 			s.writeError(w, r, outlast.Unavailable(err, outlast.ErrorRetryAfter(err), "%s", msg))
 			return
 		}
 	}
-	writeJSON(w, nethttp.StatusOK, struct {
-		Status string `json:"status"`
-	}{"ready"})
+	out := struct {
+		Status  string                 `json:"status"`
+		Payouts string                 `json:"payouts"`
+		Control *outlast.ControlStatus `json:"control,omitempty"`
+	}{Status: "ready", Payouts: "accepted", Control: control}
+	if control != nil && control.Maintenance {
+		out.Payouts = "paused"
+	}
+	writeJSON(w, nethttp.StatusOK, out)
 }
 
 func (s *Server) metrics(w nethttp.ResponseWriter, r *nethttp.Request) {

@@ -107,6 +107,30 @@ type Services struct {
 	// Control keeps the config document operators read and change at
 	// /admin/v1/config. If nil, those routes are 404.
 	Control outlast.ControlStore
+	// Instances are the heartbeats listed at /admin/v1/instances. If nil,
+	// that route is 404.
+	Instances outlast.InstanceStore
+	// Local is this instance's control plane: the maintenance switch every
+	// new payout asks, its status in /readyz, and the break-glass
+	// endpoints /admin/v1/local/*. If nil, payouts are always taken and
+	// those routes are 404.
+	Local LocalControl
+}
+
+// LocalControl is one instance's control plane as the API sees it. Every
+// method answers from memory (and a local file): they work with the
+// database, the log and Redis all down.
+type LocalControl interface {
+	// Maintenance returns nil while new payouts are taken, or the error
+	// to refuse them with.
+	Maintenance() error
+	// Status is the instance's config version, its age and overrides.
+	Status() outlast.ControlStatus
+	// SetLocal turns the break-glass maintenance switch on or off.
+	SetLocal(on bool, message, actor string) (outlast.ControlStatus, error)
+	// Heartbeat is the heartbeat the instance would write now, with its
+	// dependencies' health.
+	Heartbeat(ctx context.Context) *outlast.InstanceStatus
 }
 
 // Server is the HTTP API server.

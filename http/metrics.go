@@ -22,6 +22,10 @@ var (
 		Name: "outlast_http_webhook_unavailable_total",
 		Help: "Partner notifications refused with 503 because both the log and the inbox failed.",
 	}, []string{"channel"})
+	maintenanceRefusedTotal = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "outlast_http_maintenance_refusals_total",
+		Help: "New payouts refused with 503 because the instance is in maintenance.",
+	})
 	webhookRejectedTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "outlast_http_webhook_signature_failures_total",
 		Help: "Partner notifications refused with 401: missing, stale or wrong signatures.",
@@ -30,5 +34,5 @@ var (
 
 // Collectors returns the package's metrics for the binary to register once.
 func Collectors() []prometheus.Collector {
-	return []prometheus.Collector{requestsTotal, requestSeconds, webhookFallbackTotal, webhookUnavailableTotal, webhookRejectedTotal}
+	return []prometheus.Collector{requestsTotal, requestSeconds, webhookFallbackTotal, webhookUnavailableTotal, webhookRejectedTotal, maintenanceRefusedTotal}
 }

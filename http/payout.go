@@ -43,9 +43,20 @@ func toPayoutJSON(p *outlast.Payout) payoutJSON {
 }
 
 // createPayout answers 201 once the payout is committed, or 200 with the
-// original payout when the Idempotency-Key was seen before.
+// original payout when the Idempotency-Key was seen before. During
+// maintenance it answers 503 with the operators' message and Retry-After,
+// replays included: a client keeps its key and comes back.
 func (s *Server) createPayout(w nethttp.ResponseWriter, r *nethttp.Request) {
 	ctx := r.Context()
+	// First, before anything that needs the database: maintenance must
+	// refuse payouts whatever else is down.
+	if s.svc.Local != nil {
+		if err := s.svc.Local.Maintenance(); err != nil {
+			maintenanceRefusedTotal.Inc()
+			s.writeError(w, r, err)
+			return
+		}
+	}
 	c, err := s.requireClient(ctx, r)
 	if err != nil {
 		s.writeError(w, r, err)

@@ -2,9 +2,14 @@ package jetstream
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
+
+	"github.com/nats-io/nats.go"
 
 	"github.com/outlast/outlast"
 	"github.com/outlast/outlast/internal/backoff"
@@ -127,6 +132,20 @@ func (k *Link) Consume(ctx context.Context, ledger Applier) error {
 func (k *Link) Close() error {
 	if log := k.Log(); log != nil {
 		return log.Close()
+	}
+	return nil
+}
+
+// Health says whether the log can be appended to now: nil while it is
+// open and connected to its broker, otherwise why not. It only reads the
+// connection's state.
+func (k *Link) Health() error {
+	l := k.Log()
+	if l == nil {
+		return errors.New("not open: the broker was unreachable; webhooks go to the database inbox")
+	}
+	if st := l.nc.Status(); st != nats.CONNECTED {
+		return fmt.Errorf("broker connection %s; webhooks go to the database inbox", strings.ToLower(st.String()))
 	}
 	return nil
 }

@@ -4,7 +4,13 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
+
 	"fmt"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/outlast/outlast"
 )
@@ -14,7 +20,7 @@ import (
 func (db *DB) ControlConfig(ctx context.Context) (*outlast.ControlConfig, error) {
 	var version int64
 	var doc string
-	err := db.r.QueryRowContext(ctx, "SELECT version, doc FROM control_config WHERE id = 1").Scan(&version, &doc)
+	err := db.controlRead().QueryRowContext(ctx, "SELECT version, doc FROM control_config WHERE id = 1").Scan(&version, &doc)
 	if err != nil {
 		return nil, fail("control_config", err)
 	}
@@ -26,7 +32,7 @@ func (db *DB) ControlConfig(ctx context.Context) (*outlast.ControlConfig, error)
 // one narrow row: instances poll it every second.
 func (db *DB) ControlVersion(ctx context.Context) (int64, error) {
 	var version int64
-	err := db.r.QueryRowContext(ctx, "SELECT version FROM control_config WHERE id = 1").Scan(&version)
+	err := db.controlRead().QueryRowContext(ctx, "SELECT version FROM control_config WHERE id = 1").Scan(&version)
 	return version, fail("control_version", err)
 }
 
@@ -41,7 +47,7 @@ func (db *DB) PutControlConfig(ctx context.Context, c *outlast.ControlConfig, if
 		return nil, err
 	}
 	var next *outlast.ControlConfig
-	err := db.write(ctx, "put_control_config", func(tx *sql.Tx) error {
+	err := db.writeOn(ctx, db.controlWrite(), "put_control_config", func(tx *sql.Tx) error {
 		var version int64
 		var before string
 		err := tx.QueryRowContext(ctx, "SELECT version, doc FROM control_config WHERE id = 1"+db.d.forNoKeyUpdate).
@@ -65,11 +71,17 @@ func (db *DB) PutControlConfig(ctx context.Context, c *outlast.ControlConfig, if
 		}
 		_, err = tx.ExecContext(ctx, `INSERT INTO control_changes (version, at_ns, actor, reason, before_doc, after_doc)
 			VALUES ($1, $2, $3, $4, $5, $6)`, next.Version, now.UnixNano(), actor, reason, before, string(after))
+		if err != nil || db.pgConfig == nil {
+			return err
+		}
+		// The hint every instance LISTENs for, sent on commit.
+		_, err = tx.ExecContext(ctx, "SELECT pg_notify($1, $2)", controlChannel, strconv.FormatInt(next.Version, 10))
 		return err
 	})
 	if err != nil {
 		return nil, err
 	}
+	db.watchers.signal(next.Version)
 	return next, nil
 }
 
@@ -79,7 +91,7 @@ func (db *DB) ControlHistory(ctx context.Context, limit int) ([]outlast.ConfigCh
 	if limit <= 0 || limit > outlast.ControlHistoryMax {
 		limit = outlast.ControlHistoryMax
 	}
-	rows, err := db.r.QueryContext(ctx, `SELECT version, at_ns, actor, reason, before_doc, after_doc
+	rows, err := db.controlRead().QueryContext(ctx, `SELECT version, at_ns, actor, reason, before_doc, after_doc
 		FROM control_changes ORDER BY version DESC LIMIT $1`, limit)
 	if err != nil {
 		return nil, fail("control_history", err)
@@ -124,4 +136,178 @@ func decodeControl(version int64, doc string) (*outlast.ControlConfig, error) {
 	}
 	c.Version = version
 	return c.Clone(), nil
+}
+
+// The control plane's connections to PostgreSQL.
+const (
+	// controlConnsMax is the control plane's own pool: a poll, a
+	// heartbeat and an operator's change at once.
+	controlConnsMax = 3
+	// controlAppName names the control plane's connections in
+	// pg_stat_activity; the LISTEN connection is controlListenAppName.
+	controlAppName       = "outlast-control"
+	controlListenAppName = "outlast-control-listen"
+	// controlChannel is the NOTIFY channel of config changes; the payload
+	// is the new version.
+	controlChannel = "outlast_control"
+)
+
+// controlRead is the pool the control plane reads from.
+func (db *DB) controlRead() *sql.DB {
+	if db.control != nil {
+		return db.control
+	}
+	return db.r
+}
+
+// controlWrite is the pool the control plane writes through.
+func (db *DB) controlWrite() *sql.DB {
+	if db.control != nil {
+		return db.control
+	}
+	return db.w
+}
+
+// WatchControl calls hint with the new version of every config change, as
+// soon as it commits, until ctx is done or the watch breaks: it is a hint
+// that makes instances apply a change at once, and polling
+// ControlVersion stays the safety net. On PostgreSQL it LISTENs on a
+// connection of its own (application_name outlast-control-listen) and
+// returns the error that broke it, for the caller to watch again; on
+// SQLite, where one process owns the file, it hears the changes made
+// through this DB and returns nil when ctx is done. The connection is
+// open, and the first hint can arrive, once ready is called.
+func (db *DB) WatchControl(ctx context.Context, ready func(), hint func(version int64)) error {
+	if db.pgConfig == nil {
+		ch, stop := db.watchers.add()
+		defer stop()
+		ready()
+		for {
+			select {
+			case <-ctx.Done():
+				return nil
+			case v := <-ch:
+				hint(v)
+			}
+		}
+	}
+	cfg := db.pgConfig.Copy()
+	cfg.RuntimeParams["application_name"] = controlListenAppName
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return fail("control_listen", err)
+	}
+	defer func() {
+		closeCtx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		conn.Close(closeCtx)
+	}()
+	if _, err := conn.Exec(ctx, "LISTEN "+controlChannel); err != nil {
+		return fail("control_listen", err)
+	}
+	ready()
+	for {
+		n, err := conn.WaitForNotification(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if err != nil {
+			return fail("control_listen", err)
+		}
+		v, err := strconv.ParseInt(n.Payload, 10, 64)
+		if err != nil {
+			return fail("control_listen", fmt.Errorf("notification %q: %w", n.Payload, err))
+		}
+		hint(v)
+	}
+}
+
+// watchers are the in-process subscribers of config changes.
+type watchers struct {
+	mu   sync.Mutex
+	subs map[chan int64]struct{}
+}
+
+// add subscribes; stop unsubscribes.
+func (w *watchers) add() (ch chan int64, stop func()) {
+	// One slot: a hint not yet taken is enough, since the watcher reads
+	// the latest version anyway.
+	ch = make(chan int64, 1)
+	w.mu.Lock()
+	if w.subs == nil {
+		w.subs = map[chan int64]struct{}{}
+	}
+	w.subs[ch] = struct{}{}
+	w.mu.Unlock()
+	return ch, func() {
+		w.mu.Lock()
+		delete(w.subs, ch)
+		w.mu.Unlock()
+	}
+}
+
+// signal hints every subscriber, never blocking.
+func (w *watchers) signal(version int64) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for ch := range w.subs {
+		select {
+		case ch <- version:
+		default:
+		}
+	}
+}
+
+// PutInstance records an instance's heartbeat; see outlast.InstanceStore.
+func (db *DB) PutInstance(ctx context.Context, s *outlast.InstanceStatus) error {
+	if s == nil || s.ID == "" {
+		return outlast.Errorf(outlast.EVALIDATION, "an instance needs an id")
+	}
+	if len(s.ID) > instanceIDBytesMax {
+		return outlast.Errorf(outlast.EVALIDATION, "an instance id must be at most %d bytes", instanceIDBytesMax)
+	}
+	now := db.now()
+	cp := *s
+	cp.SeenAt = now
+	doc, err := json.Marshal(&cp)
+	if err != nil {
+		return err
+	}
+	return db.writeOn(ctx, db.controlWrite(), "put_instance", func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO control_instances (id, seen_ns, doc) VALUES ($1, $2, $3)
+			ON CONFLICT (id) DO UPDATE SET seen_ns = excluded.seen_ns, doc = excluded.doc`,
+			s.ID, now.UnixNano(), string(doc)); err != nil {
+			return err
+		}
+		_, err := tx.ExecContext(ctx, "DELETE FROM control_instances WHERE seen_ns < $1",
+			now.Add(-outlast.InstanceForgetAfter).UnixNano())
+		return err
+	})
+}
+
+// instanceIDBytesMax bounds an instance id.
+const instanceIDBytesMax = 256
+
+// Instances lists the instances' heartbeats; see outlast.InstanceStore.
+func (db *DB) Instances(ctx context.Context) ([]*outlast.InstanceStatus, error) {
+	rows, err := db.controlRead().QueryContext(ctx, "SELECT id, seen_ns, doc FROM control_instances ORDER BY id")
+	if err != nil {
+		return nil, fail("instances", err)
+	}
+	defer rows.Close()
+	var out []*outlast.InstanceStatus
+	for rows.Next() {
+		var id, doc string
+		var seen int64
+		if err := rows.Scan(&id, &seen, &doc); err != nil {
+			return nil, fail("instances", err)
+		}
+		var s outlast.InstanceStatus
+		if err := json.Unmarshal([]byte(doc), &s); err != nil {
+			return nil, fail("instances", fmt.Errorf("instance %q: %w", id, err))
+		}
+		s.ID, s.SeenAt = id, fromNanos(seen)
+		out = append(out, &s)
+	}
+	return out, fail("instances", rows.Err())
 }

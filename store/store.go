@@ -85,6 +85,18 @@ type DB struct {
 	// pending lists the migrations a ledger opened by OpenExisting lacks;
 	// written once.
 	pending []string
+
+	// control is the control plane's own pool (config, heartbeats), so an
+	// operator's change never queues behind the data plane's queries for
+	// a connection: on PostgreSQL a small pool of its own; on SQLite nil,
+	// and the control plane uses w and r (one file, one write lock).
+	control *sql.DB
+	// pgConfig is the PostgreSQL connection config, for the control
+	// plane's LISTEN connection; nil on SQLite.
+	pgConfig *pgx.ConnConfig
+	// watchers are the in-process hints of config changes (SQLite, where
+	// there is no LISTEN): a change made through this DB signals them.
+	watchers watchers
 }
 
 // Open opens the ledger named by dsn and applies pending migrations. A dsn
@@ -150,7 +162,13 @@ func openPostgres(ctx context.Context, dsn string) (*DB, error) {
 		sdb.Close()
 		return nil, outlast.Unavailable(errWrap("open", err), retryAfter, "database unavailable")
 	}
-	return &DB{d: postgresDialect, w: sdb, r: sdb, Now: time.Now, NewID: outlast.NewID}, nil
+	ccfg := cfg.Copy()
+	ccfg.RuntimeParams["application_name"] = controlAppName
+	control := stdlib.OpenDB(*ccfg)
+	control.SetMaxOpenConns(controlConnsMax)
+	control.SetMaxIdleConns(controlConnsMax)
+	control.SetConnMaxLifetime(30 * time.Minute)
+	return &DB{d: postgresDialect, w: sdb, r: sdb, control: control, pgConfig: cfg, Now: time.Now, NewID: outlast.NewID}, nil
 }
 
 func openSQLite(ctx context.Context, dsn string) (*DB, error) {
@@ -247,6 +265,11 @@ func (db *DB) Close() error {
 			err = rerr
 		}
 	}
+	if db.control != nil {
+		if cerr := db.control.Close(); err == nil {
+			err = cerr
+		}
+	}
 	return err
 }
 
@@ -269,9 +292,14 @@ func (db *DB) now() time.Time { return db.Now().UTC() }
 // write runs fn in a write transaction and commits it. On SQLite the
 // transaction holds the write lock from its first statement.
 func (db *DB) write(ctx context.Context, op string, fn func(tx *sql.Tx) error) error {
+	return db.writeOn(ctx, db.w, op, fn)
+}
+
+// writeOn is write on pool.
+func (db *DB) writeOn(ctx context.Context, pool *sql.DB, op string, fn func(tx *sql.Tx) error) error {
 	start := time.Now()
 	defer func() { txSeconds.WithLabelValues(op).Observe(time.Since(start).Seconds()) }()
-	tx, err := db.w.BeginTx(ctx, nil)
+	tx, err := pool.BeginTx(ctx, nil)
 	if err != nil {
 		return fail(op, err)
 	}

@@ -22,7 +22,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/outlast/outlast"
-	"github.com/outlast/outlast/channel"
 	"github.com/outlast/outlast/internal/load"
 	"github.com/outlast/outlast/partnersim"
 )
@@ -232,7 +231,7 @@ func demoTraffic(ctx context.Context, cfg demoConfig, m *Main, banks []*demoBank
 	defer switcher.Wait()
 	switchCtx, stopSwitching := context.WithCancel(runCtx)
 	defer stopSwitching()
-	switcher.Go(func() { switchChannels(switchCtx, m.Router, banks, cfg.SwitchEvery) })
+	switcher.Go(func() { switchChannels(switchCtx, m, banks, cfg.SwitchEvery) })
 
 	fmt.Fprint(w, statusLegend)
 	fmt.Fprintf(w, "%5s  %7s  %7s  %10s  %9s  %6s  %7s  %7s  %10s  %6s  %6s\n",
@@ -246,8 +245,12 @@ func demoTraffic(ctx context.Context, cfg demoConfig, m *Main, banks []*demoBank
 }
 
 // switchChannels makes the banks take turns as the channel new payouts go
-// to, every d, until ctx ends.
-func switchChannels(ctx context.Context, r *channel.Router, banks []*demoBank, d time.Duration) {
+// to, every d, until ctx ends, as an operator would: a change of the
+// config document's active channel, kept in its history, which the
+// control plane applies. The rest of the document (maintenance switched
+// from the console, say) is kept; a change lost to an operator's is
+// tried again at the next turn.
+func switchChannels(ctx context.Context, m *Main, banks []*demoBank, d time.Duration) {
 	t := time.NewTicker(d)
 	defer t.Stop()
 	for i := 1; ; i++ {
@@ -255,8 +258,27 @@ func switchChannels(ctx context.Context, r *channel.Router, banks []*demoBank, d
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			// Every bank is a configured channel: SetActive cannot fail.
-			_ = r.SetActive(banks[i%len(banks)].name)
+		}
+		cur, err := m.DB.ControlConfig(ctx)
+		if err != nil {
+			continue
+		}
+		next := cur.Clone()
+		active := banks[i%len(banks)].name
+		next.ActiveChannel, next.Fallback = active, nil
+		for _, b := range banks {
+			if _, ok := next.Channels[b.name]; !ok {
+				next.Channels[b.name] = outlast.ChannelConfig{Enabled: true}
+			}
+			if b.name != active {
+				next.Fallback = append(next.Fallback, b.name)
+			}
+		}
+		if !next.Channels[active].Enabled {
+			continue // an operator disabled it: leave the choice to them
+		}
+		if _, err := m.DB.PutControlConfig(ctx, next, cur.Version, "outlast demo", "the demo's turn-taking between banks"); err != nil && ctx.Err() == nil {
+			m.Logger.Debug("demo channel switch not made", "err", err)
 		}
 	}
 }

@@ -9,10 +9,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -25,6 +27,7 @@ import (
 	"github.com/outlast/outlast"
 	"github.com/outlast/outlast/cache"
 	"github.com/outlast/outlast/channel"
+	"github.com/outlast/outlast/control"
 	ohttp "github.com/outlast/outlast/http"
 	"github.com/outlast/outlast/jetstream"
 	"github.com/outlast/outlast/ledger"
@@ -48,6 +51,18 @@ type Config struct {
 	// RejectDeliveriesMax is how many deliveries a rejected notification
 	// gets before it is dead-lettered; if <= 0, ledger.RejectDeliveriesMaxDefault.
 	RejectDeliveriesMax int
+	// InstanceID names this instance in heartbeats; if "", host:port.
+	InstanceID string
+	// ControlPoll is how often the config version is polled; if <= 0,
+	// control.PollIntervalDefault.
+	ControlPoll time.Duration
+	// OverrideFile, if set, is the break-glass file re-read every second:
+	// while it exists the instance is in maintenance.
+	OverrideFile string
+	// ControlPollOnly turns off the config change hint (PostgreSQL
+	// LISTEN/NOTIFY, or the in-process one): changes apply at the next
+	// poll. For measuring the poll; an operator has no reason to set it.
+	ControlPollOnly bool
 }
 
 // Main is the running service. Tests drive it in-process on port :0; the
@@ -60,6 +75,7 @@ type Main struct {
 	Ledger   *ledger.Ledger // DB behind the read cache; every reader and writer goes through it
 	Redis    *redis.Store   // nil without --redis
 	Router   *channel.Router
+	Control  *control.Client // the control plane: config, break-glass, heartbeats
 	HTTP     *ohttp.Server
 	Registry *prometheus.Registry
 
@@ -139,6 +155,10 @@ func (m *Main) registerFlags(fs *flag.FlagSet) {
 	fs.Var(mapFlag(m.channelSecretFiles), "channel-secret-file", "file holding a channel's webhook secret, as `name=path` (repeatable), instead of --channel-secret")
 	fs.StringVar(&c.ActiveChannel, "active-channel", c.ActiveChannel, "channel new payouts go to; default the first by name")
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error")
+	fs.StringVar(&c.InstanceID, "instance-id", c.InstanceID, "this instance's name in heartbeats and `outlast admin status`; default host:port")
+	fs.DurationVar(&c.ControlPoll, "control-poll", c.ControlPoll, "how often the config version is polled (a PostgreSQL NOTIFY applies changes at once; the poll is the safety net); 0 for 1s")
+	fs.BoolVar(&c.ControlPollOnly, "control-poll-only", c.ControlPollOnly, "apply config changes at the next poll only, without the LISTEN/NOTIFY hint (for measuring the poll)")
+	fs.StringVar(&c.OverrideFile, "override-file", c.OverrideFile, "break-glass file re-read every second: while it exists this instance refuses new payouts (empty, or {\"message\": \"…\"}; {\"maintenance\": false} or deleting it clears it); works with every dependency down")
 	fs.IntVar(&c.RejectDeliveriesMax, "reject-deliveries-max", c.RejectDeliveriesMax,
 		fmt.Sprintf("deliveries of a notification that cannot apply (unknown payout, wrong channel) before it is dead-lettered, spaced by backoff; 0 for %d", ledger.RejectDeliveriesMaxDefault))
 }
@@ -245,6 +265,9 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	if err := m.openRouter(); err != nil {
 		return err
 	}
+	if err := m.openControl(ctx); err != nil {
+		return err
+	}
 	if err := m.openHTTP(); err != nil {
 		return err
 	}
@@ -257,7 +280,105 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	m.start(bg, "committer", func(ctx context.Context) error { return m.Log.Consume(ctx, m.Ledger) })
 	m.start(bg, "inbox drainer", (&ledger.Drainer{Inbox: m.DB, Ledger: m.Ledger, Logger: m.Logger}).Run)
 	m.start(bg, "dispatcher", channel.NewDispatcher(m.Ledger, m.Router, channel.DispatcherConfig{Logger: m.Logger}).Run)
-	return m.HTTP.Open()
+	if err := m.HTTP.Open(); err != nil {
+		return err
+	}
+	m.Control.SetInstance(m.instanceID(), strings.TrimPrefix(m.HTTP.URL(), "http://"))
+	m.start(bg, "control plane", m.Control.Run)
+	return nil
+}
+
+// openControl starts following the config document: it is read once
+// before the HTTP server opens, so the first request is served under the
+// operators' settings (maintenance included). A database that cannot be
+// read then is not fatal: the poll takes the document once it can.
+func (m *Main) openControl(ctx context.Context) error {
+	watch := m.DB.WatchControl
+	if m.Config.ControlPollOnly {
+		watch = nil
+	}
+	c, err := control.New(control.Config{
+		Store:        m.DB,
+		Watch:        watch,
+		Instances:    m.DB,
+		Apply:        m.applyControl,
+		Health:       m.health,
+		PollInterval: m.Config.ControlPoll,
+		OverrideFile: m.Config.OverrideFile,
+		StateFile:    filepath.Join(m.Config.DataDir, breakGlassFile),
+		Logger:       m.Logger.With("component", "control"),
+	})
+	if err != nil {
+		return err
+	}
+	m.Control = c
+	if m.Config.OverrideFile != "" {
+		c.ReadOverrideFile()
+	}
+	if err := c.Load(ctx); err != nil {
+		m.Logger.Warn("config not read at start; running on the defaults until it can be", "err", err)
+	}
+	return nil
+}
+
+// breakGlassFile keeps the local break-glass switch in the data
+// directory, so a restart does not undo it.
+const breakGlassFile = "break-glass.json"
+
+// applyControl takes a new config document into the router, and warns of
+// channels it names that this instance does not have.
+func (m *Main) applyControl(c *outlast.ControlConfig) {
+	m.Router.Apply(c)
+	have := m.Router.Channels()
+	var missing []string
+	for _, name := range append(append(slices.Sorted(maps.Keys(c.Channels)), c.ActiveChannel), c.Fallback...) {
+		if name != "" && !slices.Contains(have, name) && !slices.Contains(missing, name) {
+			missing = append(missing, name)
+		}
+	}
+	if len(missing) > 0 {
+		m.Logger.Warn("the config names channels this instance lacks; they are skipped here", "channels", missing, "have", have)
+	}
+}
+
+// instanceID is --instance-id, or host:port.
+func (m *Main) instanceID() string {
+	if m.Config.InstanceID != "" {
+		return m.Config.InstanceID
+	}
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "localhost"
+	}
+	_, port, _ := net.SplitHostPort(strings.TrimPrefix(m.HTTP.URL(), "http://"))
+	return host + ":" + port
+}
+
+// health is what this instance sees of its dependencies, for its
+// heartbeat: each check reads local state or asks once within ctx.
+func (m *Main) health(ctx context.Context) []outlast.DependencyHealth {
+	var out []outlast.DependencyHealth
+	dep := func(name string, err error) {
+		d := outlast.DependencyHealth{Name: name, OK: err == nil}
+		if err != nil {
+			d.Detail = err.Error()
+		}
+		out = append(out, d)
+	}
+	dep("database", m.DB.Ping(ctx))
+	dep("log", m.Log.Health())
+	if m.Redis != nil {
+		dep("redis", m.Redis.Ping(ctx))
+	}
+	for _, name := range m.Router.Channels() {
+		st, _ := m.Router.BreakerState(name)
+		d := outlast.DependencyHealth{Name: "channel:" + name, OK: st != "open", State: st}
+		if m.Router.Disabled(name) {
+			d.State = "disabled"
+		}
+		out = append(out, d)
+	}
+	return out
 }
 
 func (m *Main) openStore(ctx context.Context) error {
@@ -344,7 +465,7 @@ func (m *Main) openRouter() error {
 func (m *Main) openHTTP() error {
 	m.Registry = prometheus.NewRegistry()
 	m.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	for _, cs := range [][]prometheus.Collector{ohttp.Collectors(), jetstream.Collectors(), channel.Collectors(), store.Collectors(), cache.Collectors(), redis.Collectors(), ledger.Collectors()} {
+	for _, cs := range [][]prometheus.Collector{control.Collectors(), ohttp.Collectors(), jetstream.Collectors(), channel.Collectors(), store.Collectors(), cache.Collectors(), redis.Collectors(), ledger.Collectors()} {
 		m.Registry.MustRegister(cs...)
 	}
 	secrets := make(map[string][]byte, len(m.Config.ChannelSecrets))
@@ -366,6 +487,8 @@ func (m *Main) openHTTP() error {
 		Metrics:       promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{}),
 		DeadLetters:   map[outlast.Source]outlast.DeadLetters{outlast.FromLog: m.Log, outlast.FromInbox: m.DB},
 		Control:       m.DB,
+		Instances:     m.DB,
+		Local:         m.Control,
 	})
 	if err != nil {
 		return err
