@@ -73,6 +73,10 @@ var badDeps = map[string]rule{
 		bad: map[string]string{"outlast/...": "a private redis-server is a process to supervise, not a cache; it must not need the redis adapter it is used to test"},
 		ok:  map[string]string{"outlast/internal/proc": "it is a redis-server under the one process supervisor"},
 	},
+	"outlast/internal/natsproc": {
+		bad: map[string]string{"outlast/...": "a private nats-server is a process to supervise, not a log; it must not need the jetstream adapter it is used to test"},
+		ok:  map[string]string{"outlast/internal/proc": "it is a nats-server under the one process supervisor"},
+	},
 	"outlast/internal/load": {
 		bad: map[string]string{"outlast/...": "an open-loop schedule and its latency histogram know nothing of what is sent; the benchmarks and the demo supply the request"},
 	},
