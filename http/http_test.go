@@ -141,8 +141,8 @@ func TestMetrics(t *testing.T) {
 	if n := testutil.CollectAndCount(requestSeconds); n == 0 {
 		t.Errorf("latency histogram has no series")
 	}
-	if got := len(Collectors()); got != 5 {
-		t.Errorf("Collectors() has %d, want 5", got)
+	if got := len(Collectors()); got != 6 {
+		t.Errorf("Collectors() has %d, want 6", got)
 	}
 }
 
