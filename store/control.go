@@ -150,7 +150,17 @@ const (
 	// controlChannel is the NOTIFY channel of config changes; the payload
 	// is the new version.
 	controlChannel = "outlast_control"
+	// listenPingTimeout bounds the ping of a silent LISTEN connection.
+	listenPingTimeout = 3 * time.Second
 )
+
+// listenPingAfter is the silence after which the LISTEN connection is
+// pinged; a variable for tests.
+var listenPingAfter = 15 * time.Second
+
+// afterListenPing, if set (by tests), runs after each successful ping of
+// the LISTEN connection.
+var afterListenPing func()
 
 // controlRead is the pool the control plane reads from.
 func (db *DB) controlRead() *sql.DB {
@@ -207,9 +217,25 @@ func (db *DB) WatchControl(ctx context.Context, ready func(), hint func(version 
 	}
 	ready()
 	for {
-		n, err := conn.WaitForNotification(ctx)
+		// A connection lost without a word (a partition) would wait
+		// forever: after listenPingAfter of silence it is pinged, and a
+		// ping that fails ends the watch.
+		wctx, cancel := context.WithTimeout(ctx, listenPingAfter)
+		n, err := conn.WaitForNotification(wctx)
+		cancel()
 		if ctx.Err() != nil {
 			return nil
+		}
+		if err != nil && wctx.Err() != nil && !conn.IsClosed() {
+			pctx, cancel := context.WithTimeout(ctx, listenPingTimeout)
+			err = conn.Ping(pctx)
+			cancel()
+			if err == nil {
+				if afterListenPing != nil {
+					afterListenPing()
+				}
+				continue
+			}
 		}
 		if err != nil {
 			return fail("control_listen", err)

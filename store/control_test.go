@@ -142,4 +142,3 @@ func TestInstances(t *testing.T) {
 		}
 	})
 }
-
