@@ -143,4 +143,3 @@ func TestListInstances(t *testing.T) {
 	}
 	wantError(t, h.do("GET", "/admin/v1/instances", h.alice, ""), 401, outlast.EUNAUTHORIZED)
 }
-
