@@ -265,6 +265,34 @@ type InstanceStatus struct {
 	Maintenance  bool               `json:"maintenance"`
 	Overrides    []Override         `json:"overrides"`
 	Dependencies []DependencyHealth `json:"dependencies"`
+	// Rates are the instance's counts of its last seconds, for the admin
+	// console's cluster charts; nil from an instance that keeps none.
+	Rates *RateSeries `json:"rates,omitempty"`
+}
+
+// RateSeriesMax bounds the seconds a RateSeries holds.
+const RateSeriesMax = 300
+
+// RateSeries counts what one instance did in each of its last seconds:
+// entry i of each slice is the second End-len+1+i (unix seconds), the
+// last one still counting. The slices have the same length, at most
+// RateSeriesMax.
+type RateSeries struct {
+	End int64 `json:"end"`
+	// Payouts are payouts created (answered 201), Notifications partner
+	// notifications accepted (200), Errors responses of status 500 and
+	// above.
+	Payouts       []int64 `json:"payouts"`
+	Notifications []int64 `json:"notifications"`
+	Errors        []int64 `json:"errors"`
+}
+
+// Valid reports whether the slices have one length, at most
+// RateSeriesMax: a series from another instance's heartbeat is read only
+// if it is.
+func (r *RateSeries) Valid() bool {
+	n := len(r.Payouts)
+	return n <= RateSeriesMax && len(r.Notifications) == n && len(r.Errors) == n
 }
 
 // InstanceStore keeps the instances' heartbeats, in the same database as

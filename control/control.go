@@ -70,6 +70,9 @@ type Config struct {
 	// Health, if set, reports the instance's dependencies for the
 	// heartbeat; it is given a second.
 	Health func(ctx context.Context) []outlast.DependencyHealth
+	// Rates, if set, gives the per-second counts the heartbeat carries
+	// (the HTTP server's); it must answer from memory.
+	Rates func() *outlast.RateSeries
 	// InstanceID names this instance in heartbeats, and Addr says where
 	// it serves; SetInstance sets them later, for an instance that learns
 	// its port once it listens. An InstanceID is required by Run with
@@ -481,6 +484,9 @@ func (c *Client) Heartbeat(ctx context.Context) *outlast.InstanceStatus {
 		hctx, cancel := context.WithTimeout(ctx, healthTimeout)
 		hb.Dependencies = slices.Clone(c.cfg.Health(hctx))
 		cancel()
+	}
+	if c.cfg.Rates != nil {
+		hb.Rates = c.cfg.Rates()
 	}
 	return hb
 }

@@ -146,6 +146,13 @@ type Server struct {
 	routes  map[string]bool // registered patterns; written once in New
 	// deadSources are svc.DeadLetters' names in order; written once in New.
 	deadSources []outlast.Source
+	// rates count this server's requests for the console's charts, and
+	// cluster keeps the instances' sums it drew; each guards itself.
+	rates, cluster rateRing
+	// sessionKey signs console sessions; csrf refuses cross-origin
+	// console forms. Written once in New.
+	sessionKey []byte
+	csrf       *nethttp.CrossOriginProtection
 
 	mu     sync.Mutex // guards ln, closed
 	ln     net.Listener
@@ -166,7 +173,9 @@ func New(cfg Config, svc Services) (*Server, error) {
 		keys:   newKeyCache(keyCacheEntriesMax, keyCacheTTL),
 		mux:    nethttp.NewServeMux(),
 		routes: make(map[string]bool),
+		csrf:   nethttp.NewCrossOriginProtection(),
 	}
+	s.sessionKey = sessionKeyFor(cfg.AdminToken)
 	for source := range svc.DeadLetters {
 		s.deadSources = append(s.deadSources, source)
 	}

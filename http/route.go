@@ -40,6 +40,7 @@ func (s *Server) registerRoutes() {
 	s.handle("GET /healthz", s.healthz)
 	s.handle("GET /readyz", s.readyz)
 	s.handle("GET /metrics", s.metrics)
+	s.registerConsole()
 }
 
 func (s *Server) handle(pattern string, h nethttp.HandlerFunc) {
@@ -141,6 +142,7 @@ func (s *Server) observe(r *nethttp.Request, sw *statusWriter, route, id string,
 	}
 	requestsTotal.WithLabelValues(route, statusLabel(status)).Inc()
 	requestSeconds.WithLabelValues(route).Observe(elapsed.Seconds())
+	s.count(route, status)
 	s.log.LogAttrs(r.Context(), slog.LevelDebug, "http request",
 		slog.String("request_id", id), slog.String("method", r.Method),
 		slog.String("path", r.URL.Path), slog.String("route", route),

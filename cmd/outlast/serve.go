@@ -303,6 +303,7 @@ func (m *Main) openControl(ctx context.Context) error {
 		Instances:    m.DB,
 		Apply:        m.applyControl,
 		Health:       m.health,
+		Rates:        m.rates,
 		PollInterval: m.Config.ControlPoll,
 		OverrideFile: m.Config.OverrideFile,
 		StateFile:    filepath.Join(m.Config.DataDir, breakGlassFile),
@@ -352,6 +353,15 @@ func (m *Main) instanceID() string {
 	}
 	_, port, _ := net.SplitHostPort(strings.TrimPrefix(m.HTTP.URL(), "http://"))
 	return host + ":" + port
+}
+
+// rates are the HTTP server's counts of the last minute, for the
+// heartbeat that the other instances' consoles add up.
+func (m *Main) rates() *outlast.RateSeries {
+	if m.HTTP == nil { // a heartbeat asked for before the server exists
+		return nil
+	}
+	return m.HTTP.Rates(ohttp.HeartbeatRateSeconds)
 }
 
 // health is what this instance sees of its dependencies, for its
