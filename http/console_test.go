@@ -358,3 +358,27 @@ func TestRateRingForgets(t *testing.T) {
 		t.Fatalf("series length = %d, want at most %d", n, outlast.RateSeriesMax)
 	}
 }
+
+// TestConsoleInstances: instances behind the current version and those
+// not seen recently are marked, and each dependency's health shows.
+func TestConsoleInstances(t *testing.T) {
+	h, _, db := controlHarness(t)
+	db.Now = h.clock.Now
+	session := h.signIn()
+	put := func(is *outlast.InstanceStatus) {
+		if err := db.PutInstance(context.Background(), is); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put(&outlast.InstanceStatus{ID: "gone", AppliedVersion: 0})
+	h.clock.Advance(InstanceStaleAfter + time.Second)
+	h.mustStatus(h.do("PUT", "/admin/v1/config", adminToken, `{"maintenance":{"on":true}}`, "If-Match", "0"), 200)
+	put(&outlast.InstanceStatus{ID: "late", AppliedVersion: 0})
+	put(&outlast.InstanceStatus{ID: "up", AppliedVersion: 1, Maintenance: true, Dependencies: []outlast.DependencyHealth{
+		{Name: "redis", OK: false, Detail: "connection refused"}, {Name: "channel:tcb", OK: false, State: "open"}}})
+	live := h.console("GET", "/admin/live", session, nil)
+	h.mustStatus(live, 200)
+	wantBody(t, live, `data-version="1" data-fresh="2" data-applied="1"`,
+		`class="instance stale behind" data-id="gone"`, `class="instance behind" data-id="late"`, `class="instance" data-id="up"`,
+		`data-dep="redis" title="connection refused">redis: down`, "channel:tcb: down (open)", "1 of 2")
+}
