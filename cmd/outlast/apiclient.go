@@ -55,43 +55,49 @@ func (e *apiError) Error() string {
 // do sends body as JSON and decodes a 2xx answer into out; it returns the
 // status, and an *apiError for any other status.
 func (c *apiClient) do(ctx context.Context, method, path string, hdr map[string]string, body, out any) (int, error) {
+	_, status, err := c.exchange(ctx, method, path, hdr, body, out)
+	return status, err
+}
+
+// exchange is do that also returns the answer's headers.
+func (c *apiClient) exchange(ctx context.Context, method, path string, hdr map[string]string, body, out any) (nethttp.Header, int, error) {
 	var r io.Reader
 	if body != nil {
 		b, err := json.Marshal(body)
 		if err != nil {
-			return 0, err
+			return nil, 0, err
 		}
 		r = bytes.NewReader(b)
 	}
 	req, err := newRequest(ctx, method, c.BaseURL+path, c.Token, r)
 	if err != nil {
-		return 0, err
+		return nil, 0, err
 	}
 	for k, v := range hdr {
 		req.Header.Set(k, v)
 	}
 	resp, err := c.HTTP.Do(req)
 	if err != nil {
-		return 0, err
+		return nil, 0, err
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
 	if err != nil {
-		return resp.StatusCode, err
+		return resp.Header, resp.StatusCode, err
 	}
 	if resp.StatusCode/100 != 2 {
 		var e struct {
 			Error struct{ Code, Message string } `json:"error"`
 		}
 		_ = json.Unmarshal(data, &e)
-		return resp.StatusCode, &apiError{Status: resp.StatusCode, Code: e.Error.Code, Message: e.Error.Message}
+		return resp.Header, resp.StatusCode, &apiError{Status: resp.StatusCode, Code: e.Error.Code, Message: e.Error.Message}
 	}
 	if out != nil {
 		if err := json.Unmarshal(data, out); err != nil {
-			return resp.StatusCode, fmt.Errorf("decode %s %s: %w", method, path, err)
+			return resp.Header, resp.StatusCode, fmt.Errorf("decode %s %s: %w", method, path, err)
 		}
 	}
-	return resp.StatusCode, nil
+	return resp.Header, resp.StatusCode, nil
 }
 
 func (c *apiClient) createClient(ctx context.Context, id string) (apiKey string, err error) {

@@ -43,6 +43,13 @@ var commandFlags = []struct {
 	{[]string{"deadletters", "list"}, []string{"--url ", `(default "http://127.0.0.1:8080")`, "--admin-token ", "--admin-token-file ",
 		"--data-dir ", "--limit ", "(default 100)", "--json"}},
 	{[]string{"deadletters", "replay"}, []string{"--url ", "--admin-token ", "--admin-token-file ", "--data-dir ", "--all"}},
+	{[]string{"admin", "maintenance"}, []string{"--url ", `(default "http://127.0.0.1:8080")`, "--admin-token ", "--admin-token-file ",
+		"--data-dir ", "--reason ", "--wait ", "(default 10s)", "--message ", "--retry-after ", "--local"}},
+	{[]string{"admin", "channel", "use"}, []string{"--url ", "--admin-token ", "--reason ", "--wait ", "--force"}},
+	{[]string{"admin", "channel", "enable"}, []string{"--url ", "--reason ", "--wait ", "--force"}},
+	{[]string{"admin", "channel", "disable"}, []string{"--url ", "--reason ", "--wait "}},
+	{[]string{"admin", "status"}, []string{"--url ", "--admin-token ", "--admin-token-file ", "--data-dir ", "--json"}},
+	{[]string{"admin", "history"}, []string{"--url ", "--admin-token ", "--limit ", "(default 20)"}},
 	{[]string{"bench", "ingest"}, []string{"--db ", "--nats ", "--notifications ", "(default 40000)", "--concurrency ",
 		"--half-rate-for ", "--cpuprofile "}},
 	{[]string{"bench", "cache"}, []string{"--scenario ", `(default "both")`, "--duration ", "--rate ", "--keys ",
@@ -84,8 +91,11 @@ func TestCommandLists(t *testing.T) {
 		onStdout bool
 		want     []string
 	}{
-		{nil, 2, false, []string{"serve", "demo", "partnersim", "audit", "deadletters", "bench"}},
-		{[]string{"help"}, 0, true, []string{"serve", "demo", "partnersim", "audit", "deadletters", "bench"}},
+		{nil, 2, false, []string{"serve", "demo", "partnersim", "admin", "audit", "deadletters", "bench"}},
+		{[]string{"help"}, 0, true, []string{"serve", "demo", "partnersim", "admin", "audit", "deadletters", "bench"}},
+		{[]string{"admin"}, 2, false, []string{"admin maintenance on|off", "--local", "admin channel use", "admin status", "admin history"}},
+		{[]string{"admin", "--help"}, 0, true, []string{"admin maintenance on|off", "admin channel enable|disable"}},
+		{[]string{"admin", "channel"}, 2, false, []string{"admin channel use NAME", "admin channel disable NAME"}},
 		{[]string{"--help"}, 0, true, []string{"serve", "demo", "audit"}},
 		{[]string{"help", "serve"}, 0, true, []string{"Usage: outlast serve", "--channel"}},
 		{[]string{"deadletters"}, 2, false, []string{"deadletters list", "deadletters replay"}},
@@ -117,11 +127,12 @@ func TestCommandLists(t *testing.T) {
 // once on stderr, with where to find the flags, and exits 2 before the
 // command does anything.
 func TestUnknownFlagReportedOnce(t *testing.T) {
-	cases := [][]string{{"nope"}, {"bench", "nope"}, {"deadletters", "nope"}}
+	cases := [][]string{{"nope"}, {"bench", "nope"}, {"deadletters", "nope"}, {"admin", "nope"}, {"admin", "channel", "nope"}}
 	for _, c := range commandFlags {
 		cases = append(cases, append(append([]string{}, c.args...), "--no-such-flag"))
 	}
-	cases = append(cases, []string{"deadletters", "replay", "log:1", "--no-such-flag"}, []string{"demo", "--rate=fast"})
+	cases = append(cases, []string{"deadletters", "replay", "log:1", "--no-such-flag"},
+		[]string{"admin", "maintenance", "on", "--no-such-flag"}, []string{"admin", "channel", "use", "tcb", "--no-such-flag"}, []string{"demo", "--rate=fast"})
 	for _, args := range cases {
 		t.Run(strings.Join(args, " "), func(t *testing.T) {
 			code, out, errOut := outlastCLI(t, args...)

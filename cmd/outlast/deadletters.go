@@ -48,6 +48,22 @@ func (a *adminFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&a.dataDir, "data-dir", dataDirDefault, "where an embedded serve keeps its generated admin token")
 }
 
+// parseNoArgs parses the flags of a command that takes no arguments and
+// returns its admin API client; an error has been reported (exit 2).
+func (a *adminFlags) parseNoArgs(fs *flagSet, args []string) (*apiClient, error) {
+	if err := fs.parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fs.fail("takes no arguments, got %q", fs.Args())
+	}
+	api, err := a.client()
+	if err != nil {
+		return nil, fs.fail("%v", err)
+	}
+	return api, nil
+}
+
 // client returns the admin API client, reading the token serve generated
 // in embedded mode when none was given.
 func (a *adminFlags) client() (*apiClient, error) {
@@ -71,15 +87,9 @@ func runDeadLettersList(ctx context.Context, args []string, stdout, stderr io.Wr
 	admin.register(fs.FlagSet)
 	limit := fs.Int("limit", 100, fmt.Sprintf("how many to list, 1 to %d", outlast.DeadLettersMax))
 	asJSON := fs.Bool("json", false, "print the API's JSON instead of a table")
-	if err := fs.parse(args); err != nil {
-		return err
-	}
-	if fs.NArg() > 0 {
-		return fs.fail("takes no arguments, got %q", fs.Args())
-	}
-	api, err := admin.client()
+	api, err := admin.parseNoArgs(fs, args)
 	if err != nil {
-		return fs.fail("%v", err)
+		return err
 	}
 	raw, page, err := api.deadLetters(ctx, *limit)
 	if err != nil {
@@ -87,14 +97,19 @@ func runDeadLettersList(ctx context.Context, args []string, stdout, stderr io.Wr
 	}
 	warnUnavailable(stderr, page.Unavailable)
 	if *asJSON {
-		var out bytes.Buffer
-		if err := json.Indent(&out, raw, "", "  "); err != nil {
-			return err
-		}
-		_, err := fmt.Fprintln(stdout, out.String())
-		return err
+		return printJSON(stdout, raw)
 	}
 	return printDeadLetters(stdout, page.DeadLetters)
+}
+
+// printJSON prints an API's answer indented.
+func printJSON(w io.Writer, raw json.RawMessage) error {
+	var out bytes.Buffer
+	if err := json.Indent(&out, raw, "", "  "); err != nil {
+		return err
+	}
+	_, err := fmt.Fprintln(w, out.String())
+	return err
 }
 
 // reasonRunesMax bounds a reason in the table; --json shows it whole.

@@ -1,5 +1,5 @@
 // Command outlast is the one binary of the Outlast payout service: serve,
-// demo, partnersim, audit, deadletters and bench. Every flag has an
+// demo, partnersim, admin, audit, deadletters and bench. Every flag has an
 // OUTLAST_* environment equivalent (--admin-token ↔ OUTLAST_ADMIN_TOKEN); a
 // flag on the command line wins over the environment.
 package main
@@ -26,6 +26,7 @@ Commands:
   serve       run the service (HTTP API, committer, dispatcher)
   demo        run the service with two simulated partner banks and traffic, then audit
   partnersim  run one simulated partner bank
+  admin       maintenance on/off, channel switch, status of every instance, config history (admin API)
   audit       check the ledger against its journal and against partners' records
   deadletters list or replay the notifications that could never be applied (admin API)
   bench       measure ingest (vs the naive design) or the read cache (vs go-redis/cache, cache-aside)
@@ -75,6 +76,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runDemo(ctx, rest, stdout, stderr)
 	case "partnersim":
 		return runPartnersim(ctx, rest, stdout, stderr)
+	case "admin":
+		return runAdmin(ctx, rest, stdout, stderr)
 	case "audit":
 		return runAudit(ctx, rest, stdout, stderr)
 	case "deadletters":
