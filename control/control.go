@@ -146,6 +146,10 @@ type Client struct {
 	// until another replaces it; guarded by loadMu.
 	refused int64
 
+	// setMu serializes SetLocal, so that the state file is written in
+	// the order the switches took effect: it says what is in force.
+	setMu sync.Mutex
+
 	mu          sync.Mutex        // guards the fields below
 	id, addr    string            // InstanceID and Addr
 	local, file *outlast.Override // the break-glass overrides; nil when clear

@@ -3,6 +3,7 @@ package control_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"sync"
@@ -281,4 +282,29 @@ func TestHeartbeats(t *testing.T) {
 			t.Fatalf("heartbeat %+v", i)
 		}
 	})
+}
+
+// TestConcurrentLocalSwitchesKeepFileAndMemoryAgreed: operators switching
+// the same instance at once must leave the state file saying what is in
+// force, or a restart brings back a switch that was cleared (or loses one
+// that is on).
+func TestConcurrentLocalSwitchesKeepFileAndMemoryAgreed(t *testing.T) {
+	db := openStore(t, "sqlite:"+t.TempDir()+"/l.db")
+	state := filepath.Join(t.TempDir(), "break-glass.json")
+	c := newClient(t, control.Config{Store: db, StateFile: state})
+	for round := range 20 {
+		var wg sync.WaitGroup
+		for i := range 8 {
+			wg.Go(func() {
+				if _, err := c.SetLocal(i%2 == 0, fmt.Sprintf("round %d", round), "op"); err != nil {
+					t.Error(err)
+				}
+			})
+		}
+		wg.Wait()
+		restarted := newClient(t, control.Config{Store: db, StateFile: state})
+		if got, want := restarted.Maintenance() != nil, c.Maintenance() != nil; got != want {
+			t.Fatalf("round %d: in force %t, but after a restart %t: the state file says otherwise", round, want, got)
+		}
+	}
 }

@@ -150,6 +150,8 @@ func (c *Client) SetLocal(on bool, message, actor string) (outlast.ControlStatus
 			return c.Status(), err
 		}
 	}
+	c.setMu.Lock()
+	defer c.setMu.Unlock()
 	var next *outlast.Override
 	if on {
 		next = &outlast.Override{Source: outlast.OverrideLocal, Message: message, Since: c.cfg.Now().UTC(), Actor: actor}
