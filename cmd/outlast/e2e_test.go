@@ -65,9 +65,10 @@ type serviceProc struct {
 
 func (s *serviceProc) start() {
 	s.t.Helper()
-	p, err := proc.Start(proc.Options{Path: outlastBinary(s.t), Args: s.args, Output: s.logs})
+	// args start with "serve", as the command line would.
+	p, err := startServeProcess(context.Background(), outlastBinary(s.t), s.args[1:], s.url, s.logs)
 	if err != nil {
-		s.t.Fatalf("start outlast serve: %v", err)
+		s.t.Fatalf("%v (logs in %s)", err, s.logs.Name())
 	}
 	s.p = p
 	// A test that fails half-way must not leave the service running.
@@ -76,18 +77,6 @@ func (s *serviceProc) start() {
 			s.t.Errorf("outlast serve: %v", err)
 		}
 	})
-	api := newAPIClient(s.url, "")
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	err = p.WaitReady(ctx, func(ctx context.Context) bool {
-		ctx, cancel := context.WithTimeout(ctx, time.Second)
-		defer cancel()
-		_, err := api.do(ctx, "GET", "/readyz", nil, nil, nil)
-		return err == nil
-	})
-	if err != nil {
-		s.t.Fatalf("outlast serve: %v (logs in %s)", err, s.logs.Name())
-	}
 }
 
 // kill sends sig and waits for the process to be gone.
