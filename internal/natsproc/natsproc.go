@@ -80,12 +80,10 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 }
 
 func newServer(o Options) (*Server, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	port, err := proc.FreePort()
 	if err != nil {
-		return nil, fmt.Errorf("free port: %w", err)
+		return nil, err
 	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
 	s := &Server{binary: o.Binary, port: port, addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)),
 		dir: o.Dir, readyTimeout: o.ReadyTimeout, log: o.Log}
 	if s.binary == "" {

@@ -101,7 +101,7 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 }
 
 func newServer(o Options) (*Server, error) {
-	port, err := freePort()
+	port, err := proc.FreePort()
 	if err != nil {
 		return nil, err
 	}
@@ -161,15 +161,6 @@ func orDefault[T int | time.Duration | string](v, def T) T {
 		return def
 	}
 	return v
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("free port: %w", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 // launch starts the process and waits until it answers PING; a process
