@@ -25,12 +25,13 @@ import (
 const benchUsage = `Usage:
   outlast bench ingest [flags]   notifications durably acknowledged and committed per second, against the naive design
   outlast bench cache [flags]    the read cache when Redis dies, and under a stampede, against go-redis/cache and cache-aside
+  outlast bench control [flags]  config change propagation to three instances, with LISTEN/NOTIFY and polling only
 
-Run 'outlast bench ingest --help' or 'outlast bench cache --help' for flags.
+Run 'outlast bench <name> --help' for flags.
 `
 
 func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	return runSubcommand(ctx, "bench", benchUsage, map[string]command{"ingest": runBenchIngest, "cache": runBenchCache}, args, stdout, stderr)
+	return runSubcommand(ctx, "bench", benchUsage, map[string]command{"ingest": runBenchIngest, "cache": runBenchCache, "control": runBenchControl}, args, stdout, stderr)
 }
 
 func runBenchIngest(ctx context.Context, args []string, stdout, stderr io.Writer) error {

@@ -177,6 +177,11 @@ func benchKey(id int64) string { return "k:" + strconv.FormatInt(id, 10) }
 
 // writeMachine prints what the numbers were measured on.
 func (b *cacheBench) writeMachine(ctx context.Context, w io.Writer) {
+	fmt.Fprintf(w, "## outlast bench cache\n\nMachine: %s; %s; %s.\n\n", benchMachine(), benchRedisVersion(ctx), b.db.version(ctx))
+}
+
+// benchMachine says what a benchmark ran on: CPUs, CPU model, Go.
+func benchMachine() string {
 	model := "unknown"
 	if f, err := os.Open("/proc/cpuinfo"); err == nil {
 		sc := bufio.NewScanner(f)
@@ -188,9 +193,8 @@ func (b *cacheBench) writeMachine(ctx context.Context, w io.Writer) {
 		}
 		f.Close()
 	}
-	fmt.Fprintf(w, "## outlast bench cache\n\nMachine: nproc %d (GOMAXPROCS %d), %s; %s %s/%s; %s; %s.\n\n",
-		runtime.NumCPU(), runtime.GOMAXPROCS(0), model, runtime.Version(), runtime.GOOS, runtime.GOARCH,
-		benchRedisVersion(ctx), b.db.version(ctx))
+	return fmt.Sprintf("nproc %d (GOMAXPROCS %d), %s; %s %s/%s",
+		runtime.NumCPU(), runtime.GOMAXPROCS(0), model, runtime.Version(), runtime.GOOS, runtime.GOARCH)
 }
 
 // faultEvents returns the Redis failure and the empty restart of a
@@ -373,7 +377,7 @@ func openBenchDB(ctx context.Context, dsn string, rows, pool int) (*benchDB, err
 	d := &benchDB{table: "bench_cache_" + randomHex(4), cleanup: func() {}}
 	if dsn == "" {
 		var err error
-		if dsn, d.cleanup, err = createBenchDatabase(ctx); err != nil {
+		if dsn, d.cleanup, err = createBenchDatabase(ctx, "cache"); err != nil {
 			return nil, err
 		}
 	}
@@ -400,12 +404,14 @@ func openBenchDB(ctx context.Context, dsn string, rows, pool int) (*benchDB, err
 	return d, nil
 }
 
-func createBenchDatabase(ctx context.Context) (dsn string, drop func(), err error) {
+// createBenchDatabase creates a fresh database for `outlast bench
+// <bench>` on benchAdminDSN's server; drop drops it.
+func createBenchDatabase(ctx context.Context, bench string) (dsn string, drop func(), err error) {
 	admin, err := sql.Open("pgx", benchAdminDSN)
 	if err != nil {
 		return "", nil, err
 	}
-	name := "outlast_bench_cache_" + randomHex(6)
+	name := "outlast_bench_" + bench + "_" + randomHex(6)
 	if _, err := admin.ExecContext(ctx, "CREATE DATABASE "+name); err != nil {
 		admin.Close()
 		return "", nil, fmt.Errorf("create database on %s: %w", benchAdminDSN, err)
@@ -415,7 +421,7 @@ func createBenchDatabase(ctx context.Context) (dsn string, drop func(), err erro
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		if _, err := admin.ExecContext(ctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)"); err != nil {
-			fmt.Fprintf(os.Stderr, "bench cache: drop database %s: %v\n", name, err)
+			fmt.Fprintf(os.Stderr, "bench %s: drop database %s: %v\n", bench, name, err)
 		}
 	}
 	return "postgres://postgres@127.0.0.1:5432/" + name + "?sslmode=disable", drop, nil
@@ -429,9 +435,12 @@ func (d *benchDB) close() {
 	d.cleanup()
 }
 
-func (d *benchDB) version(ctx context.Context) string {
+func (d *benchDB) version(ctx context.Context) string { return pgServerVersion(ctx, d.db) }
+
+// pgServerVersion names db's PostgreSQL server, for a report.
+func pgServerVersion(ctx context.Context, db *sql.DB) string {
 	var v string
-	if err := d.db.QueryRowContext(ctx, "SHOW server_version").Scan(&v); err != nil {
+	if err := db.QueryRowContext(ctx, "SHOW server_version").Scan(&v); err != nil {
 		return "PostgreSQL (version unknown)"
 	}
 	return "PostgreSQL " + v

@@ -29,7 +29,7 @@ Commands:
   admin       maintenance on/off, channel switch, status of every instance, config history (admin API)
   audit       check the ledger against its journal and against partners' records
   deadletters list or replay the notifications that could never be applied (admin API)
-  bench       measure ingest (vs the naive design) or the read cache (vs go-redis/cache, cache-aside)
+  bench       measure ingest (vs the naive design), the read cache (vs go-redis/cache, cache-aside) or control plane propagation
 
 Run 'outlast <command> --help' for a command's flags.
 `
