@@ -256,15 +256,17 @@ func (b *controlBench) applyTimeout() time.Duration { return 5*b.Poll + 10*time.
 // measurement, which is read from the heartbeats' applied_at.
 const benchHeartbeatPoll = 5 * time.Millisecond
 
-// change toggles maintenance through api (a change like any other: the
-// instances take no traffic), then waits until every instance's heartbeat
+// change sets a new maintenance message through api, leaving
+// maintenance on or off as it was, so that a bench against a --db that
+// serves traffic pauses nothing (every change takes the same path: a new
+// version, the whole document read and applied), then waits until every instance's heartbeat
 // says it applied the new version and records when each did, from t0,
 // taken just before the PUT is sent. applied_at is written by the
 // instance right as it swaps the document in, on the same machine clock,
 // so how often the heartbeats are read adds nothing to the numbers.
 func (b *controlBench) change(ctx context.Context, api *apiClient, cur *outlast.ControlConfig, insts []*controlInstance, run *controlRun) (*outlast.ControlConfig, error) {
 	next := cur.Clone()
-	next.Maintenance = outlast.Maintenance{On: !cur.Maintenance.On, Message: "bench control"}
+	next.Maintenance.Message = fmt.Sprintf("outlast bench control, change %d", cur.Version+1)
 	t0 := time.Now()
 	stored, err := api.putControlConfig(ctx, next, cur.Version, "outlast bench control")
 	if err != nil {

@@ -24,7 +24,7 @@ func (b *controlBench) report(ctx context.Context, w io.Writer, runs []controlRu
 		"its own Go runtime, scheduler, connection pools and LISTEN connection, as deployed instances do, and none shares the "+
 		"bench's CPU time or the control package's process-wide state. One PostgreSQL database; each instance's embedded NATS "+
 		"(the control plane does not use it); `--control-poll %s`. %d changes per mode, each a `PUT /admin/v1/config` to the "+
-		"first instance toggling maintenance, the next one only once the last reached all three. Propagation is measured from "+
+		"first instance setting a new maintenance message (maintenance itself left as it was), the next one only once the last reached all three. Propagation is measured from "+
 		"just before the PUT is sent to each instance's `applied_at` in its heartbeat (`GET /admin/v1/instances`), which the "+
 		"instance takes as it swaps the document in, on the same machine clock: the bench's reads of the heartbeats (every %s) "+
 		"add nothing to the numbers. Polling only: a random pause uniform in [0, %s) before each change, so that changes do "+

@@ -323,8 +323,8 @@ func probeOne(ctx context.Context, start time.Time, n *controlNode, check func(c
 	return probeResult{node: n, err: fmt.Errorf("no change within %s", controlProbeWait)}
 }
 
-// report logs every instance's time and fails t for any over controlBound.
-func report(t *testing.T, what string, res []probeResult) {
+// reportProbe logs every instance's time and fails t for any over controlBound.
+func reportProbe(t *testing.T, what string, res []probeResult) {
 	t.Helper()
 	var times []string
 	for _, r := range res {
@@ -365,7 +365,7 @@ func (c *controlCluster) maintenance(t *testing.T, cut bool) {
 		}
 		return true, wantMaintenance(status, retryAfter, body, msg)
 	})
-	report(t, "refused new payouts for maintenance", on)
+	reportProbe(t, "refused new payouts for maintenance", on)
 	if cut {
 		c.cutListen(t)
 	}
@@ -383,7 +383,7 @@ func (c *controlCluster) maintenance(t *testing.T, cut bool) {
 		}
 		return true, nil
 	})
-	report(t, "took new payouts again", off)
+	reportProbe(t, "took new payouts again", off)
 }
 
 // postPayout sends one payout with key and returns the raw answer.
@@ -456,7 +456,7 @@ func (c *controlCluster) channelSwitch(t *testing.T, cut bool) {
 			}
 			return true, nil
 		})
-		report(t, "sent new payouts to "+to, res)
+		reportProbe(t, "sent new payouts to "+to, res)
 		c.waitPaidBy(t, to, ids)
 	}
 }
