@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -173,6 +174,50 @@ func (c *ControlConfig) Clone() *ControlConfig {
 	return &cp
 }
 
+// Order returns the channels new payouts go to under c, in the order
+// they are tried: the active channel — or startup, the one an instance
+// was started with, when c sets none — then the fallback order, leaving
+// out disabled channels and repeats. An instance leaves out, besides,
+// the channels it lacks.
+func (c *ControlConfig) Order(startup string) []string {
+	active := c.ActiveChannel
+	if active == "" {
+		active = startup
+	}
+	var out []string
+	for _, name := range append([]string{active}, c.Fallback...) {
+		if ch, named := c.Channels[name]; name != "" && (!named || ch.Enabled) && !slices.Contains(out, name) {
+			out = append(out, name)
+		}
+	}
+	return out
+}
+
+// Activate makes name the active channel, enabled, and puts the channel
+// it replaces first in the fallback order: the active channel or, when c
+// sets none, current, where the instances send new payouts now
+// (AgreedChannel; "" if unknown). A current channel c does not name yet
+// is added to it, enabled, since the fallback order may name only
+// channels c names.
+func (c *ControlConfig) Activate(name, current string) {
+	prev := c.ActiveChannel
+	if prev == "" {
+		prev = current
+	}
+	if c.Channels == nil {
+		c.Channels = map[string]ChannelConfig{}
+	}
+	c.Channels[name] = ChannelConfig{Enabled: true}
+	c.Fallback = slices.DeleteFunc(slices.Clone(c.Fallback), func(f string) bool { return f == name || f == prev })
+	if prev != "" && prev != name {
+		if _, named := c.Channels[prev]; !named {
+			c.Channels[prev] = ChannelConfig{Enabled: true}
+		}
+		c.Fallback = append([]string{prev}, c.Fallback...)
+	}
+	c.ActiveChannel = name
+}
+
 // ConfigChange is the audit row of one change of the config document:
 // who made it, when and why, and the document before and after.
 type ConfigChange struct {
@@ -265,9 +310,51 @@ type InstanceStatus struct {
 	Maintenance  bool               `json:"maintenance"`
 	Overrides    []Override         `json:"overrides"`
 	Dependencies []DependencyHealth `json:"dependencies"`
+	// ChannelOrder is where the instance sends new payouts, in the order
+	// it tries them, the first while its breaker is closed: the config's
+	// Order with the channel it was started with (serve
+	// --active-channel), less the channels it lacks. Empty when no
+	// channel may take new payouts.
+	ChannelOrder []string `json:"channel_order"`
+	// Channels are the partner channels the instance has, sorted.
+	// ChannelOrder and Channels are nil from an instance that does not
+	// report them.
+	Channels []string `json:"channels"`
 	// Rates are the instance's counts of its last seconds, for the admin
 	// console's cluster charts; nil from an instance that keeps none.
 	Rates *RateSeries `json:"rates,omitempty"`
+}
+
+// ChannelNames returns the partner channels the instance has: Channels,
+// or, from an instance that does not report them, the channels its
+// Dependencies name ("channel:NAME").
+func (s *InstanceStatus) ChannelNames() []string {
+	if s.Channels != nil {
+		return s.Channels
+	}
+	var out []string
+	for _, d := range s.Dependencies {
+		if name, ok := strings.CutPrefix(d.Name, "channel:"); ok {
+			out = append(out, name)
+		}
+	}
+	return out
+}
+
+// AgreedChannel returns the channel where every one of instances sends
+// new payouts first (ChannelOrder[0]), if each reports one and they
+// agree; "" otherwise. Under a config that sets no active channel, it is
+// the channel the instances were started with. Callers pass the
+// instances seen recently: one that is gone has no say.
+func AgreedChannel(instances []*InstanceStatus) string {
+	agreed := ""
+	for _, is := range instances {
+		if len(is.ChannelOrder) == 0 || (agreed != "" && is.ChannelOrder[0] != agreed) {
+			return ""
+		}
+		agreed = is.ChannelOrder[0]
+	}
+	return agreed
 }
 
 // RateSeriesMax bounds the seconds a RateSeries holds.

@@ -110,3 +110,72 @@ func TestControlConfigClone(t *testing.T) {
 		t.Fatalf("Clone(zero) = %+v, want empty, not nil, channels and fallback", z)
 	}
 }
+
+func TestControlConfigOrder(t *testing.T) {
+	noActive := validControl()
+	noActive.ActiveChannel = ""
+	for _, tc := range []struct {
+		c       *outlast.ControlConfig
+		startup string
+		want    string
+	}{
+		{validControl(), "xcb", "tcb,acb"},              // vcb disabled; the start-up channel unused
+		{noActive, "tcb", "tcb,acb"},                    // the start-up channel first
+		{noActive, "acb", "acb"},                        // not repeated
+		{noActive, "vcb", "acb"},                        // a disabled start-up channel is left out
+		{noActive, "", "acb"},                           // none given at start
+		{&outlast.ControlConfig{}, "zcb", "zcb"},        // the default document
+		{&outlast.ControlConfig{Fallback: nil}, "", ""}, // nothing at all
+	} {
+		if got := strings.Join(tc.c.Order(tc.startup), ","); got != tc.want {
+			t.Errorf("%+v.Order(%q) = %q, want %q", tc.c, tc.startup, got, tc.want)
+		}
+	}
+}
+
+// TestControlConfigActivate: the channel replaced goes first in the
+// fallback order: the document's active one, or the instances' current
+// one when it sets none; the result validates.
+func TestControlConfigActivate(t *testing.T) {
+	for _, tc := range []struct {
+		name             string
+		c                *outlast.ControlConfig
+		activate, cur    string
+		active, fallback string
+	}{
+		{"active replaced", validControl(), "acb", "zcb", "acb", "tcb,vcb"},
+		{"active again", validControl(), "tcb", "", "tcb", "acb,vcb"},
+		{"disabled one enabled", validControl(), "vcb", "", "vcb", "tcb,acb"},
+		{"start-up one replaced", &outlast.ControlConfig{}, "acb", "tcb", "acb", "tcb"},
+		{"start-up one made explicit", &outlast.ControlConfig{}, "tcb", "tcb", "tcb", ""},
+		{"current unknown", &outlast.ControlConfig{}, "acb", "", "acb", ""},
+	} {
+		tc.c.Activate(tc.activate, tc.cur)
+		if tc.c.ActiveChannel != tc.active || strings.Join(tc.c.Fallback, ",") != tc.fallback || !tc.c.Channels[tc.activate].Enabled {
+			t.Errorf("%s: Activate(%q, %q) = active %q, fallback %q, channels %v; want %q, %q, %s enabled",
+				tc.name, tc.activate, tc.cur, tc.c.ActiveChannel, tc.c.Fallback, tc.c.Channels, tc.active, tc.fallback, tc.activate)
+		}
+		if err := tc.c.Validate(); err != nil {
+			t.Errorf("%s: Validate() after Activate = %v", tc.name, err)
+		}
+	}
+}
+
+func TestAgreedChannel(t *testing.T) {
+	is := func(order ...string) *outlast.InstanceStatus { return &outlast.InstanceStatus{ChannelOrder: order} }
+	for _, tc := range []struct {
+		name      string
+		instances []*outlast.InstanceStatus
+		want      string
+	}{
+		{"agree", []*outlast.InstanceStatus{is("tcb", "acb"), is("tcb")}, "tcb"},
+		{"disagree", []*outlast.InstanceStatus{is("tcb"), is("acb", "tcb")}, ""},
+		{"one reports nothing", []*outlast.InstanceStatus{is("tcb"), {}}, ""},
+		{"one has no channel", []*outlast.InstanceStatus{is(), is("tcb")}, ""},
+		{"no instance", nil, ""},
+	} {
+		if got := outlast.AgreedChannel(tc.instances); got != tc.want {
+			t.Errorf("%s: AgreedChannel = %q, want %q", tc.name, got, tc.want)
+		}
+	}
+}

@@ -27,27 +27,19 @@ type route struct {
 	breaker circuitbreaker.CircuitBreaker[any]
 }
 
-// routerConfig is the part of the router the control plane changes.
-type routerConfig struct {
-	// active is the channel new payouts go to first; "" means none.
-	active string
-	// fallback are the channels tried after active, in order.
-	fallback []string
-	// disabled channels receive nothing new: no new payout chooses them
-	// and no submit is sent to them.
-	disabled map[string]bool
-}
-
 // Router chooses the channel for new payouts and submits through each
 // channel's circuit breaker. It is safe for concurrent use.
 type Router struct {
 	routes map[string]*route // written once in NewRouter
 	names  []string          // sorted channel names; written once
 
-	mu  sync.RWMutex
-	cfg routerConfig // guarded by mu
+	mu sync.RWMutex
+	// cfg is the control plane's document in force, a copy of its own:
+	// the active channel, fallback order and disabled channels. Before
+	// the first document, and after SetActive, it is the default one.
+	cfg *outlast.ControlConfig // guarded by mu
 	// boot is the active channel given at start (SetActive), which a
-	// config document without channel settings leaves in place.
+	// config document without an active channel leaves in place.
 	boot string // guarded by mu
 }
 
@@ -110,7 +102,7 @@ func (r *Router) SetActive(name string) error {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.cfg = routerConfig{active: name}
+	r.cfg = &outlast.ControlConfig{}
 	r.boot = name
 	return nil
 }
@@ -122,24 +114,15 @@ func (r *Router) SetActive(name string) error {
 // choosing (it is logged by the caller, not refused: the same document
 // also carries the maintenance switch, which must apply everywhere).
 func (r *Router) Apply(c *outlast.ControlConfig) {
-	next := routerConfig{fallback: slices.Clone(c.Fallback), disabled: map[string]bool{}}
-	for name, ch := range c.Channels {
-		if !ch.Enabled {
-			next.disabled[name] = true
-		}
-	}
+	next := c.Clone()
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	next.active = c.ActiveChannel
-	if next.active == "" {
-		next.active = r.boot
-	}
 	r.cfg = next
 }
 
 // Order returns the channels new payouts may go to, in the order they are
-// tried: the active one, then the fallback order, leaving out disabled
-// channels and those this router lacks.
+// tried: the document's Order, with the channel given at start where it
+// sets no active one, less the channels this router lacks.
 func (r *Router) Order() []string {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
@@ -147,20 +130,15 @@ func (r *Router) Order() []string {
 }
 
 func (r *Router) orderLocked() []string {
-	var out []string
-	for _, name := range append([]string{r.cfg.active}, r.cfg.fallback...) {
-		if _, ok := r.routes[name]; ok && !r.cfg.disabled[name] && !slices.Contains(out, name) {
-			out = append(out, name)
-		}
-	}
-	return out
+	return slices.DeleteFunc(r.cfg.Order(r.boot), func(name string) bool { return r.routes[name] == nil })
 }
 
 // Disabled reports whether the operators disabled channel name.
 func (r *Router) Disabled(name string) bool {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	return r.cfg.disabled[name]
+	ch, named := r.cfg.Channels[name]
+	return named && !ch.Enabled
 }
 
 // Choose returns the channel for a new payout: the first of Order whose

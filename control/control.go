@@ -73,6 +73,11 @@ type Config struct {
 	// Rates, if set, gives the per-second counts the heartbeat carries
 	// (the HTTP server's); it must answer from memory.
 	Rates func() *outlast.RateSeries
+	// Channels, if set, gives the partner channels for the heartbeat:
+	// the order new payouts are tried in (channel.Router.Order) and every
+	// channel the instance has. It must answer from memory. Without it
+	// the heartbeat reports none (nil).
+	Channels func() (order, all []string)
 	// InstanceID names this instance in heartbeats, and Addr says where
 	// it serves; SetInstance sets them later, for an instance that learns
 	// its port once it listens. An InstanceID is required by Run with
@@ -491,6 +496,12 @@ func (c *Client) Heartbeat(ctx context.Context) *outlast.InstanceStatus {
 	}
 	if c.cfg.Rates != nil {
 		hb.Rates = c.cfg.Rates()
+	}
+	if c.cfg.Channels != nil {
+		order, all := c.cfg.Channels()
+		// Non-nil, so that a reported empty order reads [] (no channel
+		// takes new payouts), never null (not reported).
+		hb.ChannelOrder, hb.Channels = append([]string{}, order...), append([]string{}, all...)
 	}
 	return hb
 }

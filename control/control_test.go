@@ -2,10 +2,13 @@ package control_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -242,13 +245,22 @@ func TestLocalSwitchSurvivesRestart(t *testing.T) {
 	}
 }
 
-// TestHeartbeats: the heartbeat carries the applied version, overrides
-// and dependency health, and is written again at once when they change.
+// TestHeartbeats: the heartbeat carries the applied version, the channel
+// order it makes, overrides and dependency health, and is written again
+// at once when they change.
 func TestHeartbeats(t *testing.T) {
 	testenv.EachDatabase(t, func(t *testing.T, dsn string) {
 		db := openStore(t, dsn)
+		// The router's part: the order follows the applied document, with
+		// tcb as the channel given at start.
+		var applied atomic.Pointer[outlast.ControlConfig]
+		applied.Store(&outlast.ControlConfig{})
 		c := newClient(t, control.Config{Store: db, Instances: db, Watch: db.WatchControl, InstanceID: "i-1", Addr: "127.0.0.1:1",
 			HeartbeatInterval: time.Hour, PollInterval: time.Hour,
+			Apply: func(cfg *outlast.ControlConfig) { applied.Store(cfg) },
+			Channels: func() (order, all []string) {
+				return applied.Load().Order("tcb"), []string{"acb", "tcb"}
+			},
 			Health: func(ctx context.Context) []outlast.DependencyHealth {
 				return []outlast.DependencyHealth{{Name: "database", OK: true}, {Name: "redis", OK: false, Detail: "down"}}
 			}})
@@ -264,12 +276,21 @@ func TestHeartbeats(t *testing.T) {
 			return is[0]
 		}
 		testenv.WaitFor(t, 10*time.Second, "first heartbeat", func() bool { return instance() != nil })
+		if i := instance(); !slices.Equal(i.ChannelOrder, []string{"tcb"}) || !slices.Equal(i.Channels, []string{"acb", "tcb"}) {
+			t.Fatalf("first heartbeat's channels: order %q of %q, want [tcb] of [acb tcb]", i.ChannelOrder, i.Channels)
+		}
 		testenv.WaitFor(t, 10*time.Second, "listening", func() bool { return c.Status().Listening })
-		put(t, db, maintenance(true, ""))
+		v1 := maintenance(true, "")
+		v1.Channels = map[string]outlast.ChannelConfig{"acb": {Enabled: true}, "tcb": {Enabled: true}}
+		v1.ActiveChannel, v1.Fallback = "acb", []string{"tcb"}
+		put(t, db, v1)
 		testenv.WaitFor(t, 5*time.Second, "heartbeat of version 1", func() bool {
 			i := instance()
 			return i != nil && i.AppliedVersion == 1 && i.Maintenance
 		})
+		if i := instance(); !slices.Equal(i.ChannelOrder, []string{"acb", "tcb"}) {
+			t.Fatalf("heartbeat of version 1: channel order %q, want [acb tcb]", i.ChannelOrder)
+		}
 		if _, err := c.SetLocal(true, "x", "me"); err != nil {
 			t.Fatal(err)
 		}
@@ -282,6 +303,29 @@ func TestHeartbeats(t *testing.T) {
 			t.Fatalf("heartbeat %+v", i)
 		}
 	})
+}
+
+// TestHeartbeatChannels: an instance that reports its channels says so
+// even when no channel takes new payouts ([], not null), and one without
+// the hook reports none (null).
+func TestHeartbeatChannels(t *testing.T) {
+	db := openStore(t, "sqlite:"+t.TempDir()+"/l.db")
+	for _, tc := range []struct {
+		hook func() (order, all []string)
+		want string
+	}{
+		{nil, `"channel_order":null,"channels":null`},
+		{func() (order, all []string) { return nil, []string{"tcb"} }, `"channel_order":[],"channels":["tcb"]`},
+	} {
+		c := newClient(t, control.Config{Store: db, InstanceID: "i-1", Channels: tc.hook})
+		b, err := json.Marshal(c.Heartbeat(context.Background()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(string(b), tc.want) {
+			t.Errorf("heartbeat with hook %t = %s, want %s in it", tc.hook != nil, b, tc.want)
+		}
+	}
 }
 
 // TestConcurrentLocalSwitchesKeepFileAndMemoryAgreed: operators switching

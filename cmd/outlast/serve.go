@@ -304,6 +304,7 @@ func (m *Main) openControl(ctx context.Context) error {
 		Apply:        m.applyControl,
 		Health:       m.health,
 		Rates:        m.rates,
+		Channels:     m.channels,
 		PollInterval: m.Config.ControlPoll,
 		OverrideFile: m.Config.OverrideFile,
 		StateFile:    filepath.Join(m.Config.DataDir, breakGlassFile),
@@ -362,6 +363,12 @@ func (m *Main) rates() *outlast.RateSeries {
 		return nil
 	}
 	return m.HTTP.Rates(ohttp.HeartbeatRateSeconds)
+}
+
+// channels are the router's order for new payouts and every channel it
+// has, for the heartbeat.
+func (m *Main) channels() (order, all []string) {
+	return m.Router.Order(), m.Router.Channels()
 }
 
 // health is what this instance sees of its dependencies, for its
