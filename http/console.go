@@ -29,8 +29,10 @@ import (
 var consoleFiles embed.FS
 
 var consoleTemplates = template.Must(template.New("console").Funcs(template.FuncMap{
-	"ago":  ago,
-	"when": func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05 UTC") },
+	"ago":   ago,
+	"when":  func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05 UTC") },
+	"join":  func(names []string) string { return strings.Join(names, ", ") },
+	"order": channelOrderText,
 }).ParseFS(consoleFiles, "console/*.html"))
 
 const (

@@ -3,7 +3,6 @@ package http
 import (
 	"context"
 	nethttp "net/http"
-	"slices"
 	"strconv"
 
 	"github.com/outlast/outlast"
@@ -27,21 +26,25 @@ func (s *Server) consoleMaintenance(w nethttp.ResponseWriter, r *nethttp.Request
 	})
 }
 
-// consoleChannel makes a channel the active one (the old active one goes
-// to the front of the fallback order), or enables or disables it. A
+// consoleChannel makes a channel the active one (the one it replaces
+// goes to the front of the fallback order), or enables or disables it. A
 // channel the document does not name yet is added to it.
 func (s *Server) consoleChannel(w nethttp.ResponseWriter, r *nethttp.Request) {
 	if !s.consoleForm(w, r, true) {
 		return
 	}
 	name, action := r.PostForm.Get("name"), r.PostForm.Get("action")
+	current := ""
+	if action == "activate" {
+		current = s.currentChannel(r.Context())
+	}
 	s.consoleChange(w, r, func(c *outlast.ControlConfig) error {
 		if !outlast.ValidID(name) {
 			return outlast.Errorf(outlast.EVALIDATION, "channel name %q must be %s", name, outlast.IDRule)
 		}
 		switch action {
 		case "activate":
-			activate(c, name)
+			c.Activate(name, current)
 		case "enable", "disable":
 			c.Channels[name] = outlast.ChannelConfig{Enabled: action == "enable"}
 		default:
@@ -51,16 +54,26 @@ func (s *Server) consoleChannel(w nethttp.ResponseWriter, r *nethttp.Request) {
 	})
 }
 
-// activate makes name c's active channel, enabled, and puts the old
-// active one at the front of the fallback order.
-func activate(c *outlast.ControlConfig, name string) {
-	old := c.ActiveChannel
-	c.ActiveChannel = name
-	c.Channels[name] = outlast.ChannelConfig{Enabled: true}
-	c.Fallback = slices.DeleteFunc(c.Fallback, func(f string) bool { return f == name || f == old })
-	if old != "" && old != name {
-		c.Fallback = append([]string{old}, c.Fallback...)
+// currentChannel is where every instance seen recently sends new
+// payouts first (outlast.AgreedChannel): what a config without an active
+// channel means. "" if they do not agree or cannot be read.
+func (s *Server) currentChannel(ctx context.Context) string {
+	v := &consoleView{}
+	if s.svc.Instances != nil {
+		ictx, cancel := context.WithTimeout(ctx, consoleReadTimeout)
+		list, err := s.svc.Instances.Instances(ictx)
+		cancel()
+		if err != nil {
+			return ""
+		}
+		for _, is := range list {
+			v.Instances = append(v.Instances, instanceView{InstanceStatus: is, Stale: s.stale(is)})
+		}
 	}
+	if v.fresh() == nil && s.svc.Local != nil {
+		v.Self = s.svc.Local.Heartbeat(ctx)
+	}
+	return outlast.AgreedChannel(v.fresh())
 }
 
 // consoleChange applies change to the current document and stores it if

@@ -382,3 +382,86 @@ func TestConsoleInstances(t *testing.T) {
 		`class="instance stale behind" data-id="gone"`, `class="instance behind" data-id="late"`, `class="instance" data-id="up"`,
 		`data-dep="redis" title="connection refused">redis: down`, "channel:tcb: down (open)", "1 of 2")
 }
+
+// TestConsoleChannelOrder: with no active channel in the config the
+// console names the instances' start-up channel as the active one, the
+// channel table says where each channel stands, an instance whose order
+// differs shows it, and making a channel active puts the start-up one
+// first in the fallback order.
+func TestConsoleChannelOrder(t *testing.T) {
+	h, cc, db := controlHarness(t)
+	db.Now = h.clock.Now
+	session := h.signIn()
+	row := func(page *httptest.ResponseRecorder, name string) string {
+		t.Helper()
+		body := page.Body.String()
+		i := strings.Index(body, `data-channel="`+name+`"`)
+		if i < 0 {
+			t.Fatalf("no row for channel %s:\n%s", name, body)
+		}
+		end := strings.Index(body[i:], "</tr>")
+		return body[i : i+end]
+	}
+	wantRow := func(page *httptest.ResponseRecorder, name string, wants ...string) {
+		t.Helper()
+		r := row(page, name)
+		for _, w := range wants {
+			if !strings.Contains(r, w) {
+				t.Errorf("row of %s = %s\nwant %q in it", name, r, w)
+			}
+		}
+	}
+	// Version 0, no heartbeat yet: this instance's own view.
+	page := h.console("GET", "/admin/", session, nil)
+	wantBody(t, page, `active channel <b id="active-channel">tcb</b> (each instance's start-up channel; the config sets none)`,
+		`id="local-order">tcb<`)
+	wantRow(page, "tcb", "active (start-up default)")
+	wantRow(page, "vcb", "unused", "(not in the config)")
+
+	// A config with a fallback order and a disabled channel nobody has;
+	// instance b lacks acb.
+	h.mustStatus(h.do("PUT", "/admin/v1/config", adminToken, `{"channels":{"tcb":{"enabled":true},"vcb":{"enabled":true},
+		"acb":{"enabled":true},"zcb":{"enabled":false}},"fallback":["vcb","acb","zcb"]}`, "If-Match", "0"), 200)
+	put := func(id string, order, have []string) {
+		t.Helper()
+		if err := db.PutInstance(context.Background(), &outlast.InstanceStatus{ID: id, AppliedVersion: 1, ChannelOrder: order, Channels: have}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put("a", []string{"tcb", "vcb", "acb"}, []string{"acb", "tcb", "vcb"})
+	put("b", []string{"tcb", "vcb"}, []string{"tcb", "vcb"})
+	page = h.console("GET", "/admin/", session, nil)
+	wantBody(t, page, `active channel <b id="active-channel">tcb</b> (each instance's start-up channel; the config sets none), then vcb, acb, zcb.`,
+		"new payouts: tcb, then vcb; lacks acb")
+	if n := strings.Count(page.Body.String(), "new payouts: "); n != 1 {
+		t.Errorf("%d instances show their order, want 1 (b, whose order differs)", n)
+	}
+	wantRow(page, "tcb", "active (start-up default)")
+	wantRow(page, "vcb", "fallback #1")
+	wantRow(page, "acb", "fallback #2")
+	wantRow(page, "zcb", "disabled", "(keeps fallback #3)", "not served by any instance")
+	for _, name := range []string{"tcb", "vcb", "acb"} {
+		if strings.Contains(row(page, name), "not served") {
+			t.Errorf("row of %s says it is not served", name)
+		}
+	}
+
+	// Make acb active: tcb, where every payout went, goes first in the
+	// fallback order.
+	wantRedirect(t, h.console("POST", "/admin/channel", session, url.Values{"version": {"1"}, "name": {"acb"}, "action": {"activate"}}), "/admin/?saved=2")
+	if c := configOf(t, db); c.ActiveChannel != "acb" || strings.Join(c.Fallback, ",") != "tcb,vcb,zcb" {
+		t.Fatalf("after activating acb: active %q, fallback %v; want acb, then tcb,vcb,zcb", c.ActiveChannel, c.Fallback)
+	}
+	if err := cc.Load(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	put("a", []string{"acb", "tcb", "vcb"}, []string{"acb", "tcb", "vcb"})
+	put("b", []string{"tcb", "vcb"}, []string{"tcb", "vcb"})
+	page = h.console("GET", "/admin/", session, nil)
+	wantBody(t, page, `active channel <b id="active-channel">acb</b>, then tcb, vcb, zcb.`, `id="local-order">tcb, then vcb<`)
+	wantRow(page, "acb", `<span class="good">active</span>`)
+	wantRow(page, "tcb", "fallback #1", "first on 1 instance<")
+	if strings.Contains(row(page, "acb"), "start-up") {
+		t.Errorf("row of acb = %s, want it active by the config", row(page, "acb"))
+	}
+}

@@ -39,8 +39,16 @@ type consoleView struct {
 	// Config's version.
 	Fresh, Applied int
 	// Local is this instance's control plane; nil without one.
-	Local    *outlast.ControlStatus
-	Self     *outlast.InstanceStatus
+	Local *outlast.ControlStatus
+	Self  *outlast.InstanceStatus
+	// Active is where new payouts go first under Config: its active
+	// channel or, when it sets none (Startup), the channel every instance
+	// seen recently was started with, if they agree ("" if not). Order
+	// is the whole order Config makes that way; an instance whose own
+	// order differs shows it.
+	Active   string
+	Startup  bool
+	Order    []string
 	Channels []channelView
 	Charts   []template.HTML
 	// ChartScope says whose requests the charts count.
@@ -51,13 +59,24 @@ type consoleView struct {
 type instanceView struct {
 	*outlast.InstanceStatus
 	Stale, Applied, Self bool
+	// OrderDiffers says the instance reports a channel order other than
+	// the view's Order; Lacks are the channels of Order it does not have.
+	OrderDiffers bool
+	Lacks        []string
 }
 
 type channelView struct {
-	Name             string
-	Enabled, Active  bool
-	Configured       bool
+	Name                string
+	Enabled, Configured bool
+	// Active: new payouts go here first, by the config or, Startup, as
+	// every instance's start-up channel.
+	Active, Startup  bool
 	FallbackPosition int // 1-based; 0 when not in the fallback order
+	// FirstOn counts the instances seen recently that send new payouts
+	// here first although it is not the active channel.
+	FirstOn int
+	// Unserved: no instance seen recently has it.
+	Unserved bool
 }
 
 type changeView struct {
@@ -82,7 +101,11 @@ func (s *Server) gather(ctx context.Context, pageVersion int64) *consoleView {
 		v.PageVersion = v.Config.Version
 	}
 	v.Behind = v.Config != nil && v.PageVersion != v.Config.Version
-	v.Channels = channelsOf(v)
+	fresh := v.fresh()
+	if v.Config != nil {
+		v.order(fresh)
+	}
+	v.Channels = channelsOf(v, fresh)
 	v.Charts, v.ChartScope = s.charts(v)
 	return v
 }
@@ -112,9 +135,8 @@ func (s *Server) gatherDB(ctx context.Context, v *consoleView) error {
 	if err != nil {
 		return err
 	}
-	now := s.now()
 	for _, is := range list {
-		iv := instanceView{InstanceStatus: is, Stale: now.Sub(is.SeenAt) > InstanceStaleAfter,
+		iv := instanceView{InstanceStatus: is, Stale: s.stale(is),
 			Applied: is.AppliedVersion == c.Version, Self: v.Self != nil && is.ID == v.Self.ID}
 		if !iv.Stale {
 			v.Fresh++
@@ -127,9 +149,53 @@ func (s *Server) gatherDB(ctx context.Context, v *consoleView) error {
 	return nil
 }
 
+// fresh returns the heartbeats of the instances seen recently or, if
+// there is none, this instance's own: those whose word counts on where
+// new payouts go.
+func (v *consoleView) fresh() []*outlast.InstanceStatus {
+	var out []*outlast.InstanceStatus
+	for _, iv := range v.Instances {
+		if !iv.Stale {
+			out = append(out, iv.InstanceStatus)
+		}
+	}
+	if len(out) == 0 && v.Self != nil {
+		out = append(out, v.Self)
+	}
+	return out
+}
+
+// order sets Active, Startup and Order from the config and the fresh
+// instances' heartbeats, and marks the instances whose order differs.
+func (v *consoleView) order(fresh []*outlast.InstanceStatus) {
+	v.Active = v.Config.ActiveChannel
+	if v.Active == "" {
+		v.Startup, v.Active = true, outlast.AgreedChannel(fresh)
+	}
+	v.Order = v.Config.Order(v.Active)
+	for i := range v.Instances {
+		iv := &v.Instances[i]
+		if iv.ChannelOrder == nil { // it does not say
+			continue
+		}
+		iv.OrderDiffers = !slices.Equal(iv.ChannelOrder, v.Order)
+		for _, name := range v.Order {
+			if !slices.Contains(iv.ChannelNames(), name) {
+				iv.Lacks = append(iv.Lacks, name)
+			}
+		}
+	}
+}
+
+// stale says an instance was not seen recently.
+func (s *Server) stale(is *outlast.InstanceStatus) bool {
+	return s.now().Sub(is.SeenAt) > InstanceStaleAfter
+}
+
 // channelsOf lists the channels the document names and those the
-// instances report, so that one no document names yet can be made active.
-func channelsOf(v *consoleView) []channelView {
+// instances report, so that one no document names yet can be made active,
+// with where each stands.
+func channelsOf(v *consoleView, fresh []*outlast.InstanceStatus) []channelView {
 	byName := map[string]*channelView{}
 	get := func(name string) *channelView {
 		if byName[name] == nil {
@@ -140,30 +206,43 @@ func channelsOf(v *consoleView) []channelView {
 	if v.Config != nil {
 		for name, cc := range v.Config.Channels {
 			ch := get(name)
-			ch.Configured, ch.Enabled, ch.Active = true, cc.Enabled, name == v.Config.ActiveChannel
+			ch.Configured, ch.Enabled = true, cc.Enabled
 		}
 		for i, name := range v.Config.Fallback {
 			get(name).FallbackPosition = i + 1
 		}
 	}
-	deps := func(is *outlast.InstanceStatus) {
-		for _, d := range is.Dependencies {
-			if name, ok := strings.CutPrefix(d.Name, "channel:"); ok && len(byName) < outlast.ChannelsMax {
+	served := map[string]bool{}
+	for _, is := range fresh {
+		for _, name := range is.ChannelNames() {
+			served[name] = true
+		}
+	}
+	have := func(is *outlast.InstanceStatus) {
+		for _, name := range is.ChannelNames() {
+			if len(byName) < outlast.ChannelsMax {
 				get(name)
 			}
 		}
 	}
 	if v.Self != nil {
-		deps(v.Self)
+		have(v.Self)
 	}
 	for _, iv := range v.Instances {
-		deps(iv.InstanceStatus)
+		have(iv.InstanceStatus)
 	}
 	out := make([]channelView, 0, len(byName))
 	for _, name := range slices.Sorted(maps.Keys(byName)) {
 		ch := byName[name]
 		if !ch.Configured {
 			ch.Enabled = true // an instance's own channel is on until the document says otherwise
+		}
+		ch.Active, ch.Startup = v.Active != "" && name == v.Active, v.Startup
+		ch.Unserved = len(fresh) > 0 && !served[name]
+		for _, is := range fresh {
+			if !ch.Active && len(is.ChannelOrder) > 0 && is.ChannelOrder[0] == name {
+				ch.FirstOn++
+			}
 		}
 		out = append(out, *ch)
 	}
@@ -218,6 +297,14 @@ func describeChange(before, after *outlast.ControlConfig) []string {
 		out = append(out, "no setting changed")
 	}
 	return out
+}
+
+// channelOrderText says where an instance sends new payouts, in order.
+func channelOrderText(order []string) string {
+	if len(order) == 0 {
+		return "no channel: new payouts are refused"
+	}
+	return strings.Join(order, ", then ")
 }
 
 func orNone(s string) string {

@@ -3,6 +3,8 @@ package http
 import (
 	"context"
 	"encoding/json"
+	"slices"
+	"sync/atomic"
 	"testing"
 
 	"github.com/outlast/outlast"
@@ -12,6 +14,8 @@ import (
 
 // controlHarness is the API over the fake ledger with a real control
 // plane: the config, heartbeats and break-glass switch of a SQLite store.
+// The instance has channels tcb, its start-up channel, and vcb, and
+// reports the order the applied config makes of them.
 func controlHarness(t *testing.T) (*harness, *control.Client, *store.DB) {
 	t.Helper()
 	db, err := store.Open(context.Background(), "sqlite:"+t.TempDir()+"/control.db")
@@ -19,7 +23,14 @@ func controlHarness(t *testing.T) (*harness, *control.Client, *store.DB) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
+	var applied atomic.Pointer[outlast.ControlConfig]
+	applied.Store(&outlast.ControlConfig{})
+	have := []string{"tcb", "vcb"}
 	cc, err := control.New(control.Config{Store: db, InstanceID: "i-1", Addr: "127.0.0.1:1",
+		Apply: func(c *outlast.ControlConfig) { applied.Store(c) },
+		Channels: func() (order, all []string) {
+			return slices.DeleteFunc(applied.Load().Order("tcb"), func(name string) bool { return !slices.Contains(have, name) }), have
+		},
 		Health: func(ctx context.Context) []outlast.DependencyHealth {
 			return []outlast.DependencyHealth{{Name: "redis", OK: false, Detail: "connection refused"}}
 		}})
@@ -101,7 +112,8 @@ func TestBreakGlassEndpoint(t *testing.T) {
 		Instance *outlast.InstanceStatus `json:"instance"`
 	}
 	decode(t, rec, &local)
-	if !local.Control.Maintenance || local.Instance == nil || local.Instance.ID != "i-1" || len(local.Instance.Dependencies) != 1 {
+	if !local.Control.Maintenance || local.Instance == nil || local.Instance.ID != "i-1" || len(local.Instance.Dependencies) != 1 ||
+		!slices.Equal(local.Instance.ChannelOrder, []string{"tcb"}) || !slices.Equal(local.Instance.Channels, []string{"tcb", "vcb"}) {
 		t.Fatalf("local status = %+v", local)
 	}
 	h.mustStatus(h.do("POST", "/admin/v1/local/maintenance", adminToken, `{"on":false}`), 200)

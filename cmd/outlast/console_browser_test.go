@@ -51,6 +51,7 @@ func TestConsoleInBrowser(t *testing.T) {
 		chromedp.Click(chromedp.ID("login")),
 		chromedp.WaitVisible(chromedp.ID("maintenance-on")),
 		poll(`document.querySelectorAll("tr.instance:not(.stale)").length === 3`))
+	checkChannelCard(t, b)
 
 	pressMaintenance(t, b, "maintenance-on", 1, "deps-up")
 	for i, n := range nodes {
@@ -80,6 +81,31 @@ func TestConsoleInBrowser(t *testing.T) {
 		if st := payout(n, "down-"+strconv.Itoa(i)); st != 503 {
 			t.Errorf("payout on %s in maintenance with Redis and the log down = %d, want 503", n.Config.InstanceID, st)
 		}
+	}
+}
+
+// checkChannelCard checks that the partner-channel table fits its card
+// at the test's window width, every button and field in sight, and that
+// it names the start-up channel as the active one while the config sets
+// none.
+func checkChannelCard(t *testing.T, b context.Context) {
+	t.Helper()
+	outside, err := chromedp.Run(b, chromedp.Evaluate[string](`(function () {
+		var card = document.getElementById("channels").getBoundingClientRect();
+		return Array.from(document.querySelectorAll("#channels button, #channels input:not([type=hidden])")).filter(function (e) {
+			var r = e.getBoundingClientRect();
+			return r.left < card.left || r.right > card.right;
+		}).map(function (e) { return e.textContent || e.name; }).join(", ");
+	})()`))
+	if err != nil {
+		t.Fatalf("measure the channel card: %v", err)
+	}
+	if outside != "" {
+		t.Errorf("the partner-channel card cuts off %s", outside)
+	}
+	state, err := chromedp.Run(b, chromedp.Evaluate[string](`document.querySelector('tr[data-channel="tcb"] .state').textContent.trim()`))
+	if err != nil || state != "active (start-up default)" {
+		t.Errorf("channel tcb's state = %q (%v), want %q", state, err, "active (start-up default)")
 	}
 }
 
