@@ -398,8 +398,9 @@ Run 'outlast admin channel use --help' for flags.
 
 var channelSummaries = map[string]string{
 	"use": "Arguments: NAME\n\nMake NAME the channel new payouts go to first. It must be enabled; the active channel it\n" +
-		"replaces goes to the front of the fallback order. Refused if no instance seen recently serves\n" +
-		"NAME (a typo would route nothing), unless --force.",
+		"replaces goes to the front of the fallback order (if the config names none, the channel every\n" +
+		"instance seen recently sends new payouts to, by its serve --active-channel). Refused if no\n" +
+		"instance seen recently serves NAME (a typo would route nothing), unless --force.",
 	"enable":  "Arguments: NAME\n\nLet new payouts go to channel NAME again.",
 	"disable": "Arguments: NAME\n\nKeep new payouts off channel NAME; it keeps its place in the fallback order. The active\nchannel cannot be disabled: 'outlast admin channel use' another one first.",
 }
@@ -427,26 +428,36 @@ func runChannelChange(ctx context.Context, verb string, args []string, stdout, s
 	if err != nil {
 		return fs.fail("%v", err)
 	}
+	// Best effort: without the heartbeats the change is made all the same.
+	fresh := freshInstances(ctx, api)
 	if !force && verb != "disable" {
-		if err := servedSomewhere(ctx, api, name); err != nil {
+		if err := servedSomewhere(fresh, name); err != nil {
 			return err
 		}
 	}
-	var noPrevious bool
-	edit := map[string]configEdit{"use": useChannel(name, &noPrevious), "enable": enableChannel(name, true), "disable": enableChannel(name, false)}[verb]
+	current := outlast.AgreedChannel(fresh)
+	var noneBefore bool
+	edit := map[string]configEdit{"use": useChannel(name, current, &noneBefore), "enable": enableChannel(name, true), "disable": enableChannel(name, false)}[verb]
 	if err := cf.change(ctx, api, stdout, "channel "+verb+" "+name, edit); err != nil {
 		return err
 	}
-	if noPrevious {
-		fmt.Fprintln(stdout, "note: the config named no active channel before (each instance used its serve --active-channel), so none went to the fallback order")
+	switch {
+	case !noneBefore:
+	case current == "":
+		fmt.Fprintln(stdout, "note: the config named no active channel before, and the instances seen recently do not all send new payouts to one channel (each uses its serve --active-channel), so none went to the fallback order")
+	case current != name:
+		fmt.Fprintf(stdout, "the config named no active channel before: the instances sent new payouts to %s (their serve --active-channel), now first in the fallback order\n", current)
 	}
 	return nil
 }
 
-// useChannel makes name the active channel; noPrevious says the config
-// named none before.
-func useChannel(name string, noPrevious *bool) configEdit {
+// useChannel makes name the active channel; the channel it replaces (the
+// config's active one or, if it names none, current, where the instances
+// send new payouts now) goes first in the fallback order. noneBefore
+// says it made the change to a config that named no active channel.
+func useChannel(name, current string, noneBefore *bool) configEdit {
 	return func(c *outlast.ControlConfig) (bool, error) {
+		*noneBefore = false
 		ch, ok := c.Channels[name]
 		switch {
 		case ok && !ch.Enabled:
@@ -454,13 +465,8 @@ func useChannel(name string, noPrevious *bool) configEdit {
 		case c.ActiveChannel == name:
 			return false, nil
 		}
-		setChannel(c, name, true)
-		fallback := slices.DeleteFunc(slices.Clone(c.Fallback), func(n string) bool { return n == name || n == c.ActiveChannel })
-		if c.ActiveChannel != "" {
-			fallback = append([]string{c.ActiveChannel}, fallback...)
-		}
-		*noPrevious = c.ActiveChannel == ""
-		c.ActiveChannel, c.Fallback = name, fallback
+		*noneBefore = c.ActiveChannel == ""
+		c.Activate(name, current)
 		return true, nil
 	}
 }
@@ -489,20 +495,23 @@ func setChannel(c *outlast.ControlConfig, name string, enabled bool) {
 	c.Channels[name] = outlast.ChannelConfig{Enabled: enabled}
 }
 
-// servedSomewhere refuses a channel that no instance seen recently
-// serves; if the instances cannot be read, it lets the change through.
-func servedSomewhere(ctx context.Context, api *apiClient, name string) error {
+// freshInstances returns the heartbeats of the instances seen recently,
+// or none if they cannot be read.
+func freshInstances(ctx context.Context, api *apiClient) []*outlast.InstanceStatus {
 	var list instancesView
 	if _, err := api.do(ctx, "GET", "/admin/v1/instances", nil, nil, &list); err != nil {
 		return nil
 	}
+	return list.fresh()
+}
+
+// servedSomewhere refuses a channel that none of the instances seen
+// recently serves; with none seen, it lets the change through.
+func servedSomewhere(fresh []*outlast.InstanceStatus, name string) error {
 	var have []string
-	for _, in := range list.Instances {
-		if in.Stale {
-			continue
-		}
-		for _, d := range in.Dependencies {
-			if ch, ok := strings.CutPrefix(d.Name, "channel:"); ok && !slices.Contains(have, ch) {
+	for _, in := range fresh {
+		for _, ch := range in.ChannelNames() {
+			if !slices.Contains(have, ch) {
 				have = append(have, ch)
 			}
 		}

@@ -68,9 +68,21 @@ func runAdminStatus(ctx context.Context, args []string, stdout, stderr io.Writer
 	if err != nil {
 		return explain(api, "read the config history", err)
 	}
-	printConfig(stdout, &cfg, changes)
+	current := outlast.AgreedChannel(list.fresh())
+	printConfig(stdout, &cfg, changes, current)
 	fmt.Fprintln(stdout)
-	return printInstances(stdout, list)
+	return printInstances(stdout, list, cfg.Order(current))
+}
+
+// fresh returns the heartbeats of the instances seen recently.
+func (l *instancesView) fresh() []*outlast.InstanceStatus {
+	var out []*outlast.InstanceStatus
+	for i := range l.Instances {
+		if !l.Instances[i].Stale {
+			out = append(out, &l.Instances[i].InstanceStatus)
+		}
+	}
+	return out
 }
 
 // databaseDown says the admin API answered that its database is
@@ -80,8 +92,10 @@ func databaseDown(err error) bool {
 	return errors.As(err, &ae) && ae.Status == 503
 }
 
-// printConfig says which config is in force and who changed it last.
-func printConfig(w io.Writer, c *outlast.ControlConfig, last []outlast.ConfigChange) {
+// printConfig says which config is in force and who changed it last;
+// current is the channel every instance seen recently sends new payouts
+// to, if they agree.
+func printConfig(w io.Writer, c *outlast.ControlConfig, last []outlast.ConfigChange, current string) {
 	fmt.Fprintf(w, "config version %d", c.Version)
 	if len(last) > 0 && last[0].Version == c.Version {
 		ch := last[0]
@@ -94,7 +108,7 @@ func printConfig(w io.Writer, c *outlast.ControlConfig, last []outlast.ConfigCha
 	}
 	fmt.Fprintln(w)
 	fmt.Fprintf(w, "  maintenance: %s\n", maintenanceText(c.Maintenance))
-	fmt.Fprintf(w, "  channels: %s\n", channelsText(c))
+	fmt.Fprintf(w, "  channels: %s\n", channelsText(c, current))
 }
 
 func maintenanceText(m outlast.Maintenance) string {
@@ -110,10 +124,13 @@ func maintenanceText(m outlast.Maintenance) string {
 	return fmt.Sprintf("ON: new payouts refused with %s, Retry-After %s", msg, m.RetryAfter())
 }
 
-func channelsText(c *outlast.ControlConfig) string {
+func channelsText(c *outlast.ControlConfig, current string) string {
 	active := c.ActiveChannel
-	if active == "" {
-		active = "(each instance's --active-channel)"
+	switch {
+	case active == "" && current != "":
+		active = current + " (each instance's start-up channel; the config sets none)"
+	case active == "":
+		active = "none set: each instance uses its start-up channel (see CHANNEL ORDER)"
 	}
 	out := "active " + active
 	if len(c.Fallback) > 0 {
@@ -132,14 +149,14 @@ func channelsText(c *outlast.ControlConfig) string {
 }
 
 // printInstances is the table of every instance, then the dependency
-// problems in full.
-func printInstances(w io.Writer, list instancesView) error {
+// problems in full. expected is the channel order the config makes.
+func printInstances(w io.Writer, list instancesView, expected []string) error {
 	if len(list.Instances) == 0 {
 		_, err := fmt.Fprintln(w, "no instance has sent a heartbeat")
 		return err
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "INSTANCE\tADDR\tCONFIG\tSEEN\tMAINTENANCE\tDEPENDENCIES")
+	fmt.Fprintln(tw, "INSTANCE\tADDR\tCONFIG\tSEEN\tMAINTENANCE\tCHANNEL ORDER\tDEPENDENCIES")
 	var details []string
 	stale, behind := 0, 0
 	for _, in := range list.Instances {
@@ -153,8 +170,8 @@ func printInstances(w io.Writer, list instancesView) error {
 			seen += " STALE"
 			stale++
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", in.ID, in.Addr, version, seen,
-			instanceMaintenance(&in.InstanceStatus), dependenciesText(in.Dependencies))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", in.ID, in.Addr, version, seen,
+			instanceMaintenance(&in.InstanceStatus), orderText(&in.InstanceStatus, expected), dependenciesText(in.Dependencies))
 		for _, d := range in.Dependencies {
 			if !d.OK && d.Detail != "" {
 				details = append(details, fmt.Sprintf("  %s %s: %s", in.ID, d.Name, shorten(d.Detail, 200)))
@@ -197,6 +214,29 @@ func instanceMaintenance(in *outlast.InstanceStatus) string {
 		srcs = append(srcs, s)
 	}
 	return "on (" + strings.Join(srcs, ", ") + ")"
+}
+
+// orderText is where an instance sends new payouts, in order ("tcb>acb"),
+// and the channels of expected it lacks; "NONE" if no channel takes
+// them, "-" from an instance that does not say.
+func orderText(in *outlast.InstanceStatus, expected []string) string {
+	if in.ChannelOrder == nil {
+		return "-"
+	}
+	out := strings.Join(in.ChannelOrder, ">")
+	if out == "" {
+		out = "NONE"
+	}
+	var lacks []string
+	for _, name := range expected {
+		if !slices.Contains(in.ChannelNames(), name) {
+			lacks = append(lacks, name)
+		}
+	}
+	if len(lacks) > 0 {
+		out += " (LACKS " + strings.Join(lacks, ", ") + ")"
+	}
+	return out
 }
 
 // dependenciesText is each dependency's health in a few words: "ok" or
@@ -260,6 +300,7 @@ func localStatus(ctx context.Context, api *apiClient, stdout, stderr io.Writer, 
 		fmt.Fprintf(stdout, "  override: %s since %s by %s\n", sourceName(o.Source), o.Since.UTC().Format(time.RFC3339), o.Actor)
 	}
 	if st.Instance != nil {
+		fmt.Fprintf(stdout, "  channel order: %s\n", orderText(st.Instance, nil))
 		fmt.Fprintf(stdout, "  dependencies: %s\n", dependenciesText(st.Instance.Dependencies))
 	}
 	return nil

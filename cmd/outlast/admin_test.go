@@ -192,11 +192,13 @@ func TestAdminChangeRetriesOnConflict(t *testing.T) {
 }
 
 // TestAdminChannel: use, enable and disable, and the refusals that keep
-// the config sensible.
+// the config sensible. The channel an instance was started with counts
+// as the active one while the config names none.
 func TestAdminChannel(t *testing.T) {
 	s := startTestService(t, "", func(m *Main) {
 		m.Config.Channels["acb"] = m.Config.Channels["tcb"]
 		m.Config.ChannelSecrets["acb"] = "acb-secret"
+		m.Config.ActiveChannel = "tcb" // not the first by name
 	})
 	ctx := context.Background()
 	order := func(want ...string) {
@@ -213,10 +215,22 @@ func TestAdminChannel(t *testing.T) {
 		}
 		return c
 	}
-	out, _ := mustCLI(t, 0, s.adminArgs("admin", "channel", "use", "acb")...)
+	var out string
+	testenv.WaitFor(t, 10*time.Second, "status to show the start-up channel from the heartbeat", func() bool {
+		out, _ = mustCLI(t, 0, s.adminArgs("admin", "status")...)
+		return strings.Contains(out, "channels: active tcb (each instance's start-up channel; the config sets none)")
+	})
+	wantIn(t, "status at version 0", out, "CHANNEL ORDER", " tcb ")
+	out, _ = mustCLI(t, 0, s.adminArgs("admin", "channel", "use", "acb")...)
 	wantIn(t, "channel use acb", out, "config version 1: channel use acb", "every live instance (1) runs version 1",
-		"note: the config named no active channel before")
-	order("acb")
+		"the instances sent new payouts to tcb (their serve --active-channel), now first in the fallback order")
+	if strings.Contains(out, "note:") {
+		t.Errorf("channel use acb printed\n%s\nwant no note: the start-up channel is known", out)
+	}
+	if c := config(); c.ActiveChannel != "acb" || !slices.Equal(c.Fallback, []string{"tcb"}) || !c.Channels["tcb"].Enabled {
+		t.Errorf("config after use acb = %+v, want acb active, tcb (the start-up channel) the fallback", c)
+	}
+	order("acb", "tcb")
 	mustCLI(t, 0, s.adminArgs("admin", "channel", "use", "tcb")...)
 	if c := config(); c.ActiveChannel != "tcb" || !slices.Equal(c.Fallback, []string{"acb"}) || !c.Channels["acb"].Enabled || !c.Channels["tcb"].Enabled {
 		t.Errorf("config after use acb, use tcb = %+v, want tcb active, acb the fallback", c)
@@ -228,7 +242,7 @@ func TestAdminChannel(t *testing.T) {
 	mustCLI(t, 0, s.adminArgs("admin", "channel", "disable", "acb")...)
 	order("tcb")
 	out, _ = mustCLI(t, 0, s.adminArgs("admin", "status")...)
-	wantIn(t, "status with acb disabled", out, "channels: active tcb, then acb; disabled: acb", "channel:acb disabled")
+	wantIn(t, "status with acb disabled", out, "channels: active tcb, then acb; disabled: acb", "channel:acb disabled", " tcb ")
 	_, errOut = mustCLI(t, 1, s.adminArgs("admin", "channel", "use", "acb")...)
 	wantIn(t, "use a disabled channel", errOut, "channel acb is disabled: enable it first (outlast admin channel enable acb)")
 	mustCLI(t, 0, s.adminArgs("admin", "channel", "enable", "acb")...)
@@ -247,6 +261,39 @@ func TestAdminChannel(t *testing.T) {
 	if c := config(); c.Version != 5 {
 		t.Errorf("config version = %d after refused changes, want 5", c.Version)
 	}
+	out, _ = mustCLI(t, 0, s.adminArgs("admin", "status")...)
+	wantIn(t, "status with acb active", out, " acb>tcb ")
+
+	// Back to a config without an active channel, and an instance
+	// started with another channel: they disagree, so nothing is known
+	// to go to the fallback order, and the command says so.
+	cur := config()
+	cur.ActiveChannel, cur.Fallback = "", nil
+	if _, err := s.DB.PutControlConfig(ctx, cur, cur.Version, "test", "none active"); err != nil {
+		t.Fatal(err)
+	}
+	id := s.Control.Status().InstanceID
+	testenv.WaitFor(t, 10*time.Second, "the heartbeat of version 6", func() bool {
+		list, err := s.DB.Instances(ctx)
+		return err == nil && len(list) == 1 && list[0].ID == id && list[0].AppliedVersion == 6
+	})
+	ghost := func() {
+		t.Helper()
+		if err := s.DB.PutInstance(ctx, &outlast.InstanceStatus{ID: "ghost", ChannelOrder: []string{"acb"}, Channels: []string{"acb"}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ghost()
+	out, _ = mustCLI(t, 0, s.adminArgs("admin", "channel", "use", "acb", "--wait", "0")...)
+	wantIn(t, "use with instances that disagree", out, "config version 7: channel use acb",
+		"note: the config named no active channel before, and the instances seen recently do not all send new payouts to one channel")
+	if c := config(); c.ActiveChannel != "acb" || len(c.Fallback) != 0 {
+		t.Errorf("config = %+v, want acb active and no fallback", c)
+	}
+	mustCLI(t, 0, s.adminArgs("admin", "channel", "use", "tcb", "--wait", "0")...)
+	ghost()
+	out, _ = mustCLI(t, 0, s.adminArgs("admin", "status")...)
+	wantIn(t, "status with an instance lacking the active channel", out, "channels: active tcb, then acb", " acb (LACKS tcb) ")
 }
 
 // TestAdminWithDatabaseDown: with the database stopped the config cannot
@@ -271,7 +318,8 @@ func TestAdminWithDatabaseDown(t *testing.T) {
 		"outlast admin maintenance on --local --url http://INSTANCE", "--override-file")
 	out, errOut := mustCLI(t, 0, s.adminArgs("admin", "status")...)
 	wantIn(t, "status with the database down (stderr)", errOut, "ONLY THE INSTANCE AT "+s.admin.BaseURL+" IS SHOWN")
-	wantIn(t, "status with the database down", out, "instance "+id, "only this one: the database is down", "maintenance: off", "database DOWN")
+	wantIn(t, "status with the database down", out, "instance "+id, "only this one: the database is down", "maintenance: off",
+		"channel order: tcb\n", "database DOWN")
 
 	out, _ = mustCLI(t, 0, s.adminArgs("admin", "maintenance", "on", "--local", "--message", "database down: paused")...)
 	wantIn(t, "maintenance on --local", out, "instance "+id, "maintenance on (local switch)", "maintenance off --local --url "+s.admin.BaseURL)
