@@ -89,13 +89,19 @@ type changeView struct {
 // rest comes from this instance's memory.
 func (s *Server) gather(ctx context.Context, pageVersion int64) *consoleView {
 	v := &consoleView{Page: "overview", PageVersion: pageVersion}
+	var selfID string
+	if s.svc.Local != nil {
+		selfID = s.svc.Local.Status().InstanceID
+	}
+	if err := s.gatherDB(ctx, v, selfID); err != nil {
+		v.DBDown = s.unreachable(err)
+		v.Config, v.Change, v.Instances = nil, nil, nil
+	}
+	// This instance's own view is read after the database's, so a version
+	// it applied in between shows in both places, not only in its row.
 	if s.svc.Local != nil {
 		st := s.svc.Local.Status()
 		v.Local, v.Self = &st, s.svc.Local.Heartbeat(ctx)
-	}
-	if err := s.gatherDB(ctx, v); err != nil {
-		v.DBDown = s.unreachable(err)
-		v.Config, v.Change, v.Instances = nil, nil, nil
 	}
 	if v.PageVersion < 0 && v.Config != nil {
 		v.PageVersion = v.Config.Version
@@ -110,7 +116,7 @@ func (s *Server) gather(ctx context.Context, pageVersion int64) *consoleView {
 	return v
 }
 
-func (s *Server) gatherDB(ctx context.Context, v *consoleView) error {
+func (s *Server) gatherDB(ctx context.Context, v *consoleView, selfID string) error {
 	if s.svc.Control == nil {
 		return outlast.Errorf(outlast.ENOTFOUND, "this server keeps no config document")
 	}
@@ -137,7 +143,7 @@ func (s *Server) gatherDB(ctx context.Context, v *consoleView) error {
 	}
 	for _, is := range list {
 		iv := instanceView{InstanceStatus: is, Stale: s.stale(is),
-			Applied: is.AppliedVersion == c.Version, Self: v.Self != nil && is.ID == v.Self.ID}
+			Applied: is.AppliedVersion == c.Version, Self: selfID != "" && is.ID == selfID}
 		if !iv.Stale {
 			v.Fresh++
 			if iv.Applied {
