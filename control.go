@@ -388,13 +388,18 @@ type InstanceStore interface {
 	// PutInstance records s as instance s.ID's latest heartbeat, with
 	// SeenAt now, and forgets instances not seen for InstanceForgetAfter.
 	PutInstance(ctx context.Context, s *InstanceStatus) error
-	// Instances lists every instance's latest heartbeat, by id.
+	// Instances lists the latest heartbeats of the InstancesMax instances
+	// seen most recently, by id.
 	Instances(ctx context.Context) ([]*InstanceStatus, error)
 }
 
 // InstanceForgetAfter is how long an instance's heartbeat is kept after
-// it stopped beating.
-const InstanceForgetAfter = 24 * time.Hour
+// it stopped beating: long enough to see which instance went away, short
+// enough that a crash loop's names do not pile up.
+const InstanceForgetAfter = time.Hour
+
+// InstancesMax bounds a listing of heartbeats: the most recently seen.
+const InstancesMax = 1000
 
 // ControlStatus is what an instance says of its control plane: in /readyz, the
 // heartbeat and the local break-glass endpoint.

@@ -36,7 +36,7 @@ type Router struct {
 	mu sync.RWMutex
 	// cfg is the control plane's document in force, a copy of its own:
 	// the active channel, fallback order and disabled channels. Before
-	// the first document, and after SetActive, it is the default one.
+	// the first document it is the default one.
 	cfg *outlast.ControlConfig // guarded by mu
 	// boot is the active channel given at start (SetActive), which a
 	// config document without an active channel leaves in place.
@@ -46,7 +46,7 @@ type Router struct {
 // NewRouter returns a router over clients (unique, valid names) with active
 // as the channel for new payouts; active may be "" for none.
 func NewRouter(active string, clients ...*Client) (*Router, error) {
-	r := &Router{routes: make(map[string]*route, len(clients))}
+	r := &Router{routes: make(map[string]*route, len(clients)), cfg: &outlast.ControlConfig{}}
 	for _, c := range clients {
 		if c == nil || !outlast.ValidID(c.Name()) {
 			return nil, outlast.Errorf(outlast.EVALIDATION, "channel name must be a valid id")
@@ -93,16 +93,17 @@ func stateValue(s circuitbreaker.State) float64 {
 // Channels returns the configured channel names, sorted.
 func (r *Router) Channels() []string { return slices.Clone(r.names) }
 
-// SetActive makes name the channel for new payouts; "" means none, and
-// Choose then answers EUNAVAILABLE. Payouts already bound to a channel stay
-// on it.
+// SetActive makes name the start-up channel: where new payouts go while
+// the control plane's document names no active channel; "" means none,
+// and Choose then answers EUNAVAILABLE. The document applied, if any, is
+// kept (its disabled channels stay disabled). Payouts already bound to a
+// channel stay on it.
 func (r *Router) SetActive(name string) error {
 	if _, ok := r.routes[name]; name != "" && !ok {
 		return outlast.Errorf(outlast.EVALIDATION, "unknown channel %q", name)
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.cfg = &outlast.ControlConfig{}
 	r.boot = name
 	return nil
 }

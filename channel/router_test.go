@@ -213,3 +213,27 @@ func TestRouterApplyControlConfig(t *testing.T) {
 		t.Fatalf("every channel disabled: Choose = %v, want EUNAVAILABLE with Retry-After", err)
 	}
 }
+
+// TestSetActiveKeepsTheDocument: changing the start-up channel does not
+// undo the operators' document: a channel they disabled stays disabled.
+func TestSetActiveKeepsTheDocument(t *testing.T) {
+	srv := httptest.NewServer(&flakyServer{})
+	defer srv.Close()
+	r, err := NewRouter("sa-a", NewClient("sa-a", srv.URL, ClientOptions{}), NewClient("sa-b", srv.URL, ClientOptions{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Apply(&outlast.ControlConfig{Channels: map[string]outlast.ChannelConfig{"sa-a": {}, "sa-b": {Enabled: true}}})
+	if err := r.SetActive("sa-a"); err != nil {
+		t.Fatal(err)
+	}
+	if !r.Disabled("sa-a") || len(r.Order()) != 0 {
+		t.Fatalf("after SetActive: disabled %v, order %v; want sa-a still disabled and nothing to choose", r.Disabled("sa-a"), r.Order())
+	}
+	if err := r.SetActive("sa-b"); err != nil {
+		t.Fatal(err)
+	}
+	if got := r.Order(); !slices.Equal(got, []string{"sa-b"}) {
+		t.Fatalf("Order = %v, want the new start-up channel sa-b", got)
+	}
+}

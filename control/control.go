@@ -304,24 +304,28 @@ func (c *Client) check(ctx context.Context, force bool) error {
 	rctx, cancel := context.WithTimeout(ctx, c.cfg.ReadTimeout)
 	defer cancel()
 	cur := c.cur.Load()
-	if !force && cur != nil {
-		v, err := c.cfg.Store.ControlVersion(rctx)
-		if err != nil {
-			return c.failed(ctx, err)
-		}
-		if v == cur.config.Version || v == c.refused {
-			c.confirmed()
-			return nil
-		}
-	}
-	doc, err := c.cfg.Store.ControlConfig(rctx)
+	v, err := c.cfg.Store.ControlVersion(rctx)
 	if err != nil {
 		return c.failed(ctx, err)
 	}
-	if err := doc.Validate(); err != nil {
-		c.refused = doc.Version
+	if !force && ((cur != nil && v == cur.config.Version) || v == c.refused) {
+		c.confirmed()
+		return nil
+	}
+	doc, err := c.cfg.Store.ControlConfig(rctx)
+	if outlast.ErrorCode(err) == outlast.EUNAVAILABLE {
+		return c.failed(ctx, err)
+	}
+	if err == nil {
+		v = doc.Version
+		err = doc.Validate()
+	}
+	if err != nil {
+		// The database answered, with a document that does not decode
+		// or validate (edited by hand): it is refused, once.
+		c.refused = v
 		configRefusedTotal.Inc()
-		c.log.Error("config document does not validate; keeping the last good one", "version", doc.Version, "err", err)
+		c.log.Error("config document refused; keeping the last good one", "version", v, "err", err)
 		c.confirmed()
 		return err
 	}

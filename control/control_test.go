@@ -352,3 +352,44 @@ func TestConcurrentLocalSwitchesKeepFileAndMemoryAgreed(t *testing.T) {
 		}
 	}
 }
+
+// TestRefusedFirstDocumentReadOnce: a document that does not validate,
+// found before any was applied, is refused once, not read and logged
+// again at every poll, and the next good version is taken.
+func TestRefusedFirstDocumentReadOnce(t *testing.T) {
+	db := openStore(t, "sqlite:"+t.TempDir()+"/l.db")
+	if _, err := db.SQL().Exec(`UPDATE control_config SET version = 1, doc = '{"active_channel":"nowhere"}'`); err != nil {
+		t.Fatal(err)
+	}
+	reads := &countingStore{ControlStore: db}
+	c := newClient(t, control.Config{Store: reads, PollInterval: 5 * time.Millisecond})
+	if err := c.Load(context.Background()); err == nil {
+		t.Fatal("Load took a document that does not validate")
+	}
+	run(t, c)
+	testenv.WaitFor(t, 5*time.Second, "ten polls", func() bool { return reads.versions.Load() >= 10 })
+	if n := reads.docs.Load(); n != 1 {
+		t.Fatalf("the refused document was read %d times, want once", n)
+	}
+	if st := c.Status(); st.AppliedVersion != -1 || st.Stale || st.LastError != "" {
+		t.Fatalf("status %+v: want nothing applied, the database reachable", st)
+	}
+	put(t, db, maintenance(true, ""))
+	testenv.WaitFor(t, 5*time.Second, "version 2 applied", func() bool { return c.Status().AppliedVersion == 2 })
+}
+
+// countingStore counts the reads of the real store.
+type countingStore struct {
+	outlast.ControlStore
+	versions, docs atomic.Int64
+}
+
+func (s *countingStore) ControlVersion(ctx context.Context) (int64, error) {
+	s.versions.Add(1)
+	return s.ControlStore.ControlVersion(ctx)
+}
+
+func (s *countingStore) ControlConfig(ctx context.Context) (*outlast.ControlConfig, error) {
+	s.docs.Add(1)
+	return s.ControlStore.ControlConfig(ctx)
+}

@@ -316,7 +316,8 @@ const instanceIDBytesMax = 256
 
 // Instances lists the instances' heartbeats; see outlast.InstanceStore.
 func (db *DB) Instances(ctx context.Context) ([]*outlast.InstanceStatus, error) {
-	rows, err := db.controlRead().QueryContext(ctx, "SELECT id, seen_ns, doc FROM control_instances ORDER BY id")
+	rows, err := db.controlRead().QueryContext(ctx, `SELECT id, seen_ns, doc FROM (
+		SELECT id, seen_ns, doc FROM control_instances ORDER BY seen_ns DESC LIMIT $1) recent ORDER BY id`, outlast.InstancesMax)
 	if err != nil {
 		return nil, fail("instances", err)
 	}

@@ -5,6 +5,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"net"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -345,5 +347,27 @@ func TestAdminWithDatabaseDown(t *testing.T) {
 	wantIn(t, "maintenance off --local", out, "local switch cleared; it takes new payouts")
 	if st, msg, _ := tryPayout(t, s.admin.BaseURL, key, "k1", accounts[0]); st != 503 || msg == "database down: paused" {
 		t.Errorf("payout = %d %q, want the database's 503, not maintenance", st, msg)
+	}
+}
+
+// TestAdvertiseAddr: an instance listening on every interface is shown in
+// heartbeats by this machine's hostname, never 127.0.0.1 (which would send
+// an operator to their own machine); --advertise-addr says it outright.
+func TestAdvertiseAddr(t *testing.T) {
+	host, err := os.Hostname()
+	if err != nil {
+		t.Skip("no hostname:", err)
+	}
+	s := startTestService(t, "", func(m *Main) {
+		_, port, _ := net.SplitHostPort(m.Config.Addr)
+		m.Config.Addr = ":" + port
+	})
+	_, port, _ := net.SplitHostPort(strings.TrimPrefix(s.admin.BaseURL, "http://"))
+	if hb := s.Control.Heartbeat(context.Background()); hb.Addr != net.JoinHostPort(host, port) || hb.ID != hb.Addr {
+		t.Errorf("heartbeat of an instance on :%s: id %q addr %q, want both %s", port, hb.ID, hb.Addr, net.JoinHostPort(host, port))
+	}
+	s = startTestService(t, "", func(m *Main) { m.Config.AdvertiseAddr = "payouts-3.internal:8080" })
+	if hb := s.Control.Heartbeat(context.Background()); hb.Addr != "payouts-3.internal:8080" {
+		t.Errorf("heartbeat addr %q, want the advertised one", hb.Addr)
 	}
 }

@@ -53,6 +53,9 @@ type Config struct {
 	RejectDeliveriesMax int
 	// InstanceID names this instance in heartbeats; if "", host:port.
 	InstanceID string
+	// AdvertiseAddr is where others reach this instance, for heartbeats;
+	// if "", Addr, with an unspecified host replaced by the hostname.
+	AdvertiseAddr string
 	// ControlPoll is how often the config version is polled; if <= 0,
 	// control.PollIntervalDefault.
 	ControlPoll time.Duration
@@ -156,6 +159,7 @@ func (m *Main) registerFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.ActiveChannel, "active-channel", c.ActiveChannel, "channel new payouts go to; default the first by name")
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error")
 	fs.StringVar(&c.InstanceID, "instance-id", c.InstanceID, "this instance's name in heartbeats and `outlast admin status`; default host:port")
+	fs.StringVar(&c.AdvertiseAddr, "advertise-addr", c.AdvertiseAddr, "host:port other instances, operators and `outlast admin` reach this instance at, shown in heartbeats; default --addr, with an unspecified host (:8080, 0.0.0.0:8080) replaced by this machine's hostname")
 	fs.DurationVar(&c.ControlPoll, "control-poll", c.ControlPoll, "how often the config version is polled (a PostgreSQL NOTIFY applies changes at once; the poll is the safety net); 0 for 1s")
 	fs.BoolVar(&c.ControlPollOnly, "control-poll-only", c.ControlPollOnly, "apply config changes at the next poll only, without the LISTEN/NOTIFY hint (for measuring the poll)")
 	fs.StringVar(&c.OverrideFile, "override-file", c.OverrideFile, "break-glass file re-read every second: while it exists this instance refuses new payouts (empty, or {\"message\": \"…\"}; {\"maintenance\": false} or deleting it clears it); works with every dependency down")
@@ -283,7 +287,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	if err := m.HTTP.Open(); err != nil {
 		return err
 	}
-	m.Control.SetInstance(m.instanceID(), strings.TrimPrefix(m.HTTP.URL(), "http://"))
+	m.Control.SetInstance(m.instanceID(), m.advertiseAddr())
 	m.start(bg, "control plane", m.Control.Run)
 	return nil
 }
@@ -343,17 +347,30 @@ func (m *Main) applyControl(c *outlast.ControlConfig) {
 	}
 }
 
-// instanceID is --instance-id, or host:port.
+// instanceID is --instance-id, or the advertised host:port.
 func (m *Main) instanceID() string {
 	if m.Config.InstanceID != "" {
 		return m.Config.InstanceID
 	}
-	host, err := os.Hostname()
-	if err != nil || host == "" {
-		host = "localhost"
+	return m.advertiseAddr()
+}
+
+// advertiseAddr is --advertise-addr, or the address the HTTP server
+// listens on, with an unspecified host (":8080", "0.0.0.0:8080") replaced
+// by this machine's hostname: 127.0.0.1 would send an operator to their
+// own machine.
+func (m *Main) advertiseAddr() string {
+	if m.Config.AdvertiseAddr != "" {
+		return m.Config.AdvertiseAddr
 	}
 	_, port, _ := net.SplitHostPort(strings.TrimPrefix(m.HTTP.URL(), "http://"))
-	return host + ":" + port
+	host, _, err := net.SplitHostPort(m.Config.Addr)
+	if err != nil || host == "" || net.ParseIP(host) != nil && net.ParseIP(host).IsUnspecified() {
+		if host, err = os.Hostname(); err != nil || host == "" {
+			host = "localhost"
+		}
+	}
+	return net.JoinHostPort(host, port)
 }
 
 // rates are the HTTP server's counts of the last minute, for the

@@ -3,7 +3,6 @@ package natsproc_test
 import (
 	"context"
 	"net"
-	"os"
 	"os/exec"
 	"testing"
 	"time"
@@ -11,16 +10,14 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/outlast/outlast/internal/natsproc"
+	"github.com/outlast/outlast/internal/testenv"
 )
 
 // TestKillAndRestart: the server accepts a client, refuses connections
 // once killed, and is back on the same address after Restart.
 func TestKillAndRestart(t *testing.T) {
 	if _, err := exec.LookPath(natsproc.DefaultBinary); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("nats-server is not installed: %v", err)
-		}
-		t.Skip("nats-server is not installed")
+		testenv.Missing(t, "nats-server (Debian package nats-server)", err)
 	}
 	ctx := context.Background()
 	s, err := natsproc.Start(ctx, natsproc.Options{})
