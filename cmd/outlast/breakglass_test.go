@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/outlast/outlast"
+	"github.com/outlast/outlast/internal/natsproc"
+	"github.com/outlast/outlast/internal/redisproc"
 	"github.com/outlast/outlast/internal/testenv"
 	"github.com/outlast/outlast/partnersim"
 )
@@ -24,11 +26,14 @@ import (
 const overrideDeadline = 3 * time.Second
 
 // breakGlassService is `outlast serve` as a process on a private
-// PostgreSQL the test stops and starts, with an override file.
+// PostgreSQL the test stops and starts, a private redis-server (--redis)
+// and nats-server (--nats) the test kills, and an override file.
 type breakGlassService struct {
 	*serviceProc
 	t        *testing.T
 	pg       *testenv.Postgres
+	redis    *redisproc.Server
+	nats     *natsproc.Server
 	admin    *apiClient
 	client   *apiClient // the payout client's API key
 	account  string
@@ -38,7 +43,9 @@ type breakGlassService struct {
 }
 
 func startBreakGlassService(t *testing.T) *breakGlassService {
+	requireDataPlaneBinaries(t)
 	pg := testenv.StartPostgres(t)
+	r, ns := startDataPlane(t, "")
 	bank := httptest.NewServer(partnersim.New(partnersim.Config{Name: "tcb", Secret: []byte("tcb-secret"), PayDelay: time.Hour}))
 	t.Cleanup(bank.Close)
 	port := testenv.FreePort(t)
@@ -51,9 +58,9 @@ func startBreakGlassService(t *testing.T) *breakGlassService {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { logs.Close() })
-	s := &breakGlassService{t: t, pg: pg, admin: newAPIClient(url, token), override: override, dataDir: dataDir,
+	s := &breakGlassService{t: t, pg: pg, redis: r, nats: ns, admin: newAPIClient(url, token), override: override, dataDir: dataDir,
 		serviceProc: &serviceProc{t: t, url: url, logs: logs, args: []string{"serve", "--addr", fmt.Sprintf("127.0.0.1:%d", port),
-			"--data-dir", dataDir, "--db", pg.DSN(), "--admin-token", token, "--instance-id", "bg-1",
+			"--data-dir", dataDir, "--db", pg.DSN(), "--nats", ns.URL(), "--redis", r.URL(), "--admin-token", token, "--instance-id", "bg-1",
 			"--channel", "tcb=" + bank.URL, "--channel-secret", "tcb=tcb-secret", "--override-file", override, "--log-level", "warn"}}}
 	s.start()
 	key, accounts, err := demoSetup(context.Background(), s.admin, "bg", 1)
@@ -134,21 +141,35 @@ func (s *breakGlassService) removeOverride() time.Time {
 	return time.Now()
 }
 
-// TestBreakGlassWithDatabaseStopped (issue 8): with the database stopped,
-// the break-glass endpoint and the override file each put the instance in
-// maintenance — payouts refused with the operators' message, not the
-// database's error — and clearing them takes it out; the local status
-// answers throughout; once the database is back the override shows in
-// /admin/v1/instances; the local switch survives a restart.
-func TestBreakGlassWithDatabaseStopped(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts a private PostgreSQL and outlast serve")
+// localHealth returns the dependencies this instance sees, from
+// /admin/v1/local/status, by name: whether each is up.
+func (s *breakGlassService) localHealth() map[string]bool {
+	s.t.Helper()
+	var st localStatusView
+	if _, err := s.admin.do(context.Background(), "GET", "/admin/v1/local/status", nil, nil, &st); err != nil {
+		s.t.Fatalf("GET /admin/v1/local/status: %v", err)
 	}
-	s := startBreakGlassService(t)
-	if st, msg, _ := s.payout(); st != 201 {
-		t.Fatalf("payout with every dependency up = %d %q, want 201", st, msg)
+	if st.Instance == nil {
+		s.t.Fatal("GET /admin/v1/local/status has no instance")
 	}
+	out := map[string]bool{}
+	for _, d := range st.Instance.Dependencies {
+		out[d.Name] = d.OK
+	}
+	return out
+}
 
+// killAll kills Redis and NATS and stops the database, and waits until
+// the instance sees all three down and payouts fail for the database.
+// It returns the database's message to payouts.
+func (s *breakGlassService) killAll() string {
+	t := s.t
+	if err := s.redis.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.nats.Kill(); err != nil {
+		t.Fatal(err)
+	}
 	s.pg.Stop()
 	var dbMessage string
 	testenv.WaitFor(t, 20*time.Second, "payouts to fail with the database's 503", func() bool {
@@ -156,8 +177,42 @@ func TestBreakGlassWithDatabaseStopped(t *testing.T) {
 		dbMessage = msg
 		return st == 503
 	})
+	var health map[string]bool
+	testenv.WaitFor(t, 30*time.Second, "the instance to see the database, the log and Redis down", func() bool {
+		health = s.localHealth()
+		down := true
+		for _, name := range []string{"database", "log", "redis"} {
+			up, ok := health[name]
+			down = down && ok && !up
+		}
+		return down
+	})
+	t.Logf("dependencies as the instance sees them: %v", health)
+	return dbMessage
+}
+
+// TestBreakGlassWithEverythingDown (issue 8): with the database stopped
+// and Redis and NATS killed, the break-glass endpoint and the override
+// file each put the instance in maintenance — payouts refused with the
+// operators' message, not the database's error — and clearing them takes
+// it out; the local status answers throughout; once the database is back
+// (Redis and NATS still dead) the override shows in /admin/v1/instances;
+// the local switch survives a restart with Redis and NATS still dead.
+func TestBreakGlassWithEverythingDown(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a private PostgreSQL, redis-server, nats-server and outlast serve")
+	}
+	s := startBreakGlassService(t)
+	if st, msg, _ := s.payout(); st != 201 {
+		t.Fatalf("payout with every dependency up = %d %q, want 201", st, msg)
+	}
+	if h := s.localHealth(); !h["database"] || !h["log"] || !h["redis"] {
+		t.Fatalf("dependencies with every one up = %v, want database, log and redis ok", h)
+	}
+
+	dbMessage := s.killAll()
 	if st := s.localStatus(); st.Maintenance {
-		t.Fatalf("local status with the database stopped = %+v, want no maintenance yet", st)
+		t.Fatalf("local status with everything down = %+v, want no maintenance yet", st)
 	}
 
 	s.checkLocalSwitch(dbMessage)
@@ -266,7 +321,8 @@ func (s *breakGlassService) checkInstancesShowOverride() {
 }
 
 // checkLocalSurvivesRestart: the local switch is kept in the data
-// directory and is in force again after a restart.
+// directory and is in force again after a restart, which the instance
+// makes with Redis and NATS still dead (serve needs only the database).
 func (s *breakGlassService) checkLocalSurvivesRestart() {
 	t := s.t
 	const msg = "held across a restart"
@@ -277,6 +333,9 @@ func (s *breakGlassService) checkLocalSurvivesRestart() {
 	}
 	s.kill(syscall.SIGTERM)
 	s.start()
+	if h := s.localHealth(); !h["database"] || h["log"] || h["redis"] {
+		t.Errorf("dependencies after the restart = %v, want the database ok, the log and Redis still down", h)
+	}
 	if st := s.localStatus(); !st.Maintenance || st.Source != outlast.OverrideLocal || st.Message != msg {
 		t.Errorf("local status after the restart = %+v, want the local switch still on with its message", st)
 	}

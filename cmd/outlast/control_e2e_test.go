@@ -107,12 +107,39 @@ type controlNode struct {
 
 const controlAdminToken = "control-e2e-admin"
 
-func startControlCluster(t *testing.T) *controlCluster {
+// requireDataPlaneBinaries skips t on a laptop, and fails it under
+// CI=true, when redis-server or nats-server is missing.
+func requireDataPlaneBinaries(t *testing.T) {
+	t.Helper()
 	for _, bin := range []string{redisproc.DefaultBinary, natsproc.DefaultBinary} {
 		if _, err := exec.LookPath(bin); err != nil {
 			testenv.Missing(t, bin+" binary", err)
 		}
 	}
+}
+
+// startDataPlane runs a private redis-server (working in dir, or a
+// directory of its own if dir is "") and a private nats-server, both
+// stopped when t ends, for one `outlast serve` to use as --redis and
+// --nats.
+func startDataPlane(t *testing.T, dir string) (*redisproc.Server, *natsproc.Server) {
+	t.Helper()
+	ctx := context.Background()
+	r, err := redisproc.Start(ctx, redisproc.Options{Dir: dir, Args: []string{"--loglevel", "warning"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = r.Stop() })
+	ns, err := natsproc.Start(ctx, natsproc.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ns.Stop() })
+	return r, ns
+}
+
+func startControlCluster(t *testing.T) *controlCluster {
+	requireDataPlaneBinaries(t)
 	c := &controlCluster{dsn: testenv.PostgresDSN(t), banks: map[string]*partnersim.Bank{}}
 	var args []string
 	for _, name := range []string{"tcb", "acb"} {
@@ -148,16 +175,7 @@ func (c *controlCluster) startBank(t *testing.T, name string) string {
 func (c *controlCluster) startNode(t *testing.T, id string, bankArgs []string) *controlNode {
 	ctx := context.Background()
 	dir := t.TempDir()
-	r, err := redisproc.Start(ctx, redisproc.Options{Dir: dir, Args: []string{"--loglevel", "warning"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = r.Stop() })
-	ns, err := natsproc.Start(ctx, natsproc.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = ns.Stop() })
+	r, ns := startDataPlane(t, dir)
 	port := testenv.FreePort(t)
 	n := &controlNode{id: id, url: fmt.Sprintf("http://127.0.0.1:%d", port), redis: r, nats: ns, logs: filepath.Join(dir, "serve.log")}
 	n.admin = newAPIClient(n.url, controlAdminToken)
