@@ -368,18 +368,24 @@ type RateSeries struct {
 	End int64 `json:"end"`
 	// Payouts are payouts created (answered 201), Notifications partner
 	// notifications accepted (200), Errors responses of status 500 and
-	// above.
+	// above other than maintenance refusals.
 	Payouts       []int64 `json:"payouts"`
 	Notifications []int64 `json:"notifications"`
 	Errors        []int64 `json:"errors"`
+	// MaintenanceRefused are payouts refused for maintenance (503 with
+	// the operators' message): a planned pause, kept out of Errors so
+	// that it does not read as an outage. Nil from an instance that does
+	// not report it.
+	MaintenanceRefused []int64 `json:"maintenance_refused"`
 }
 
 // Valid reports whether the slices have one length, at most
-// RateSeriesMax: a series from another instance's heartbeat is read only
-// if it is.
+// RateSeriesMax (MaintenanceRefused may also be nil): a series from
+// another instance's heartbeat is read only if it is.
 func (r *RateSeries) Valid() bool {
 	n := len(r.Payouts)
-	return n <= RateSeriesMax && len(r.Notifications) == n && len(r.Errors) == n
+	return n <= RateSeriesMax && len(r.Notifications) == n && len(r.Errors) == n &&
+		(r.MaintenanceRefused == nil || len(r.MaintenanceRefused) == n)
 }
 
 // InstanceStore keeps the instances' heartbeats, in the same database as

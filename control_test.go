@@ -179,3 +179,26 @@ func TestAgreedChannel(t *testing.T) {
 		}
 	}
 }
+
+// TestRateSeriesValid: a heartbeat's series is read only with slices of
+// one length, at most RateSeriesMax; MaintenanceRefused may be absent.
+func TestRateSeriesValid(t *testing.T) {
+	two := []int64{1, 2}
+	for _, tc := range []struct {
+		name string
+		r    outlast.RateSeries
+		want bool
+	}{
+		{"all", outlast.RateSeries{Payouts: two, Notifications: two, Errors: two, MaintenanceRefused: two}, true},
+		{"no maintenance series", outlast.RateSeries{Payouts: two, Notifications: two, Errors: two}, true},
+		{"short maintenance series", outlast.RateSeries{Payouts: two, Notifications: two, Errors: two, MaintenanceRefused: []int64{1}}, false},
+		{"empty maintenance series", outlast.RateSeries{Payouts: two, Notifications: two, Errors: two, MaintenanceRefused: []int64{}}, false},
+		{"short errors", outlast.RateSeries{Payouts: two, Notifications: two, Errors: []int64{1}}, false},
+		{"too long", outlast.RateSeries{Payouts: make([]int64, outlast.RateSeriesMax+1), Notifications: make([]int64, outlast.RateSeriesMax+1),
+			Errors: make([]int64, outlast.RateSeriesMax+1), MaintenanceRefused: make([]int64, outlast.RateSeriesMax+1)}, false},
+	} {
+		if got := tc.r.Valid(); got != tc.want {
+			t.Errorf("%s: Valid() = %t, want %t", tc.name, got, tc.want)
+		}
+	}
+}

@@ -30,11 +30,17 @@ func (s *Server) charts(v *consoleView) ([]template.HTML, string) {
 		scope = fmt.Sprintf("the sum over the %d instances seen in the last %s, up to %s ago (heartbeats carry the last minute; this instance keeps five)",
 			n, InstanceStaleAfter, time.Duration(s.now().Unix()-end)*time.Second)
 	}
-	return []template.HTML{
-		chartSVG("Payouts created", "#1a66cc", series.Payouts),
+	charts := []template.HTML{chartSVG("Payouts created", "#1a66cc", series.Payouts)}
+	// A planned pause is not an outage: its refusals have their own
+	// chart, drawn only while the window holds some so that it does not
+	// crowd the page the rest of the time.
+	if slices.Max(series.MaintenanceRefused) > 0 {
+		charts = append(charts, chartSVG("Payouts refused for maintenance", "#b26a00", series.MaintenanceRefused))
+	}
+	return append(charts,
 		chartSVG("Partner notifications accepted", "#1a8a4a", series.Notifications),
-		chartSVG("Errors (5xx responses)", "#c62828", series.Errors),
-	}, scope
+		chartSVG("Errors (5xx responses, maintenance refusals apart)", "#c62828", series.Errors),
+	), scope
 }
 
 // clusterSeries adds this instance's counts of the last minute to those
@@ -62,6 +68,9 @@ func (s *Server) clusterSeries(v *consoleView, end int64) (*outlast.RateSeries, 
 				sums[k][ratePayouts] += r.Payouts[i]
 				sums[k][rateNotifications] += r.Notifications[i]
 				sums[k][rateErrors] += r.Errors[i]
+				if r.MaintenanceRefused != nil { // nil from an instance that does not report it
+					sums[k][rateMaintenance] += r.MaintenanceRefused[i]
+				}
 			}
 		}
 	}

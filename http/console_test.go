@@ -337,7 +337,53 @@ func TestConsoleCharts(t *testing.T) {
 	// made 1 payout and the other 5; the other's 9 errors are of a second
 	// still counting.
 	wantBody(t, live, "Payouts created per second</span> <span class=\"chart-now\">now <b>6</b>/s",
-		"Errors (5xx responses) per second</span> <span class=\"chart-now\">now <b>3</b>/s", "the sum over the 2 instances")
+		"Errors (5xx responses, maintenance refusals apart) per second</span> <span class=\"chart-now\">now <b>3</b>/s", "the sum over the 2 instances")
+	if strings.Contains(live.Body.String(), "refused for maintenance") {
+		t.Errorf("live page draws a maintenance chart with no refusal in the window:\n%s", live.Body)
+	}
+}
+
+// TestConsoleChartsMaintenanceApart: a payout refused for maintenance is
+// counted in its own series, not as an error, and the console draws that
+// series, summed over the instances (one of which does not report it),
+// while the window holds a refusal.
+func TestConsoleChartsMaintenanceApart(t *testing.T) {
+	h, cc, db := controlHarness(t)
+	db.Now = h.clock.Now
+	session := h.signIn()
+	h.clock.Advance(time.Second) // a second of its own for the counts
+	if _, err := cc.SetLocal(true, "paused for the chart", "test"); err != nil {
+		t.Fatal(err)
+	}
+	wantError(t, h.payout("m1", h.alice, payoutBody), 503, outlast.EUNAVAILABLE)
+	if _, err := cc.SetLocal(false, "", "test"); err != nil {
+		t.Fatal(err)
+	}
+	h.setChooseErr(errors.New("no channel"))
+	if rec := h.payout("m2", h.alice, payoutBody); rec.Code < 500 {
+		t.Fatalf("payout without a channel = %d, want 5xx", rec.Code)
+	}
+	r := h.srv.Rates(60)
+	if got := r.MaintenanceRefused[59]; got != 1 || r.Errors[59] != 1 {
+		t.Fatalf("Rates(60) last second: maintenance refused %d, errors %d; want 1 and 1 (the 5xx without a channel only)", got, r.Errors[59])
+	}
+	sec := h.clock.Now().Unix()
+	for id, other := range map[string]*outlast.RateSeries{
+		"reports": {End: sec + 1, Payouts: []int64{0, 0}, Notifications: []int64{0, 0}, Errors: []int64{0, 0}, MaintenanceRefused: []int64{4, 7}},
+		"older":   {End: sec + 1, Payouts: []int64{2, 0}, Notifications: []int64{0, 0}, Errors: []int64{0, 0}},
+	} {
+		if err := db.PutInstance(context.Background(), &outlast.InstanceStatus{ID: id, Rates: other}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h.clock.Advance(time.Second)
+	live := h.console("GET", "/admin/live", session, nil)
+	h.mustStatus(live, 200)
+	// At sec: this instance refused 1 and the "reports" instance 4; the
+	// "older" instance's 2 payouts count though it reports no refusals.
+	wantBody(t, live, "Payouts refused for maintenance per second</span> <span class=\"chart-now\">now <b>5</b>/s",
+		"Errors (5xx responses, maintenance refusals apart) per second</span> <span class=\"chart-now\">now <b>1</b>/s",
+		"Payouts created per second</span> <span class=\"chart-now\">now <b>2</b>/s", "the sum over the 3 instances")
 }
 
 // TestRateRingForgets: a slot reused after the ring went round reads as

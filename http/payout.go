@@ -53,6 +53,7 @@ func (s *Server) createPayout(w nethttp.ResponseWriter, r *nethttp.Request) {
 	if s.svc.Local != nil {
 		if err := s.svc.Local.Maintenance(); err != nil {
 			maintenanceRefusedTotal.Inc()
+			routeFrom(r).maintenance = true
 			s.writeError(w, r, err)
 			return
 		}

@@ -13,6 +13,7 @@ const (
 	ratePayouts = iota
 	rateNotifications
 	rateErrors
+	rateMaintenance // payouts refused for maintenance, not errors
 	rateKinds
 )
 
@@ -58,7 +59,8 @@ func (r *rateRing) set(sec int64, v [rateKinds]int64) {
 // series returns the n seconds up to end (at most RateSeriesMax).
 func (r *rateRing) series(end int64, n int) *outlast.RateSeries {
 	n = min(max(n, 1), outlast.RateSeriesMax)
-	out := &outlast.RateSeries{End: end, Payouts: make([]int64, n), Notifications: make([]int64, n), Errors: make([]int64, n)}
+	out := &outlast.RateSeries{End: end, Payouts: make([]int64, n), Notifications: make([]int64, n), Errors: make([]int64, n),
+		MaintenanceRefused: make([]int64, n)}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for k := range n {
@@ -69,14 +71,20 @@ func (r *rateRing) series(end int64, n int) *outlast.RateSeries {
 		}
 		c := r.counts[i]
 		out.Payouts[k], out.Notifications[k], out.Errors[k] = c[ratePayouts], c[rateNotifications], c[rateErrors]
+		out.MaintenanceRefused[k] = c[rateMaintenance]
 	}
 	return out
 }
 
-// count adds one answered request to the console's rates.
-func (s *Server) count(route string, status int) {
+// count adds one answered request to the console's rates. A payout
+// refused for maintenance is a planned pause the operators asked for, so
+// it has its own series rather than showing as an error.
+func (s *Server) count(ri *routeInfo, status int) {
 	sec := s.now().Unix()
+	route := ri.name
 	switch {
+	case ri.maintenance:
+		s.rates.add(rateMaintenance, sec)
 	case status >= nethttp.StatusInternalServerError:
 		s.rates.add(rateErrors, sec)
 	case route == routeCreatePayout && status == nethttp.StatusCreated:

@@ -87,8 +87,13 @@ func (w *interceptWriter) WriteHeader(status int) {
 	}
 }
 
-// routeInfo carries the matched route from route back out to middleware.
-type routeInfo struct{ name string }
+// routeInfo carries the matched route, and whether the answer is a
+// maintenance refusal, from the handler back out to middleware; both are
+// written and read on the request's goroutine.
+type routeInfo struct {
+	name        string
+	maintenance bool // createPayout refused the payout for maintenance
+}
 
 type routeKey struct{}
 
@@ -129,20 +134,21 @@ func (s *Server) middleware(next nethttp.Handler) nethttp.Handler {
 					s.writeError(sw, r, outlast.Errorf(outlast.EINTERNAL, "internal error"))
 				}
 			}
-			s.observe(r, sw, ri.name, id, time.Since(start))
+			s.observe(r, sw, ri, id, time.Since(start))
 		}()
 		next.ServeHTTP(sw, r)
 	})
 }
 
-func (s *Server) observe(r *nethttp.Request, sw *statusWriter, route, id string, elapsed time.Duration) {
+func (s *Server) observe(r *nethttp.Request, sw *statusWriter, ri *routeInfo, id string, elapsed time.Duration) {
+	route := ri.name
 	status := sw.status
 	if status == 0 {
 		status = nethttp.StatusOK
 	}
 	requestsTotal.WithLabelValues(route, statusLabel(status)).Inc()
 	requestSeconds.WithLabelValues(route).Observe(elapsed.Seconds())
-	s.count(route, status)
+	s.count(ri, status)
 	s.log.LogAttrs(r.Context(), slog.LevelDebug, "http request",
 		slog.String("request_id", id), slog.String("method", r.Method),
 		slog.String("path", r.URL.Path), slog.String("route", route),
