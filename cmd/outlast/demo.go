@@ -189,8 +189,9 @@ func printBanner(w io.Writer, cfg demoConfig, m *Main, banks []*demoBank, client
   try        curl -s -H 'Authorization: Bearer %[2]s' %[1]s/v1/accounts/%[3]s
   client     %[4]s, API key %[2]s, %[5]d funded accounts
   admin      token %[6]s (in %[7]s)
+  console    %[1]s/admin/ (sign in with the admin token): instances, maintenance and channel switches, charts
   banks      %[8]s %[9]s, %[10]s %[11]s; new payouts go to one of them, switched every %[12]s
-             (as an operator switches channels: a payout stays with the bank it was sent to)
+             through the config document, as an operator would (a payout stays with the bank it was sent to)
   data       %[13]s
   traffic    %[14]d payouts/s; Ctrl-C to stop, let in-flight payouts settle, and audit
 
