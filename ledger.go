@@ -1,6 +1,9 @@
 package outlast
 
-import "context"
+import (
+	"context"
+	"time"
+)
 
 // Ledger is the one entry point to the ledger. The store implements it
 // over the database; package ledger implements it again over the store,
@@ -13,6 +16,7 @@ type Ledger interface {
 	AccountService
 	PayoutService
 	OutboxService
+	StaleService
 	// Apply applies notifications that source brought, in one
 	// transaction: each at most once by (channel, event id); succeeded
 	// moves held to paid_out, failed releases the hold, dispatched records
@@ -22,4 +26,22 @@ type Ledger interface {
 	// EUNAVAILABLE while the database cannot take it (retried without
 	// limit, never dead-lettered).
 	Apply(ctx context.Context, source Source, ns []*Notification) ([]ApplyResult, error)
+}
+
+// StalePayoutsMax bounds one StalePayouts answer.
+const StalePayoutsMax = 1000
+
+// StaleService finds payouts that have not moved for a while: the
+// reconciler's view of the ledger.
+type StaleService interface {
+	// StalePayouts returns up to limit payouts in status whose last
+	// change was before before, least recently changed first (ties by
+	// id). If limit <= 0 or > StalePayoutsMax, StalePayoutsMax is used.
+	// EVALIDATION for an unknown status.
+	StalePayouts(ctx context.Context, status PayoutStatus, before time.Time, limit int) ([]*Payout, error)
+	// PayoutAges counts the payouts in status by the age of their last
+	// change: counts[i] is how many last changed before cutoffs[i], and
+	// oldest is the least recent change of one (zero if there is none).
+	// EVALIDATION for an unknown status.
+	PayoutAges(ctx context.Context, status PayoutStatus, cutoffs []time.Time) (counts []int, oldest time.Time, err error)
 }

@@ -190,6 +190,15 @@ func (l *Ledger) Payouts(ctx context.Context, f outlast.PayoutFilter) ([]*outlas
 	return l.store.Payouts(ctx, f)
 }
 
+// StalePayouts is not cached: the reconciler wants the database's view.
+func (l *Ledger) StalePayouts(ctx context.Context, status outlast.PayoutStatus, before time.Time, limit int) ([]*outlast.Payout, error) {
+	return l.store.StalePayouts(ctx, status, before, limit)
+}
+
+func (l *Ledger) PayoutAges(ctx context.Context, status outlast.PayoutStatus, cutoffs []time.Time) ([]int, time.Time, error) {
+	return l.store.PayoutAges(ctx, status, cutoffs)
+}
+
 func (l *Ledger) ClaimDispatches(ctx context.Context, limit int, lease time.Duration) ([]*outlast.Dispatch, error) {
 	return l.store.ClaimDispatches(ctx, limit, lease)
 }

@@ -82,6 +82,7 @@ var cases = []struct {
 	{"OutboxReject", testOutboxReject},
 	{"OutboxRejectFencedByClaim", testOutboxRejectFenced},
 	{"OutboxConcurrentClaimers", testOutboxConcurrentClaimers},
+	{"StalePayouts", testStalePayouts},
 	{"RandomWorkload", testRandomWorkload},
 	{"ControlConfig", testControlConfig},
 	{"ControlConfigConcurrentPuts", testControlConcurrentPuts},
