@@ -2,6 +2,7 @@ package reconcile
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/outlast/outlast"
@@ -13,35 +14,44 @@ import (
 // after the ledger's bound and be replayed again every cycle. Each store
 // is read newest first, up to DeadLettersMax: older dead letters behind
 // that many that stay unmendable wait for an operator.
+//
+// A store that fails (the log while the broker is down) does not keep
+// the others from being looked at.
 func (r *Reconciler) replay(ctx context.Context) (int, error) {
 	total := 0
+	var errs []error
 	for _, dl := range r.cfg.DeadLetters {
-		letters, err := dl.DeadLetters(ctx, r.cfg.DeadLettersMax)
-		if err != nil {
-			return total, err
-		}
-		var ids []string
-		for _, d := range letters {
-			ok, err := r.mended(ctx, d.Notification)
-			if err != nil {
-				return total, err
-			}
-			if ok {
-				ids = append(ids, d.ID)
-			}
-		}
-		if len(ids) == 0 {
-			continue
-		}
-		n, err := dl.ReplayDeadLetters(ctx, ids)
+		n, err := r.replayFrom(ctx, dl)
 		total += n
+		errs = append(errs, err)
+	}
+	return total, errors.Join(errs...)
+}
+
+func (r *Reconciler) replayFrom(ctx context.Context, dl outlast.DeadLetters) (int, error) {
+	letters, err := dl.DeadLetters(ctx, r.cfg.DeadLettersMax)
+	if err != nil {
+		return 0, err
+	}
+	var ids []string
+	for _, d := range letters {
+		ok, err := r.mended(ctx, d.Notification)
 		if err != nil {
-			return total, err
+			return 0, err
 		}
-		deadLettersReplayedTotal.Add(float64(n))
+		if ok {
+			ids = append(ids, d.ID)
+		}
+	}
+	if len(ids) == 0 {
+		return 0, nil
+	}
+	n, err := dl.ReplayDeadLetters(ctx, ids)
+	deadLettersReplayedTotal.Add(float64(n))
+	if n > 0 {
 		r.cfg.Logger.Info("replayed dead letters whose payout now takes them", "count", n)
 	}
-	return total, nil
+	return n, err
 }
 
 // mended reports whether n (nil for a message that could not be

@@ -28,19 +28,28 @@ import (
 // simulated bank, "tcb".
 type testService struct {
 	*Main
-	admin  *apiClient
-	bank   *partnersim.Bank
-	secret []byte
+	admin   *apiClient
+	bank    *partnersim.Bank
+	bankURL string
+	secret  []byte
 }
 
 func startTestService(t *testing.T, dsn string, opts ...func(*Main)) *testService {
+	t.Helper()
+	// The bank never settles by itself: the test sends the webhooks.
+	return startTestServiceWithBank(t, dsn, partnersim.Config{PayDelay: time.Hour}, opts...)
+}
+
+// startTestServiceWithBank is startTestService with the bank configured
+// by bankCfg; its name, webhook URL and secret are filled in.
+func startTestServiceWithBank(t *testing.T, dsn string, bankCfg partnersim.Config, opts ...func(*Main)) *testService {
 	t.Helper()
 	port := testenv.FreePort(t)
 	url := fmt.Sprintf("http://127.0.0.1:%d", port)
 	secret := []byte("tcb-secret")
 	ctx, cancel := context.WithCancel(context.Background())
-	bank := partnersim.New(partnersim.Config{Name: "tcb", WebhookURL: url + "/v1/partners/tcb/notifications",
-		Secret: secret, PayDelay: time.Hour}) // never settles by itself: the test sends the webhooks
+	bankCfg.Name, bankCfg.WebhookURL, bankCfg.Secret = "tcb", url+"/v1/partners/tcb/notifications", secret
+	bank := partnersim.New(bankCfg)
 	bankSrv := httptest.NewServer(bank)
 	t.Cleanup(bankSrv.Close)
 	var wg sync.WaitGroup
@@ -68,7 +77,7 @@ func startTestService(t *testing.T, dsn string, opts ...func(*Main)) *testServic
 		cancel()
 		wg.Wait()
 	})
-	return &testService{Main: m, admin: newAPIClient(url, "test-admin"), bank: bank, secret: secret}
+	return &testService{Main: m, admin: newAPIClient(url, "test-admin"), bank: bank, bankURL: bankSrv.URL, secret: secret}
 }
 
 // ledgerSnapshot is everything a bad request must leave unchanged.

@@ -31,6 +31,7 @@ import (
 	ohttp "github.com/outlast/outlast/http"
 	"github.com/outlast/outlast/jetstream"
 	"github.com/outlast/outlast/ledger"
+	"github.com/outlast/outlast/reconcile"
 	"github.com/outlast/outlast/redis"
 	"github.com/outlast/outlast/store"
 )
@@ -66,6 +67,16 @@ type Config struct {
 	// LISTEN/NOTIFY, or the in-process one): changes apply at the next
 	// poll. For measuring the poll; an operator has no reason to set it.
 	ControlPollOnly bool
+	// ReconcileAfter is how long a payout stays dispatched without a
+	// final notification before the reconciler asks its partner; if <= 0,
+	// reconcile.AfterDefault.
+	ReconcileAfter time.Duration
+	// ReconcileEvery is the time between the reconciler's cycles; if <= 0,
+	// reconcile.EveryDefault.
+	ReconcileEvery time.Duration
+	// ReconcileRate bounds the reconciler's status queries per second;
+	// if <= 0, reconcile.QueryRateDefault.
+	ReconcileRate float64
 }
 
 // Main is the running service. Tests drive it in-process on port :0; the
@@ -163,6 +174,12 @@ func (m *Main) registerFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.ControlPoll, "control-poll", c.ControlPoll, "how often the config version is polled (a PostgreSQL NOTIFY applies changes at once; the poll is the safety net); 0 for 1s")
 	fs.BoolVar(&c.ControlPollOnly, "control-poll-only", c.ControlPollOnly, "apply config changes at the next poll only, without the LISTEN/NOTIFY hint (for measuring the poll)")
 	fs.StringVar(&c.OverrideFile, "override-file", c.OverrideFile, "break-glass file re-read every second: while it exists this instance refuses new payouts (empty, or {\"message\": \"…\"}; {\"maintenance\": false} or deleting it clears it); works with every dependency down")
+	fs.DurationVar(&c.ReconcileAfter, "reconcile-after", c.ReconcileAfter,
+		fmt.Sprintf("how long a payout stays dispatched without a final notification before its bank is asked for its status; 0 for %s", reconcile.AfterDefault))
+	fs.DurationVar(&c.ReconcileEvery, "reconcile-every", c.ReconcileEvery,
+		fmt.Sprintf("time between the reconciler's cycles (jittered by a fifth); 0 for %s", reconcile.EveryDefault))
+	fs.Float64Var(&c.ReconcileRate, "reconcile-rate", c.ReconcileRate,
+		fmt.Sprintf("the reconciler's status queries per second, at most, on this instance; 0 for %g", reconcile.QueryRateDefault))
 	fs.IntVar(&c.RejectDeliveriesMax, "reject-deliveries-max", c.RejectDeliveriesMax,
 		fmt.Sprintf("deliveries of a notification that cannot apply (unknown payout, wrong channel) before it is dead-lettered, spaced by backoff; 0 for %d", ledger.RejectDeliveriesMaxDefault))
 }
@@ -284,6 +301,16 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	m.start(bg, "committer", func(ctx context.Context) error { return m.Log.Consume(ctx, m.Ledger) })
 	m.start(bg, "inbox drainer", (&ledger.Drainer{Inbox: m.DB, Ledger: m.Ledger, Logger: m.Logger}).Run)
 	m.start(bg, "dispatcher", channel.NewDispatcher(m.Ledger, m.Router, channel.DispatcherConfig{Logger: m.Logger}).Run)
+	rec, err := reconcile.New(reconcile.Config{
+		Ledger: m.Ledger, Status: m.partnerStatus,
+		DeadLetters: []outlast.DeadLetters{m.Log, m.DB},
+		After:       m.Config.ReconcileAfter, Every: m.Config.ReconcileEvery, QueryRate: m.Config.ReconcileRate,
+		Logger: m.Logger.With("component", "reconciler"),
+	})
+	if err != nil {
+		return err
+	}
+	m.start(bg, "reconciler", rec.Run)
 	if err := m.HTTP.Open(); err != nil {
 		return err
 	}
@@ -499,7 +526,7 @@ func (m *Main) openRouter() error {
 func (m *Main) openHTTP() error {
 	m.Registry = prometheus.NewRegistry()
 	m.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	for _, cs := range [][]prometheus.Collector{control.Collectors(), ohttp.Collectors(), jetstream.Collectors(), channel.Collectors(), store.Collectors(), cache.Collectors(), redis.Collectors(), ledger.Collectors()} {
+	for _, cs := range [][]prometheus.Collector{control.Collectors(), ohttp.Collectors(), jetstream.Collectors(), channel.Collectors(), store.Collectors(), cache.Collectors(), redis.Collectors(), ledger.Collectors(), reconcile.Collectors()} {
 		m.Registry.MustRegister(cs...)
 	}
 	secrets := make(map[string][]byte, len(m.Config.ChannelSecrets))
@@ -540,6 +567,15 @@ func (m *Main) ready(ctx context.Context) error {
 		return outlast.Unavailable(err, time.Second, "database unavailable")
 	}
 	return nil
+}
+
+// partnerStatus is the router's status query in the reconciler's terms.
+func (m *Main) partnerStatus(ctx context.Context, ch, payoutID string) (*reconcile.Answer, error) {
+	st, err := m.Router.Status(ctx, ch, payoutID)
+	if err != nil {
+		return nil, err
+	}
+	return &reconcile.Answer{PartnerRef: st.PartnerRef, Status: st.Status, Reason: st.Reason}, nil
 }
 
 // start runs loop in a goroutine owned by m; Close cancels and waits.
