@@ -1,7 +1,7 @@
 // Package reconcile checks what Outlast says against what the partner banks
 // say (seed 004: what the system called done differed from what users saw).
-// It compares the ledger's payouts with each bank's records; later it also
-// resolves payouts that are stuck by asking the bank.
+// It compares the ledger's payouts with each bank's records, and its
+// Reconciler resolves payouts that are stuck by asking the bank.
 package reconcile
 
 import (
