@@ -31,14 +31,38 @@ type Ledger interface {
 // StalePayoutsMax bounds one StalePayouts answer.
 const StalePayoutsMax = 1000
 
+// StaleCursor is a position in StalePayouts' order: the payout last
+// changed at UpdatedAt with id ID. A reader pages on from the last payout
+// it was given, so payouts that stay stale (a bank that cannot answer for
+// them) do not hold back the ones behind them.
+type StaleCursor struct {
+	UpdatedAt time.Time
+	ID        string
+}
+
+// StaleCursorOf is the position of p.
+func StaleCursorOf(p *Payout) StaleCursor { return StaleCursor{UpdatedAt: p.UpdatedAt, ID: p.ID} }
+
+// After reports whether p comes after c in StalePayouts' order.
+func (c StaleCursor) After(p *Payout) bool {
+	if c.ID == "" && c.UpdatedAt.IsZero() {
+		return true
+	}
+	if d := p.UpdatedAt.Compare(c.UpdatedAt); d != 0 {
+		return d > 0
+	}
+	return p.ID > c.ID
+}
+
 // StaleService finds payouts that have not moved for a while: the
 // reconciler's view of the ledger.
 type StaleService interface {
 	// StalePayouts returns up to limit payouts in status whose last
 	// change was before before, least recently changed first (ties by
-	// id). If limit <= 0 or > StalePayoutsMax, StalePayoutsMax is used.
-	// EVALIDATION for an unknown status.
-	StalePayouts(ctx context.Context, status PayoutStatus, before time.Time, limit int) ([]*Payout, error)
+	// id), starting after the position after (the zero StaleCursor: from
+	// the start). If limit <= 0 or > StalePayoutsMax, StalePayoutsMax is
+	// used. EVALIDATION for an unknown status.
+	StalePayouts(ctx context.Context, status PayoutStatus, before time.Time, after StaleCursor, limit int) ([]*Payout, error)
 	// PayoutAges counts the payouts in status by the age of their last
 	// change: counts[i] is how many last changed before cutoffs[i], and
 	// oldest is the least recent change of one (zero if there is none).

@@ -191,8 +191,8 @@ func (l *Ledger) Payouts(ctx context.Context, f outlast.PayoutFilter) ([]*outlas
 }
 
 // StalePayouts is not cached: the reconciler wants the database's view.
-func (l *Ledger) StalePayouts(ctx context.Context, status outlast.PayoutStatus, before time.Time, limit int) ([]*outlast.Payout, error) {
-	return l.store.StalePayouts(ctx, status, before, limit)
+func (l *Ledger) StalePayouts(ctx context.Context, status outlast.PayoutStatus, before time.Time, after outlast.StaleCursor, limit int) ([]*outlast.Payout, error) {
+	return l.store.StalePayouts(ctx, status, before, after, limit)
 }
 
 func (l *Ledger) PayoutAges(ctx context.Context, status outlast.PayoutStatus, cutoffs []time.Time) ([]int, time.Time, error) {

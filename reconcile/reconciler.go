@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"math/rand/v2"
+	"sync"
 	"time"
 
 	"github.com/outlast/outlast"
@@ -78,6 +79,13 @@ type Config struct {
 // list.
 type Reconciler struct {
 	cfg Config // defaults applied; written once
+
+	mu sync.Mutex // guards next
+	// next is where the next cycle starts: after the last payout a full
+	// batch asked about, so payouts a bank keeps failing to answer for
+	// do not hold back those behind them; the zero cursor once a cycle
+	// reached the end.
+	next outlast.StaleCursor
 }
 
 // New returns a reconciler; it starts with Run.
@@ -157,7 +165,7 @@ type Report struct {
 }
 
 // Cycle runs one cycle: it asks about up to Batch payouts dispatched
-// before now-After, at most QueryRate a second, applies the final answers
+// before now-After, going on from where the last full batch stopped, at most QueryRate a second, applies the final answers
 // in one batch, replays the dead letters whose cause is gone, and
 // updates the age gauges. An error is the ledger's; what one partner
 // answered wrongly is counted, not returned.
@@ -167,10 +175,20 @@ func (r *Reconciler) Cycle(ctx context.Context) (*Report, error) {
 	if err := r.measure(ctx, now); err != nil {
 		return rep, err
 	}
-	ps, err := r.cfg.Ledger.StalePayouts(ctx, outlast.StatusDispatched, now.Add(-r.cfg.After), r.cfg.Batch)
+	r.mu.Lock()
+	from := r.next
+	r.mu.Unlock()
+	ps, err := r.cfg.Ledger.StalePayouts(ctx, outlast.StatusDispatched, now.Add(-r.cfg.After), from, r.cfg.Batch)
 	if err != nil {
 		return rep, err
 	}
+	next := outlast.StaleCursor{}
+	if len(ps) == r.cfg.Batch {
+		next = outlast.StaleCursorOf(ps[len(ps)-1])
+	}
+	r.mu.Lock()
+	r.next = next
+	r.mu.Unlock()
 	ns, err := r.ask(ctx, ps, rep)
 	if err != nil {
 		return rep, err

@@ -263,3 +263,62 @@ func TestRunRepairsAndStops(t *testing.T) {
 		t.Fatal("Run did not return after cancel")
 	}
 }
+
+// TestReconcilerPagesPastStuckPayouts: payouts a bank keeps failing to
+// answer for do not hold back those behind them: successive cycles page
+// on through every stale payout, then start again from the oldest. On
+// the memory ledger and the real store.
+func TestReconcilerPagesPastStuckPayouts(t *testing.T) {
+	run := func(t *testing.T, l outlast.Ledger, clock *testenv.Clock) {
+		ctx := context.Background()
+		f := ledgertest.Seed(t, l, "page", 1000)
+		var ids []string
+		errs := map[string]error{}
+		for i := range 5 {
+			p := ledgertest.MustPayout(t, l, f.Req("p"+string(rune('a'+i)), 100))
+			if _, err := l.MarkDispatched(ctx, p.ID, "tcb", "ref-"+p.ID); err != nil {
+				t.Fatal(err)
+			}
+			ids = append(ids, p.ID)
+			errs[p.ID] = outlast.Errorf(outlast.EUNAVAILABLE, "partner down")
+			clock.Advance(time.Second)
+		}
+		clock.Advance(2 * time.Minute)
+		b := &bank{errs: errs}
+		r, err := reconcile.New(reconcile.Config{Ledger: l, Status: b.status, After: time.Minute,
+			Batch: 2, QueryRate: 1000, Now: clock.Now, Logger: slog.New(slog.DiscardHandler)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var asked [][]string
+		for range 4 {
+			rep, err := r.Cycle(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			asked = append(asked, rep.Payouts)
+		}
+		want := [][]string{ids[0:2], ids[2:4], ids[4:5], ids[0:2]}
+		for i := range want {
+			if !slices.Equal(asked[i], want[i]) {
+				t.Fatalf("cycle %d asked about %v, want %v (all cycles: %v)", i+1, asked[i], want[i], asked)
+			}
+		}
+	}
+	t.Run("memory", func(t *testing.T) {
+		m := ledgertest.NewMemory()
+		clock := testenv.NewClock(time.Now().UTC())
+		m.Now = clock.Now
+		run(t, m, clock)
+	})
+	testenv.EachDatabase(t, func(t *testing.T, dsn string) {
+		db, err := store.Open(context.Background(), dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { db.Close() })
+		clock := testenv.NewClock(time.Now().UTC())
+		db.Now = clock.Now
+		run(t, db, clock)
+	})
+}

@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"database/sql"
+	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -14,16 +15,21 @@ var _ outlast.StaleService = (*DB)(nil)
 
 // StalePayouts reads the payouts_status_updated index in order: the
 // oldest changes come first and the scan stops at limit.
-func (db *DB) StalePayouts(ctx context.Context, status outlast.PayoutStatus, before time.Time, limit int) ([]*outlast.Payout, error) {
+func (db *DB) StalePayouts(ctx context.Context, status outlast.PayoutStatus, before time.Time, after outlast.StaleCursor, limit int) ([]*outlast.Payout, error) {
 	if !status.Valid() {
 		return nil, outlast.Errorf(outlast.EVALIDATION, "unknown status %q", status)
 	}
 	if limit <= 0 || limit > outlast.StalePayoutsMax {
 		limit = outlast.StalePayoutsMax
 	}
+	afterNs := int64(math.MinInt64)
+	if !after.UpdatedAt.IsZero() || after.ID != "" {
+		afterNs = after.UpdatedAt.UnixNano()
+	}
 	ps, err := queryPayouts(ctx, db.r, "SELECT "+payoutColumns+
-		" FROM payouts WHERE status = $1 AND updated_ns < $2 ORDER BY updated_ns, id LIMIT $3",
-		string(status), before.UnixNano(), limit)
+		" FROM payouts WHERE status = $1 AND updated_ns < $2 AND (updated_ns > $3 OR (updated_ns = $3 AND id > $4))"+
+		" ORDER BY updated_ns, id LIMIT $5",
+		string(status), before.UnixNano(), afterNs, after.ID, limit)
 	if err != nil {
 		return nil, fail("stale_payouts", err)
 	}

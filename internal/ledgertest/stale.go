@@ -11,7 +11,7 @@ import (
 
 // StalePayouts orders as the store does: least recently changed first,
 // ties by id.
-func (m *Memory) StalePayouts(_ context.Context, status outlast.PayoutStatus, before time.Time, limit int) ([]*outlast.Payout, error) {
+func (m *Memory) StalePayouts(_ context.Context, status outlast.PayoutStatus, before time.Time, after outlast.StaleCursor, limit int) ([]*outlast.Payout, error) {
 	if !status.Valid() {
 		return nil, outlast.Errorf(outlast.EVALIDATION, "unknown status %q", status)
 	}
@@ -22,7 +22,7 @@ func (m *Memory) StalePayouts(_ context.Context, status outlast.PayoutStatus, be
 	defer m.mu.Unlock()
 	var ps []*outlast.Payout
 	for _, p := range m.payouts {
-		if p.Status == status && p.UpdatedAt.Before(before) {
+		if p.Status == status && p.UpdatedAt.Before(before) && after.After(p) {
 			cp := *p
 			ps = append(ps, &cp)
 		}

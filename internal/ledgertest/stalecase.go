@@ -29,9 +29,14 @@ func testStalePayouts(t *testing.T, h *Harness) {
 	WantOutcomes(t, Apply(t, l, Note(p2, outlast.StatusDispatched)), outlast.OutcomeApplied)
 	now := h.Clock.Now()
 
+	var staleAfter func(status outlast.PayoutStatus, before time.Time, after outlast.StaleCursor, limit int) []string
 	stale := func(status outlast.PayoutStatus, before time.Time, limit int) []string {
 		t.Helper()
-		ps, err := l.StalePayouts(ctx, status, before, limit)
+		return staleAfter(status, before, outlast.StaleCursor{}, limit)
+	}
+	staleAfter = func(status outlast.PayoutStatus, before time.Time, after outlast.StaleCursor, limit int) []string {
+		t.Helper()
+		ps, err := l.StalePayouts(ctx, status, before, after, limit)
 		if err != nil {
 			t.Fatalf("StalePayouts(%s, %v, %d): %v", status, before, limit, err)
 		}
@@ -60,7 +65,14 @@ func testStalePayouts(t *testing.T, h *Harness) {
 			t.Errorf("StalePayouts(%s, t0+%v, %d) = %v, want %v", c.status, c.before.Sub(t0), c.limit, got, c.want)
 		}
 	}
-	_, err := l.StalePayouts(ctx, "lost", now, 0)
+	// Paging on from a position: after p1, then after p3 (the end).
+	if got := staleAfter(outlast.StatusPending, now, outlast.StaleCursorOf(p1), 0); !slices.Equal(got, []string{p3.ID}) {
+		t.Errorf("StalePayouts after p1 = %v, want [p3]", got)
+	}
+	if got := staleAfter(outlast.StatusPending, now, outlast.StaleCursorOf(p3), 0); len(got) != 0 {
+		t.Errorf("StalePayouts after p3 = %v, want none", got)
+	}
+	_, err := l.StalePayouts(ctx, "lost", now, outlast.StaleCursor{}, 0)
 	WantCode(t, "StalePayouts(unknown status)", err, outlast.EVALIDATION)
 
 	counts, oldest, err := l.PayoutAges(ctx, outlast.StatusPending, []time.Time{now, t0.Add(15 * time.Second), t0})
