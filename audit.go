@@ -60,3 +60,13 @@ type PartnerRecord struct {
 	Currency   string       `json:"currency"`
 	Status     PayoutStatus `json:"status"`
 }
+
+// JournalReader streams one consistent snapshot of the ledger's journal
+// and accounts, for a rebuild that recomputes every balance from the
+// journal alone and compares (outlast audit --rebuild).
+type JournalReader interface {
+	// ReadJournal calls entry for every journal row in id (commit)
+	// order, then account for every account in id order, all from one
+	// snapshot, until a callback errors.
+	ReadJournal(ctx context.Context, entry func(*JournalEntry) error, account func(*Account) error) error
+}

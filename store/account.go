@@ -200,15 +200,20 @@ const accountColumns = `id, client_id, currency, funded, available, held, paid_o
 // loadAccount reads an account; lock is the dialect's forUpdate or "".
 // ENOTFOUND if there is none.
 func loadAccount(ctx context.Context, q querier, id, lock string) (*outlast.Account, error) {
-	var a outlast.Account
-	var disabled int
-	var created, updated int64
-	err := q.QueryRowContext(ctx, "SELECT "+accountColumns+" FROM accounts WHERE id = $1"+lock, id).Scan(
-		&a.ID, &a.ClientID, &a.Currency, &a.Funded, &a.Available, &a.Held, &a.PaidOut,
-		&disabled, &a.Flags.DailyLimit, &a.Version, &created, &updated)
+	a, err := scanAccount(q.QueryRowContext(ctx, "SELECT "+accountColumns+" FROM accounts WHERE id = $1"+lock, id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, outlast.Errorf(outlast.ENOTFOUND, "account %q not found", id)
 	}
+	return a, err
+}
+
+// scanAccount reads one row of accountColumns.
+func scanAccount(row interface{ Scan(...any) error }) (*outlast.Account, error) {
+	var a outlast.Account
+	var disabled int
+	var created, updated int64
+	err := row.Scan(&a.ID, &a.ClientID, &a.Currency, &a.Funded, &a.Available, &a.Held, &a.PaidOut,
+		&disabled, &a.Flags.DailyLimit, &a.Version, &created, &updated)
 	if err != nil {
 		return nil, err
 	}

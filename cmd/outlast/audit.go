@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -9,6 +10,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"text/tabwriter"
 	"time"
 
 	"github.com/outlast/outlast"
@@ -23,8 +25,13 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	dsn := fs.String("db", "", "database DSN: postgres://…; empty for SQLite in --data-dir")
 	partners := mapFlag{}
 	fs.Var(partners, "partner", "partner as `channel=base-url` whose /records to compare (repeatable)")
+	rebuild := fs.Bool("rebuild", false, "also rebuild every account's balances from the journal alone, row by row, and compare with\nthe stored ones; a difference is reported, never written over")
+	rebuildJSON := fs.Bool("rebuild-json", false, "with --rebuild, print the rebuild report as JSON (every account, rebuilt and stored)")
 	if err := fs.parse(args); err != nil {
 		return err
+	}
+	if *rebuildJSON && !*rebuild {
+		return fs.fail("--rebuild-json needs --rebuild")
 	}
 	if *dsn == "" {
 		dir, err := ledgerDir(*dataDir, stdout)
@@ -50,10 +57,54 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
+	if *rebuild {
+		rebuilt, err := rebuildLedger(ctx, db, *rebuildJSON, stdout)
+		if err != nil {
+			return err
+		}
+		ok = ok && rebuilt
+	}
 	if !ok {
 		return exitError(1)
 	}
 	return nil
+}
+
+// rebuildLedger rebuilds every account from the journal and says what
+// differs from the stored balances; it writes nothing to the ledger.
+func rebuildLedger(ctx context.Context, db outlast.JournalReader, asJSON bool, w io.Writer) (ok bool, err error) {
+	rep, err := reconcile.Rebuild(ctx, db)
+	if err != nil {
+		return false, fmt.Errorf("rebuild from the journal: %w", err)
+	}
+	if asJSON {
+		b, err := json.Marshal(rep)
+		if err != nil {
+			return false, err
+		}
+		return rep.OK(), printJSON(w, b)
+	}
+	fmt.Fprintf(w, "rebuild: %d accounts from %d journal rows, replayed in commit order\n", len(rep.Accounts), rep.Entries)
+	if len(rep.Differences) > 0 {
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+		fmt.Fprintln(tw, "account\t\tfunded\tavailable\theld\tpaid_out\t")
+		for _, d := range rep.Differences {
+			for _, row := range []struct {
+				label string
+				b     reconcile.Balances
+			}{{"stored", d.Stored}, {"journal says", d.Rebuilt}} {
+				fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\t\n", d.AccountID, row.label, row.b.Funded, row.b.Available, row.b.Held, row.b.PaidOut)
+			}
+		}
+		tw.Flush()
+	}
+	printFindings(w, "journal problem", rep.Problems)
+	if rep.OK() {
+		fmt.Fprintln(w, "rebuild: every account's balances match its journal")
+	} else {
+		fmt.Fprintf(w, "rebuild: %d accounts differ from their journal, %d journal problems; nothing was changed\n", len(rep.Differences), len(rep.Problems))
+	}
+	return rep.OK(), nil
 }
 
 // ledgerFile is the SQLite ledger's name in a data directory.
