@@ -37,6 +37,30 @@ var (
 		Name: "outlast_partner_breaker_state",
 		Help: "Circuit breaker state per channel: 0 closed, 1 half-open, 2 open.",
 	}, []string{"channel"})
+	channelChosenTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "outlast_channel_chosen_total",
+		Help: "New payouts bound to each channel by the router.",
+	}, []string{"channel"})
+	channelEjectionsTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "outlast_channel_ejections_total",
+		Help: "Outlier ejections of a channel: consecutive ambiguous submits took it out of the choice for new payouts.",
+	}, []string{"channel"})
+	channelEjectionsSparedTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "outlast_channel_ejections_spared_total",
+		Help: "Times a failing channel was not ejected because it was the last one that could take new payouts.",
+	}, []string{"channel"})
+	channelRouteChangesTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "outlast_channel_route_changes_total",
+		Help: "Changes of a channel's routing state, by the state entered: ok, returning (after an ejection), ejected, breaker_open, disabled.",
+	}, []string{"channel", "state"})
+	channelEjected = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "outlast_channel_ejected",
+		Help: "1 while a channel is ejected from the choice for new payouts.",
+	}, []string{"channel"})
+	channelReturnShare = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "outlast_channel_return_share",
+		Help: "Share of new payouts a channel is offered: 0 while ejected, ramping up after, 1 when fully back.",
+	}, []string{"channel"})
 	dispatchClaimedTotal = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "outlast_dispatch_claimed_total",
 		Help: "Outbox entries claimed by the dispatcher.",
@@ -59,6 +83,7 @@ var (
 func Collectors() []prometheus.Collector {
 	return []prometheus.Collector{
 		submitsTotal, submitSeconds, requestsTotal, breakerState,
+		channelChosenTotal, channelEjectionsTotal, channelEjectionsSparedTotal, channelRouteChangesTotal, channelEjected, channelReturnShare,
 		dispatchClaimedTotal, dispatchOutcomesTotal, dispatchParkedTotal, dispatchOutboxErrorsTotal,
 	}
 }

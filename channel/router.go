@@ -1,6 +1,7 @@
 package channel
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -21,17 +22,26 @@ const noChannelRetryAfter = 5 * time.Second
 // is about to half-open.
 const breakerRetryAfterMin = 100 * time.Millisecond
 
-// route is one channel: its client and breaker, both written once.
+// route is one channel: its client and breaker, both written once, and
+// its ejection record.
 type route struct {
 	client  *Client
 	breaker circuitbreaker.CircuitBreaker[any]
+	out     outlier // guarded by Router.omu
 }
 
 // Router chooses the channel for new payouts and submits through each
-// channel's circuit breaker. It is safe for concurrent use.
+// channel's circuit breaker. Choose skips channels that are disabled,
+// behind an open breaker or ejected (EjectionConfig), and offers a channel
+// back from ejection a growing share of new payouts. It is safe for
+// concurrent use.
 type Router struct {
 	routes map[string]*route // written once in NewRouter
 	names  []string          // sorted channel names; written once
+	ej     EjectionConfig    // defaults applied; written once
+
+	// omu guards every route's outlier record. Lock order: mu, then omu.
+	omu sync.Mutex
 
 	mu sync.RWMutex
 	// cfg is the control plane's document in force, a copy of its own:
@@ -43,10 +53,26 @@ type Router struct {
 	boot string // guarded by mu
 }
 
+// RouterConfig configures a Router.
+type RouterConfig struct {
+	// Active is the channel for new payouts given at start (SetActive);
+	// "" for none.
+	Active string
+	// Ejection configures outlier ejection; the zero value uses its
+	// defaults.
+	Ejection EjectionConfig
+}
+
 // NewRouter returns a router over clients (unique, valid names) with active
-// as the channel for new payouts; active may be "" for none.
+// as the channel for new payouts, "" for none, and default ejection.
 func NewRouter(active string, clients ...*Client) (*Router, error) {
-	r := &Router{routes: make(map[string]*route, len(clients)), cfg: &outlast.ControlConfig{}}
+	return NewRouterWith(RouterConfig{Active: active}, clients...)
+}
+
+// NewRouterWith returns a router configured by cfg over clients (unique,
+// valid names).
+func NewRouterWith(cfg RouterConfig, clients ...*Client) (*Router, error) {
+	r := &Router{routes: make(map[string]*route, len(clients)), cfg: &outlast.ControlConfig{}, ej: cfg.Ejection.withDefaults()}
 	for _, c := range clients {
 		if c == nil || !outlast.ValidID(c.Name()) {
 			return nil, outlast.Errorf(outlast.EVALIDATION, "channel name must be a valid id")
@@ -54,11 +80,13 @@ func NewRouter(active string, clients ...*Client) (*Router, error) {
 		if _, dup := r.routes[c.Name()]; dup {
 			return nil, outlast.Errorf(outlast.EVALIDATION, "channel %q configured twice", c.Name())
 		}
-		r.routes[c.Name()] = &route{client: c, breaker: newBreaker(c)}
+		r.routes[c.Name()] = &route{client: c, breaker: newBreaker(c), out: outlier{shown: routeOK}}
 		r.names = append(r.names, c.Name())
+		channelEjected.WithLabelValues(c.Name()).Set(0)
+		channelReturnShare.WithLabelValues(c.Name()).Set(1)
 	}
 	slices.Sort(r.names)
-	if err := r.SetActive(active); err != nil {
+	if err := r.SetActive(cfg.Active); err != nil {
 		return nil, err
 	}
 	return r, nil
@@ -142,23 +170,76 @@ func (r *Router) Disabled(name string) bool {
 	return named && !ch.Enabled
 }
 
-// Choose returns the channel for a new payout: the first of Order whose
-// breaker is not open, or, if every breaker is open, the first of Order
-// (the payout waits there for the channel to recover). EUNAVAILABLE if
-// Order is empty.
+// Choose returns the channel for a new payout: the first of Order that
+// is neither ejected nor behind an open breaker, where a channel returning
+// from ejection is taken only with the chance of its ReturnShare. If none
+// is, it is the first returning channel passed over, or else the first of
+// Order not ejected, or else the first of Order: the payout waits there
+// for the channel to recover. EUNAVAILABLE if Order is empty. Each call
+// also logs and counts the channels' routing states that changed.
 func (r *Router) Choose(ctx context.Context) (string, error) {
-	r.mu.RLock()
-	order := r.orderLocked()
-	r.mu.RUnlock()
+	order, disabled := r.snapshot()
 	if len(order) == 0 {
 		return "", &outlast.Error{Code: outlast.EUNAVAILABLE, Message: "no active partner channel", RetryAfter: noChannelRetryAfter}
 	}
+	now := r.ej.Now()
+	r.omu.Lock()
+	defer r.omu.Unlock()
+	states := make(map[string]RouteState, len(r.names))
+	for _, name := range r.names {
+		states[name] = r.observeLocked(name, disabled[name], now)
+	}
+	chosen := r.pickLocked(order, states)
+	channelChosenTotal.WithLabelValues(chosen).Inc()
+	return chosen, nil
+}
+
+// pickLocked is Choose's decision over states; r.omu is held, which also
+// serialises calls to Rand.
+func (r *Router) pickLocked(order []string, states map[string]RouteState) string {
+	var passed, notEjected string
 	for _, name := range order {
-		if !r.routes[name].breaker.IsOpen() {
-			return name, nil
+		st := states[name]
+		if notEjected == "" && st.EjectedUntil.IsZero() {
+			notEjected = name
+		}
+		if !st.OK() {
+			continue
+		}
+		if st.ReturnShare >= 1 || r.ej.Rand() < st.ReturnShare {
+			return name
+		}
+		if passed == "" {
+			passed = name
 		}
 	}
-	return order[0], nil
+	return cmp.Or(passed, notEjected, order[0])
+}
+
+// snapshot returns Order and the channels the operators disabled.
+func (r *Router) snapshot() (order []string, disabled map[string]bool) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	disabled = make(map[string]bool)
+	for name, ch := range r.cfg.Channels {
+		if !ch.Enabled {
+			disabled[name] = true
+		}
+	}
+	return r.orderLocked(), disabled
+}
+
+// State returns what the router makes of channel name now, for the
+// heartbeat; like Choose, it logs and counts a change of routing state.
+func (r *Router) State(name string) (RouteState, bool) {
+	if _, ok := r.routes[name]; !ok {
+		return RouteState{}, false
+	}
+	_, disabled := r.snapshot()
+	now := r.ej.Now()
+	r.omu.Lock()
+	defer r.omu.Unlock()
+	return r.observeLocked(name, disabled[name], now), true
 }
 
 // Client returns the client of channel name.
@@ -231,12 +312,17 @@ func (r *Router) Submit(ctx context.Context, channel string, p *outlast.Payout) 
 	case err == nil, errors.Is(err, ErrRejected):
 		// A clear answer, yes or no, means the partner is working.
 		rt.breaker.RecordSuccess()
-	case ctx.Err() != nil && rt.breaker.IsClosed():
+		r.recordSubmit(channel, false)
+	case ctx.Err() != nil:
 		// Our own cancellation says nothing about the partner. (In
 		// half-open the permit must be returned, so it counts as a
 		// failure there and the breaker probes again later.)
+		if !rt.breaker.IsClosed() {
+			rt.breaker.RecordFailure()
+		}
 	default:
 		rt.breaker.RecordFailure()
+		r.recordSubmit(channel, true)
 	}
 	return ref, err
 }
