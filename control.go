@@ -286,8 +286,10 @@ type DependencyHealth struct {
 	Name string `json:"name"`
 	OK   bool   `json:"ok"`
 	// State says more where there is more than up and down: a channel's
-	// breaker ("closed", "open", "half-open"), "disabled" for a channel
-	// the operators turned off.
+	// breaker ("closed", "open", "half-open") or "disabled" for a channel
+	// the operators turned off, then, after "; ", its outlier ejection
+	// where one applies: "ejected until 15:04:05 UTC (ejection 2)" or
+	// "returning 40%" (its share of new payouts as it comes back).
 	State string `json:"state,omitempty"`
 	// Detail is the error, if any, for a person to read.
 	Detail string `json:"detail,omitempty"`

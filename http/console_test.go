@@ -421,12 +421,15 @@ func TestConsoleInstances(t *testing.T) {
 	h.mustStatus(h.do("PUT", "/admin/v1/config", adminToken, `{"maintenance":{"on":true}}`, "If-Match", "0"), 200)
 	put(&outlast.InstanceStatus{ID: "late", AppliedVersion: 0})
 	put(&outlast.InstanceStatus{ID: "up", AppliedVersion: 1, Maintenance: true, Dependencies: []outlast.DependencyHealth{
-		{Name: "redis", OK: false, Detail: "connection refused"}, {Name: "channel:tcb", OK: false, State: "open"}}})
+		{Name: "redis", OK: false, Detail: "connection refused"}, {Name: "channel:tcb", OK: false, State: "open"},
+		{Name: "channel:acb", OK: false, State: "closed; ejected until 15:04:05 UTC (ejection 2)"},
+		{Name: "channel:vcb", OK: true, State: "closed; returning 40%"}}})
 	live := h.console("GET", "/admin/live", session, nil)
 	h.mustStatus(live, 200)
 	wantBody(t, live, `data-version="1" data-fresh="2" data-applied="1"`,
 		`class="instance stale behind" data-id="gone"`, `class="instance behind" data-id="late"`, `class="instance" data-id="up"`,
-		`data-dep="redis" title="connection refused">redis: down`, "channel:tcb: down (open)", "1 of 2")
+		`data-dep="redis" title="connection refused">redis: down`, "channel:tcb: down (open)",
+		"channel:acb: down (closed; ejected until 15:04:05 UTC (ejection 2))", "channel:vcb: up (closed; returning 40%)", "1 of 2")
 }
 
 // TestConsoleChannelOrder: with no active channel in the config the

@@ -34,7 +34,8 @@ var commandFlags = []struct {
 }{
 	{[]string{"serve"}, []string{"--data-dir string", `(default "outlast-data")`, "--db ", "--nats ", "--redis ", "--addr ",
 		`(default "127.0.0.1:8080")`, "--admin-token ", "--admin-token-file ", "--channel name=base-url", "--channel-secret name=secret", "--channel-secret-file name=path",
-		"--active-channel ", "--log-level ", "--reject-deliveries-max "}},
+		"--active-channel ", "--channel-timeout ", "--channel-breaker-delay ", "--channel-eject-base ", "--channel-eject-max ",
+		"--channel-return-window ", "--log-level ", "--reject-deliveries-max "}},
 	{[]string{"demo"}, []string{"--addr ", "--data-dir ", "--keep-data", "--switch-every ", "(default 5s)", "--rate ", "(default 50)", "--duration ", "--accounts ",
 		"--drain-timeout ", "(default 1m0s)", "--pay-delay ", "--fail-rate ", "--duplicate-rate ", "--reorder-rate "}},
 	{[]string{"partnersim"}, []string{"--addr ", `(default "127.0.0.1:9001")`, "--name ", "--webhook ", "--secret ", "--secret-file ",

@@ -48,7 +48,17 @@ type Config struct {
 	Channels       map[string]string // partner channel name → base URL
 	ChannelSecrets map[string]string // partner channel name → webhook HMAC secret
 	ActiveChannel  string            // if "", the first channel by name
-	LogLevel       string            // debug, info, warn, error; if "", info
+	// ChannelTimeout bounds one call to a partner; if <= 0,
+	// channel.TimeoutDefault.
+	ChannelTimeout time.Duration
+	// BreakerDelay is how long a channel's open breaker waits before a
+	// probe; if <= 0, 5 s.
+	BreakerDelay time.Duration
+	// EjectBase, EjectMax and ReturnWindow shape outlier ejection
+	// (channel.EjectionConfig Base, Max and ReturnWindow); if <= 0, its
+	// defaults.
+	EjectBase, EjectMax, ReturnWindow time.Duration
+	LogLevel                          string // debug, info, warn, error; if "", info
 	// RejectDeliveriesMax is how many deliveries a rejected notification
 	// gets before it is dead-lettered; if <= 0, ledger.RejectDeliveriesMaxDefault.
 	RejectDeliveriesMax int
@@ -104,6 +114,10 @@ type Main struct {
 	adminTokenFile     string
 	channelSecretFiles map[string]string
 	wg                 sync.WaitGroup // background loops: committer, inbox drainer, dispatcher
+
+	// dispatcher is the dispatcher's configuration less its Logger: tests
+	// shorten its backoffs there. The zero value has its defaults.
+	dispatcher channel.DispatcherConfig
 
 	// storeOpened, if set, runs on the store as soon as it is open, before
 	// anything shares it: tests set the store's seams (NewID) there.
@@ -168,6 +182,13 @@ func (m *Main) registerFlags(fs *flag.FlagSet) {
 	m.channelSecretFiles = map[string]string{}
 	fs.Var(mapFlag(m.channelSecretFiles), "channel-secret-file", "file holding a channel's webhook secret, as `name=path` (repeatable), instead of --channel-secret")
 	fs.StringVar(&c.ActiveChannel, "active-channel", c.ActiveChannel, "channel new payouts go to; default the first by name")
+	fs.DurationVar(&c.ChannelTimeout, "channel-timeout", c.ChannelTimeout, "bound on one call to a partner bank; 0 for 3s")
+	fs.DurationVar(&c.BreakerDelay, "channel-breaker-delay", c.BreakerDelay, "how long a channel's open circuit breaker waits before letting a probe through; 0 for 5s")
+	fs.DurationVar(&c.EjectBase, "channel-eject-base", c.EjectBase,
+		"how long a channel is ejected from the choice for new payouts after 5 ambiguous submits in a row, doubling with each ejection; 0 for 10s")
+	fs.DurationVar(&c.EjectMax, "channel-eject-max", c.EjectMax, "longest ejection of a channel, also the healthy spell that forgets one; 0 for 5m")
+	fs.DurationVar(&c.ReturnWindow, "channel-return-window", c.ReturnWindow,
+		"how long, after its ejection, a channel's share of new payouts takes to ramp from 10% to all; 0 for 30s")
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error")
 	fs.StringVar(&c.InstanceID, "instance-id", c.InstanceID, "this instance's name in heartbeats and `outlast admin status`; default host:port")
 	fs.StringVar(&c.AdvertiseAddr, "advertise-addr", c.AdvertiseAddr, "host:port other instances, operators and `outlast admin` reach this instance at, shown in heartbeats; default --addr, with an unspecified host (:8080, 0.0.0.0:8080) replaced by this machine's hostname")
@@ -300,7 +321,9 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	m.start(bg, "read cache", m.Ledger.Run)
 	m.start(bg, "committer", func(ctx context.Context) error { return m.Log.Consume(ctx, m.Ledger) })
 	m.start(bg, "inbox drainer", (&ledger.Drainer{Inbox: m.DB, Ledger: m.Ledger, Logger: m.Logger}).Run)
-	m.start(bg, "dispatcher", channel.NewDispatcher(m.Ledger, m.Router, channel.DispatcherConfig{Logger: m.Logger}).Run)
+	dcfg := m.dispatcher
+	dcfg.Logger = m.Logger
+	m.start(bg, "dispatcher", channel.NewDispatcher(m.Ledger, m.Router, dcfg).Run)
 	rec, err := reconcile.New(reconcile.Config{
 		Ledger: m.Ledger, Status: m.partnerStatus,
 		DeadLetters: []outlast.DeadLetters{m.Log, m.DB},
@@ -432,12 +455,8 @@ func (m *Main) health(ctx context.Context) []outlast.DependencyHealth {
 		dep("redis", m.Redis.Ping(ctx))
 	}
 	for _, name := range m.Router.Channels() {
-		st, _ := m.Router.BreakerState(name)
-		d := outlast.DependencyHealth{Name: "channel:" + name, OK: st != "open", State: st}
-		if m.Router.Disabled(name) {
-			d.State = "disabled"
-		}
-		out = append(out, d)
+		st, _ := m.Router.State(name)
+		out = append(out, outlast.DependencyHealth{Name: "channel:" + name, OK: st.OK(), State: st.String()})
 	}
 	return out
 }
@@ -509,13 +528,17 @@ func (m *Main) openRouter() error {
 	names := sortedKeys(m.Config.Channels)
 	clients := make([]*channel.Client, 0, len(names))
 	for _, name := range names {
-		clients = append(clients, channel.NewClient(name, m.Config.Channels[name], channel.ClientOptions{}))
+		clients = append(clients, channel.NewClient(name, m.Config.Channels[name],
+			channel.ClientOptions{Timeout: m.Config.ChannelTimeout, BreakerDelay: m.Config.BreakerDelay}))
 	}
 	active := m.Config.ActiveChannel
 	if active == "" {
 		active = names[0]
 	}
-	r, err := channel.NewRouter(active, clients...)
+	r, err := channel.NewRouterWith(channel.RouterConfig{Active: active, Ejection: channel.EjectionConfig{
+		Base: m.Config.EjectBase, Max: m.Config.EjectMax, ReturnWindow: m.Config.ReturnWindow,
+		Logger: m.Logger.With("component", "router"),
+	}}, clients...)
 	if err != nil {
 		return err
 	}
