@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/outlast/outlast"
@@ -42,6 +43,13 @@ func (s *modeServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusAccepted)
 		_, _ = w.Write([]byte(`{"partner_ref":"ref-1","status":"accepted"}`))
 	}
+}
+
+// since returns a function giving how much c grew since this call: the
+// metrics are global, and tests run more than once (-count).
+func since(c prometheus.Collector) func() float64 {
+	base := testutil.ToFloat64(c)
+	return func() float64 { return testutil.ToFloat64(c) - base }
 }
 
 // syncBuffer is a log sink safe for concurrent writes.
@@ -133,6 +141,11 @@ func (g *ejectionRig) state(t *testing.T) RouteState {
 func TestEjectionSkipsAFailingChannelAndItReturnsGradually(t *testing.T) {
 	g := newEjectionRig(t, "ej-ramp", EjectionConfig{Consecutive: 3, Base: 10 * time.Second, Max: 40 * time.Second,
 		Decay: time.Minute, ReturnWindow: 10 * time.Second, ReturnShareStart: 0.1}, ClientOptions{BreakerFailures: 100})
+	ejections := since(channelEjectionsTotal.WithLabelValues(g.a))
+	changes := map[string]func() float64{}
+	for _, state := range []string{routeEjected, routeReturning, routeOK} {
+		changes[state] = since(channelRouteChangesTotal.WithLabelValues(g.a, state))
+	}
 	g.choose(t, 0.99, g.a)
 	g.srvA.mode.Store(modeFail)
 	for range 2 {
@@ -156,7 +169,7 @@ func TestEjectionSkipsAFailingChannelAndItReturnsGradually(t *testing.T) {
 	for range 5 {
 		g.submitA(t, ErrAmbiguous)
 	}
-	if got := testutil.ToFloat64(channelEjectionsTotal.WithLabelValues(g.a)); got != 1 {
+	if got := ejections(); got != 1 {
 		t.Errorf("ejections counted = %v, want 1", got)
 	}
 	if got := testutil.ToFloat64(channelEjected.WithLabelValues(g.a)); got != 1 {
@@ -185,7 +198,7 @@ func TestEjectionSkipsAFailingChannelAndItReturnsGradually(t *testing.T) {
 
 	// Each change was logged and counted once, however often observed.
 	for state, want := range map[string]float64{routeEjected: 1, routeReturning: 1, routeOK: 1} {
-		if got := testutil.ToFloat64(channelRouteChangesTotal.WithLabelValues(g.a, state)); got != want {
+		if got := changes[state](); got != want {
 			t.Errorf("route changes to %s = %v, want %v", state, got, want)
 		}
 	}
@@ -265,6 +278,7 @@ func TestEjectionSparesTheLastChannel(t *testing.T) {
 	on := outlast.ChannelConfig{Enabled: true}
 	// b disabled: a is all there is.
 	g.r.Apply(&outlast.ControlConfig{Channels: map[string]outlast.ChannelConfig{g.a: on, g.b: {}}, ActiveChannel: g.a, Fallback: []string{g.b}})
+	spared := since(channelEjectionsSparedTotal.WithLabelValues(g.a))
 	g.srvA.mode.Store(modeFail)
 	for range 6 {
 		g.submitA(t, ErrAmbiguous)
@@ -273,7 +287,7 @@ func TestEjectionSparesTheLastChannel(t *testing.T) {
 		t.Fatalf("the only channel was ejected: %+v", st)
 	}
 	g.choose(t, 0.5, g.a)
-	if got := testutil.ToFloat64(channelEjectionsSparedTotal.WithLabelValues(g.a)); got != 1 {
+	if got := spared(); got != 1 {
 		t.Errorf("spared ejections counted = %v, want 1 (once per failing spell)", got)
 	}
 	if got := g.logs.count("last one that could take new payouts"); got != 1 {
@@ -302,6 +316,11 @@ func TestEjectionSparesTheLastChannel(t *testing.T) {
 // or the operators disabled it is logged and counted once per change.
 func TestChooseLogsSkipsOnce(t *testing.T) {
 	g := newEjectionRig(t, "ej-skip", EjectionConfig{Consecutive: 100}, ClientOptions{BreakerFailures: 2, BreakerDelay: time.Hour})
+	chosen := since(channelChosenTotal.WithLabelValues(g.b))
+	changes := map[string]func() float64{
+		routeBreakerOpen: since(channelRouteChangesTotal.WithLabelValues(g.a, routeBreakerOpen)),
+		routeDisabled:    since(channelRouteChangesTotal.WithLabelValues(g.a, routeDisabled)),
+	}
 	g.srvA.mode.Store(modeFail)
 	g.submitA(t, ErrAmbiguous)
 	g.submitA(t, ErrAmbiguous)
@@ -320,7 +339,7 @@ func TestChooseLogsSkipsOnce(t *testing.T) {
 		t.Errorf("state when disabled = %q, want disabled", st)
 	}
 	for state, want := range map[string]float64{routeBreakerOpen: 1, routeDisabled: 1} {
-		if got := testutil.ToFloat64(channelRouteChangesTotal.WithLabelValues(g.a, state)); got != want {
+		if got := changes[state](); got != want {
 			t.Errorf("route changes to %s = %v, want %v", state, got, want)
 		}
 	}
@@ -329,7 +348,7 @@ func TestChooseLogsSkipsOnce(t *testing.T) {
 			t.Errorf("log lines with %q = %d, want %d", msg, got, want)
 		}
 	}
-	if got := testutil.ToFloat64(channelChosenTotal.WithLabelValues(g.b)); got != 10 {
+	if got := chosen(); got != 10 {
 		t.Errorf("payouts chosen for %s = %v, want 10", g.b, got)
 	}
 }
