@@ -1,7 +1,9 @@
 // Package channel hands payouts to partner banks. A Client speaks one
 // partner's protocol (DESIGN.md §7) and sorts every answer into accepted,
 // definitively rejected, or ambiguous; a Router picks the channel for new
-// payouts and guards each channel with a circuit breaker; a Dispatcher
+// payouts, guards each channel with a circuit breaker, and ejects a
+// channel whose submits keep failing from the choice for new payouts for a
+// growing time, then lets it back gradually (EjectionConfig); a Dispatcher
 // drains the outbox through the Router.
 //
 // The rule it exists to keep (DESIGN.md principle 7): only a definitive
