@@ -15,10 +15,10 @@ import (
 
 // Discrepancy is one payout on which Outlast and a bank disagree.
 type Discrepancy struct {
-	PayoutID string
-	Channel  string
-	Kind     string // one of the Kind* constants
-	Detail   string // readable: both sides' status and amounts
+	PayoutID string `json:"payout_id"`
+	Channel  string `json:"channel"`
+	Kind     string `json:"kind"`   // one of the Kind* constants
+	Detail   string `json:"detail"` // readable: both sides' status and amounts
 }
 
 func (d Discrepancy) String() string {
@@ -41,13 +41,19 @@ const (
 	KindManyRecords = "bank has more than one record"
 )
 
+// Payouts is what ComparePartner reads: every payout (an outlast.Auditor
+// has them).
+type Payouts interface {
+	EachPayout(ctx context.Context, fn func(*outlast.Payout) error) error
+}
+
 // ComparePartner compares every payout routed to channel with the bank's
 // records and returns the disagreements, sorted by payout id. A payout the
 // bank has no record of and that is not succeeded here is in flight or was
 // never accepted: not a discrepancy. Records are grouped by payout id, never
 // collapsed: two records of one payout are a discrepancy of their own, and
 // two paid ones a double payment.
-func ComparePartner(ctx context.Context, ledger outlast.Auditor, channel string, records []outlast.PartnerRecord) ([]Discrepancy, error) {
+func ComparePartner(ctx context.Context, ledger Payouts, channel string, records []outlast.PartnerRecord) ([]Discrepancy, error) {
 	byID := make(map[string][]outlast.PartnerRecord, len(records))
 	for _, r := range records {
 		byID[r.PayoutID] = append(byID[r.PayoutID], r)

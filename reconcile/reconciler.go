@@ -233,13 +233,19 @@ func (r *Reconciler) ask(ctx context.Context, ps []*outlast.Payout, rep *Report)
 	return ns, nil
 }
 
-// notification is ans as the partner's webhook would have said it. Its
-// event id is the payout's and the status's: the same answer, from any
-// instance or cycle, is one event, applied once.
+// notification is ans as the partner's webhook would have said it.
 func (r *Reconciler) notification(p *outlast.Payout, ans *Answer) *outlast.Notification {
-	now := r.cfg.Now().UTC()
+	return statusNotification(p.Channel, p.ID, ans, r.cfg.Now())
+}
+
+// statusNotification is a partner's answer about a payout (to a status
+// query, or in its records) as its webhook would have said it, at now.
+// Its event id is the payout's and the status's: the same answer, from
+// any instance, cycle or `outlast reconcile`, is one event, applied once.
+func statusNotification(channel, payoutID string, ans *Answer, now time.Time) *outlast.Notification {
+	now = now.UTC()
 	return &outlast.Notification{
-		Channel: p.Channel, EventID: "reconcile:" + p.ID + ":" + string(ans.Status), PayoutID: p.ID,
+		Channel: channel, EventID: "reconcile:" + payoutID + ":" + string(ans.Status), PayoutID: payoutID,
 		PartnerRef: ans.PartnerRef, Status: ans.Status, Reason: outlast.CleanText(ans.Reason, outlast.ReasonBytesMax),
 		OccurredAt: now, ReceivedAt: now,
 	}

@@ -612,3 +612,23 @@ func (m *Memory) controlLocked() *outlast.ControlConfig {
 	}
 	return m.control
 }
+
+// EachPayout calls fn for every payout in id order until fn errors, as
+// the store's does (outlast.Auditor's), on copies taken at the call: fn
+// runs unlocked and may call the ledger.
+func (m *Memory) EachPayout(_ context.Context, fn func(*outlast.Payout) error) error {
+	m.mu.Lock()
+	ps := make([]*outlast.Payout, 0, len(m.payouts))
+	for _, p := range m.payouts {
+		cp := *p
+		ps = append(ps, &cp)
+	}
+	m.mu.Unlock()
+	slices.SortFunc(ps, func(a, b *outlast.Payout) int { return strings.Compare(a.ID, b.ID) })
+	for _, p := range ps {
+		if err := fn(p); err != nil {
+			return err
+		}
+	}
+	return nil
+}
