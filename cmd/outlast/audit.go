@@ -33,26 +33,11 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if *rebuildJSON && !*rebuild {
 		return fs.fail("--rebuild-json needs --rebuild")
 	}
-	if *dsn == "" {
-		dir, err := ledgerDir(*dataDir, stdout)
-		if err != nil {
-			return fs.fail("%v", err)
-		}
-		*dsn = filepath.Join(dir, ledgerFile)
-		fmt.Fprintf(stdout, "auditing %s\n", *dsn)
-	}
-	db, err := store.OpenExisting(ctx, *dsn)
-	if outlast.ErrorCode(err) == outlast.ENOTFOUND {
-		return fs.fail("no ledger to audit: %s", outlast.ErrorMessage(err))
-	}
+	db, err := openExistingLedger(ctx, fs, *dataDir, *dsn, "audit", stdout)
 	if err != nil {
-		return fmt.Errorf("open ledger: %w", err)
+		return err
 	}
 	defer db.Close()
-	if pending := db.PendingMigrations(); len(pending) > 0 {
-		fmt.Fprintf(stdout, "note: the ledger's schema is behind this outlast (not applied: %s); audited as it is, unchanged — serve applies them at start\n",
-			strings.Join(pending, ", "))
-	}
 	ok, err := audit(ctx, db, partners, stdout)
 	if err != nil {
 		return err
@@ -68,6 +53,32 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return exitError(1)
 	}
 	return nil
+}
+
+// openExistingLedger opens the ledger at dsn, or else in dataDir, for
+// command verb ("audit"), which never creates one: none there is a usage
+// error.
+func openExistingLedger(ctx context.Context, fs *flagSet, dataDir, dsn, verb string, stdout io.Writer) (*store.DB, error) {
+	if dsn == "" {
+		dir, err := ledgerDir(dataDir, stdout)
+		if err != nil {
+			return nil, fs.fail("%v", err)
+		}
+		dsn = filepath.Join(dir, ledgerFile)
+		fmt.Fprintf(stdout, "%sing %s\n", strings.TrimSuffix(verb, "e"), dsn)
+	}
+	db, err := store.OpenExisting(ctx, dsn)
+	if outlast.ErrorCode(err) == outlast.ENOTFOUND {
+		return nil, fs.fail("no ledger to %s: %s", verb, outlast.ErrorMessage(err))
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open ledger: %w", err)
+	}
+	if pending := db.PendingMigrations(); len(pending) > 0 {
+		fmt.Fprintf(stdout, "note: the ledger's schema is behind this outlast (not applied: %s); %sed as it is — serve applies them at start\n",
+			strings.Join(pending, ", "), strings.TrimSuffix(verb, "e"))
+	}
+	return db, nil
 }
 
 // rebuildLedger rebuilds every account from the journal and says what
@@ -152,6 +163,34 @@ func audit(ctx context.Context, ledger outlast.Auditor, partners map[string]stri
 		rep.Accounts, statusCounts(rep.Payouts), rep.Outbox, rep.Inbox, rep.DeadLetters)
 	ok = len(rep.Problems) == 0
 	printFindings(w, "ledger problem", rep.Problems)
+	err = eachPartner(ctx, partners, func(name string, records []outlast.PartnerRecord) error {
+		ds, err := reconcile.ComparePartner(ctx, ledger, name, records)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(w, "partner %s: %d records, %d discrepancies\n", name, len(records), len(ds))
+		lines := make([]string, len(ds))
+		for i, d := range ds {
+			lines[i] = d.String()
+		}
+		printFindings(w, "discrepancy", lines)
+		ok = ok && len(ds) == 0
+		return nil
+	})
+	if err != nil {
+		return false, err
+	}
+	if ok {
+		fmt.Fprintln(w, "audit: OK")
+	} else {
+		fmt.Fprintln(w, "audit: FAILED")
+	}
+	return ok, nil
+}
+
+// eachPartner fetches the /records of each partner (channel → base URL),
+// in name order, and calls fn with them until fn errors.
+func eachPartner(ctx context.Context, partners map[string]string, fn func(name string, records []outlast.PartnerRecord) error) error {
 	names := make([]string, 0, len(partners))
 	for name := range partners {
 		names = append(names, name)
@@ -161,26 +200,13 @@ func audit(ctx context.Context, ledger outlast.Auditor, partners map[string]stri
 		c := channel.NewClient(name, partners[name], channel.ClientOptions{Timeout: 30 * time.Second})
 		records, err := c.Records(ctx)
 		if err != nil {
-			return false, fmt.Errorf("records of %s: %w", name, err)
+			return fmt.Errorf("records of %s: %w", name, err)
 		}
-		ds, err := reconcile.ComparePartner(ctx, ledger, name, records)
-		if err != nil {
-			return false, err
+		if err := fn(name, records); err != nil {
+			return err
 		}
-		fmt.Fprintf(w, "partner %s: %d records, %d discrepancies\n", name, len(records), len(ds))
-		lines := make([]string, len(ds))
-		for i, d := range ds {
-			lines[i] = d.String()
-		}
-		printFindings(w, "discrepancy", lines)
-		ok = ok && len(ds) == 0
 	}
-	if ok {
-		fmt.Fprintln(w, "audit: OK")
-	} else {
-		fmt.Fprintln(w, "audit: FAILED")
-	}
-	return ok, nil
+	return nil
 }
 
 func printFindings(w io.Writer, label string, lines []string) {

@@ -41,6 +41,7 @@ var commandFlags = []struct {
 	{[]string{"partnersim"}, []string{"--addr ", `(default "127.0.0.1:9001")`, "--name ", "--webhook ", "--secret ", "--secret-file ",
 		"--pay-delay ", "--fail-rate ", "--error-rate ", "--latency ", "--down", "--drop-rate ", "--seed "}},
 	{[]string{"audit"}, []string{"--data-dir ", `(default "outlast-data")`, "--db ", "--partner channel=base-url"}},
+	{[]string{"reconcile"}, []string{"--data-dir ", `(default "outlast-data")`, "--db ", "--partner channel=base-url", "--json", "--dry-run"}},
 	{[]string{"deadletters", "list"}, []string{"--url ", `(default "http://127.0.0.1:8080")`, "--admin-token ", "--admin-token-file ",
 		"--data-dir ", "--limit ", "(default 100)", "--json"}},
 	{[]string{"deadletters", "replay"}, []string{"--url ", "--admin-token ", "--admin-token-file ", "--data-dir ", "--all"}},
@@ -92,8 +93,8 @@ func TestCommandLists(t *testing.T) {
 		onStdout bool
 		want     []string
 	}{
-		{nil, 2, false, []string{"serve", "demo", "partnersim", "admin", "audit", "deadletters", "bench"}},
-		{[]string{"help"}, 0, true, []string{"serve", "demo", "partnersim", "admin", "audit", "deadletters", "bench"}},
+		{nil, 2, false, []string{"serve", "demo", "partnersim", "admin", "audit", "reconcile", "deadletters", "bench"}},
+		{[]string{"help"}, 0, true, []string{"serve", "demo", "partnersim", "admin", "audit", "reconcile", "deadletters", "bench"}},
 		{[]string{"admin"}, 2, false, []string{"admin maintenance on|off", "--local", "admin channel use", "admin status", "admin history"}},
 		{[]string{"admin", "--help"}, 0, true, []string{"admin maintenance on|off", "admin channel enable|disable"}},
 		{[]string{"admin", "channel"}, 2, false, []string{"admin channel use NAME", "admin channel disable NAME"}},

@@ -1,5 +1,5 @@
 // Command outlast is the one binary of the Outlast payout service: serve,
-// demo, partnersim, admin, audit, deadletters and bench. Every flag has an
+// demo, partnersim, admin, audit, reconcile, deadletters and bench. Every flag has an
 // OUTLAST_* environment equivalent (--admin-token ↔ OUTLAST_ADMIN_TOKEN); a
 // flag on the command line wins over the environment.
 package main
@@ -28,6 +28,7 @@ Commands:
   partnersim  run one simulated partner bank
   admin       maintenance on/off, channel switch, status of every instance, config history (admin API)
   audit       check the ledger against its journal and against partners' records
+  reconcile   compare the ledger with partners' records, repair missed successes and failures, list the rest
   deadletters list or replay the notifications that could never be applied (admin API)
   bench       measure ingest (vs the naive design), the read cache (vs go-redis/cache, cache-aside) or control plane propagation
 
@@ -80,6 +81,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runAdmin(ctx, rest, stdout, stderr)
 	case "audit":
 		return runAudit(ctx, rest, stdout, stderr)
+	case "reconcile":
+		return runReconcile(ctx, rest, stdout, stderr)
 	case "deadletters":
 		return runDeadLetters(ctx, rest, stdout, stderr)
 	case "bench":
