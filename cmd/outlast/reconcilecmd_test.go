@@ -4,11 +4,18 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
 	"testing"
 	"time"
 
+	"github.com/outlast/outlast"
+	"github.com/outlast/outlast/internal/ledgertest"
 	"github.com/outlast/outlast/internal/testenv"
 	"github.com/outlast/outlast/partnersim"
+	"github.com/outlast/outlast/reconcile"
+	"github.com/outlast/outlast/store"
 )
 
 func TestReconcileCommandSQLite(t *testing.T) {
@@ -122,4 +129,48 @@ func TestReconcileUsage(t *testing.T) {
 	wantIn(t, "reconcile without --partner", errOut, "--partner")
 	_, errOut = mustCLI(t, 2, "reconcile", "--data-dir", t.TempDir(), "--partner", "tcb=http://127.0.0.1:1")
 	wantIn(t, "reconcile without a ledger", errOut, "holds no ledger")
+}
+
+// TestReconcileNeedsHuman: a payout failed here that the bank paid is not
+// repaired — its money would move back — but listed for a human, in the
+// table and the JSON, with exit status 1; the ledger is left as it was.
+func TestReconcileNeedsHuman(t *testing.T) {
+	dir := t.TempDir()
+	ctx := context.Background()
+	db, err := store.Open(ctx, filepath.Join(dir, ledgerFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := ledgertest.Seed(t, db, "human", 1000)
+	p := ledgertest.MustPayout(t, db, f.Req("p1", 250))
+	if _, err := db.MarkDispatched(ctx, p.ID, "tcb", "ref-1"); err != nil {
+		t.Fatal(err)
+	}
+	fail := ledgertest.Note(p, outlast.StatusFailed)
+	fail.PartnerRef = "ref-1"
+	ledgertest.WantOutcomes(t, ledgertest.Apply(t, db, fail), outlast.OutcomeApplied)
+	db.Close()
+	paid := []outlast.PartnerRecord{{PayoutID: p.ID, PartnerRef: "ref-1", Amount: p.Amount, Currency: p.Currency, Status: outlast.StatusSucceeded}}
+	bank := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(paid)
+	}))
+	defer bank.Close()
+
+	out, _ := mustCLI(t, 1, "reconcile", "--data-dir", dir, "--partner", "tcb="+bank.URL)
+	wantIn(t, "reconcile of a failed payout the bank paid", out, "needs a human: tcb "+p.ID, "reconcile: FAILED")
+	out, _ = mustCLI(t, 1, "reconcile", "--data-dir", dir, "--partner", "tcb="+bank.URL, "--json")
+	var rep reconcileReport
+	if i := indexJSON(out); i < 0 || json.Unmarshal([]byte(out[i:]), &rep) != nil || rep.OK || len(rep.Partners) != 1 ||
+		len(rep.Partners[0].ForHuman) != 1 || rep.Partners[0].ForHuman[0].Kind != reconcile.KindPaidNotSucceeded {
+		t.Fatalf("reconcile --json printed\n%s\nwant the payout paid but failed here for a human", out)
+	}
+	db, err = store.Open(ctx, filepath.Join(dir, ledgerFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if got, _, err := db.Payout(ctx, p.ID); err != nil || got.Status != outlast.StatusFailed {
+		t.Fatalf("Payout = %v, %v; want still failed", got, err)
+	}
 }
