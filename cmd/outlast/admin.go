@@ -8,7 +8,6 @@ import (
 	"io"
 	"net/url"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -113,20 +112,18 @@ type configChanger struct {
 // this change made it.
 func (ch *configChanger) change(ctx context.Context, reason string, edit configEdit) (*outlast.ControlConfig, bool, error) {
 	for attempt := 1; ; attempt++ {
-		var cur outlast.ControlConfig
-		if _, err := ch.api.do(ctx, "GET", "/admin/v1/config", nil, nil, &cur); err != nil {
+		cur, err := ch.api.controlConfig(ctx)
+		if err != nil {
 			return nil, false, explain(ch.api, "read the config", err)
 		}
-		changed, err := edit(&cur)
+		changed, err := edit(cur)
 		if err != nil || !changed {
-			return &cur, false, err
+			return cur, false, err
 		}
 		if ch.beforePut != nil {
 			ch.beforePut(attempt)
 		}
-		var next outlast.ControlConfig
-		hdr := map[string]string{"If-Match": strconv.Quote(strconv.FormatInt(cur.Version, 10)), "Outlast-Change-Reason": reason}
-		_, err = ch.api.do(ctx, "PUT", "/admin/v1/config", hdr, &cur, &next)
+		next, err := ch.api.putControlConfig(ctx, cur, cur.Version, reason)
 		var ae *apiError
 		if errors.As(err, &ae) && ae.Status == 412 && attempt < configPutAttemptsMax {
 			fmt.Fprintf(ch.out, "the config changed since version %d was read (another operator); applying this change to the new version\n", cur.Version)
@@ -135,7 +132,7 @@ func (ch *configChanger) change(ctx context.Context, reason string, edit configE
 		if err != nil {
 			return nil, false, explain(ch.api, "write the config", err)
 		}
-		return &next, true, nil
+		return next, true, nil
 	}
 }
 
@@ -197,11 +194,10 @@ func (ch *configChanger) waitApplied(ctx context.Context, version int64, wait ti
 	said := map[string]bool{}
 	var last instancesView
 	for {
-		var list instancesView
-		_, err := ch.api.do(ctx, "GET", "/admin/v1/instances", nil, nil, &list)
+		list, err := ch.api.instances(ctx)
 		if err == nil {
-			last = list
-			if pending := ch.reportApplied(list, version, said); pending == 0 {
+			last = *list
+			if pending := ch.reportApplied(*list, version, said); pending == 0 {
 				return nil
 			}
 		}
@@ -498,8 +494,8 @@ func setChannel(c *outlast.ControlConfig, name string, enabled bool) {
 // freshInstances returns the heartbeats of the instances seen recently,
 // or none if they cannot be read.
 func freshInstances(ctx context.Context, api *apiClient) []*outlast.InstanceStatus {
-	var list instancesView
-	if _, err := api.do(ctx, "GET", "/admin/v1/instances", nil, nil, &list); err != nil {
+	list, err := api.instances(ctx)
+	if err != nil {
 		return nil
 	}
 	return list.fresh()

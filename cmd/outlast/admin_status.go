@@ -60,8 +60,8 @@ func runAdminStatus(ctx context.Context, args []string, stdout, stderr io.Writer
 	if err := json.Unmarshal(raw, &list); err != nil {
 		return fmt.Errorf("decode the instances: %w", err)
 	}
-	var cfg outlast.ControlConfig
-	if _, err := api.do(ctx, "GET", "/admin/v1/config", nil, nil, &cfg); err != nil {
+	cfg, err := api.controlConfig(ctx)
+	if err != nil {
 		return explain(api, "read the config", err)
 	}
 	changes, err := api.configHistory(ctx, 1)
@@ -69,7 +69,7 @@ func runAdminStatus(ctx context.Context, args []string, stdout, stderr io.Writer
 		return explain(api, "read the config history", err)
 	}
 	current := outlast.AgreedChannel(list.fresh())
-	printConfig(stdout, &cfg, changes, current)
+	printConfig(stdout, cfg, changes, current)
 	fmt.Fprintln(stdout)
 	return printInstances(stdout, list, cfg.Order(current))
 }

@@ -25,19 +25,10 @@ func (c *apiClient) putControlConfig(ctx context.Context, cfg *outlast.ControlCo
 	return &next, err
 }
 
-// instanceList is GET /admin/v1/instances, as far as the CLI reads it.
-type instanceList struct {
-	ConfigVersion int64 `json:"config_version"`
-	Instances     []struct {
-		outlast.InstanceStatus
-		Stale   bool `json:"stale"`
-		Applied bool `json:"applied"`
-	} `json:"instances"`
-}
-
-// instances lists every instance's last heartbeat.
-func (c *apiClient) instances(ctx context.Context) (*instanceList, error) {
-	var out instanceList
+// instances lists every instance's last heartbeat (GET
+// /admin/v1/instances).
+func (c *apiClient) instances(ctx context.Context) (*instancesView, error) {
+	var out instancesView
 	_, err := c.do(ctx, "GET", "/admin/v1/instances", nil, nil, &out)
 	return &out, err
 }
