@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/outlast/outlast"
+	"github.com/outlast/outlast/internal/backoff"
 )
 
 // Defaults for Config fields left at their zero value.
@@ -126,12 +127,8 @@ func New(cfg Config) (*Reconciler, error) {
 func (r *Reconciler) Run(ctx context.Context) error {
 	for {
 		wait := time.Duration(float64(r.cfg.Every) * (0.8 + 0.4*r.cfg.Rand()))
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !backoff.Sleep(ctx, wait) {
 			return ctx.Err()
-		case <-t.C:
 		}
 		if _, err := r.Cycle(ctx); err != nil && ctx.Err() == nil {
 			r.cfg.Logger.Warn("reconciler cycle failed; trying again next cycle", "err", err)
@@ -207,8 +204,8 @@ func (r *Reconciler) ask(ctx context.Context, ps []*outlast.Payout, rep *Report)
 	var ns []*outlast.Notification
 	for i, p := range ps {
 		if i > 0 {
-			if err := sleep(ctx, pace); err != nil {
-				return nil, err
+			if !backoff.Sleep(ctx, pace) {
+				return nil, ctx.Err()
 			}
 		}
 		rep.Asked++
@@ -293,16 +290,4 @@ func repairKind(n *outlast.Notification, res outlast.ApplyResult) string {
 func (r *Reconciler) count(rep *Report, kind string) {
 	rep.Repairs[kind]++
 	repairsTotal.WithLabelValues(kind).Inc()
-}
-
-// sleep waits d or until ctx is done.
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
 }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/outlast/outlast"
 	"github.com/outlast/outlast/control"
+	"github.com/outlast/outlast/internal/backoff"
 	"github.com/outlast/outlast/internal/load"
 	"github.com/outlast/outlast/internal/proc"
 )
@@ -201,14 +202,10 @@ func (b *controlBench) pause(ctx context.Context, mode string) error {
 	if mode != "poll" {
 		return nil
 	}
-	t := time.NewTimer(time.Duration(rand.Int64N(int64(b.Poll))))
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
+	if !backoff.Sleep(ctx, time.Duration(rand.Int64N(int64(b.Poll)))) {
 		return ctx.Err()
-	case <-t.C:
-		return nil
 	}
+	return nil
 }
 
 func (b *controlBench) startInstances(ctx context.Context, mode string) ([]*controlInstance, error) {
