@@ -110,6 +110,11 @@ type payout struct {
 	// reorder holds the "dispatched" webhook back until the final one was
 	// acknowledged.
 	reorder bool
+	// dispatched is the "dispatched" webhook sent on acceptance, if any:
+	// the final one waits behind it until it is acknowledged, so that
+	// without ReorderRate a payout's webhooks arrive in order even with
+	// several webhook workers.
+	dispatched *delivery
 }
 
 // Stats counts what the bank did since New.
@@ -370,6 +375,12 @@ func (b *Bank) settleLocked(p *payout, now time.Time) {
 	final := b.newDeliveryLocked(p, p.status, now, f)
 	if dispatched != nil {
 		final.then = append(final.then, dispatched)
+	}
+	first := p.dispatched
+	p.dispatched = nil // settled: nothing else waits on it
+	if first != nil && !first.acked {
+		first.then = append(first.then, final)
+		return
 	}
 	b.pushLocked(final, now)
 }

@@ -194,7 +194,8 @@ func (b *Bank) acceptLocked(req *submitRequest, f Faults) *payout {
 		b.stats.WebhooksSkipped++ // optional; the final webhook still comes
 		return p
 	}
-	b.pushLocked(b.newDeliveryLocked(p, bankDispatchedEvent, now, f), now)
+	p.dispatched = b.newDeliveryLocked(p, bankDispatchedEvent, now, f)
+	b.pushLocked(p.dispatched, now)
 	return p
 }
 

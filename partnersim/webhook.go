@@ -45,6 +45,7 @@ type delivery struct {
 	attempts int
 	at       time.Time
 	then     []*delivery
+	acked    bool // acknowledged; guarded by Bank.mu
 }
 
 // deliveryHeap orders deliveries by due time.
@@ -174,6 +175,7 @@ func (b *Bank) finish(d *delivery, err error, stopping bool) {
 	defer b.mu.Unlock()
 	now := b.now()
 	if err == nil {
+		d.acked = true
 		b.live--
 		b.stats.WebhooksSent++
 		for _, next := range d.then {
