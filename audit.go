@@ -22,7 +22,10 @@ const (
 type JournalEntry struct {
 	ID        int64
 	AccountID string
-	PayoutID  string // "" for funding
+	PayoutID  string // "" for funding and exception resolutions
+	// Exception is the key of the exception whose filing or resolution
+	// wrote the row ("" for every other row).
+	Exception string
 	Bucket    Bucket
 	Amount    int64 // signed
 	CreatedAt time.Time

@@ -192,15 +192,16 @@ func wantMoves(t *testing.T, m *ledgertest.Memory, before []*outlast.Payout) []*
 }
 
 // wantMoney checks that the account's buckets are what its payouts'
-// states make them: held while a payout is open, paid out once it
-// succeeded, available again once it failed, funded unchanged.
+// states make them: held while a payout is open or an exception holds its
+// claim, paid out once it succeeded, available again once it failed,
+// funded unchanged.
 func wantMoney(t *testing.T, m *ledgertest.Memory, id string, funded int64, ps []*outlast.Payout) {
 	t.Helper()
 	a, _, err := m.Account(context.Background(), id)
 	if err != nil {
 		t.Fatalf("Account(%s): %v", id, err)
 	}
-	var held, paidOut int64
+	held, paidOut := ledgertest.ExceptionHolds(t, m, id), int64(0)
 	for _, p := range ps {
 		switch p.Status {
 		case outlast.StatusPending, outlast.StatusDispatched:

@@ -17,6 +17,7 @@ type Ledger interface {
 	PayoutService
 	OutboxService
 	StaleService
+	ExceptionService
 	// Apply applies notifications that source brought, in one
 	// transaction: each at most once by (channel, event id); succeeded
 	// moves held to paid_out, failed releases the hold, dispatched records
@@ -24,7 +25,8 @@ type Ledger interface {
 	// remembered, so delivering it again judges it again. An error means
 	// nothing was committed and the whole batch may be retried:
 	// EUNAVAILABLE while the database cannot take it (retried without
-	// limit, never dead-lettered).
+	// limit, never dead-lettered). A conflict files its exception
+	// (ConflictException) in the same transaction.
 	Apply(ctx context.Context, source Source, ns []*Notification) ([]ApplyResult, error)
 }
 

@@ -183,6 +183,9 @@ type ApplyResult struct {
 	// Reason. Every other outcome is remembered: the caller acks it.
 	RetryAfter time.Duration
 	DeadLetter bool
+	// Filed is the exception an OutcomeConflict filed, unless one with its
+	// key was filed before.
+	Filed *Exception
 }
 
 // Source says which path brought notifications to Apply.

@@ -237,19 +237,25 @@ func (l *Ledger) Apply(ctx context.Context, source outlast.Source, ns []*outlast
 	// and many payouts of few accounts: each payout's last state is
 	// written through once, each account invalidated once.
 	changed := make(map[string]*outlast.Payout)
+	accounts := make(map[string]struct{})
 	for i := range results {
 		r := &results[i]
 		if r.Outcome == outlast.OutcomeRejected {
 			l.judge(ns[i], r)
 		}
 		outcomesTotal.WithLabelValues(string(source), string(r.Outcome)).Inc()
+		if r.Filed != nil {
+			exceptionsFiledTotal.WithLabelValues(string(r.Filed.Kind)).Inc()
+			if r.Filed.Held > 0 {
+				accounts[r.Filed.AccountID] = struct{}{}
+			}
+		}
 		if r.Outcome == outlast.OutcomeApplied && r.Payout != nil {
 			if prev := changed[r.Payout.ID]; prev == nil || r.Payout.Version > prev.Version {
 				changed[r.Payout.ID] = r.Payout
 			}
 		}
 	}
-	accounts := make(map[string]struct{})
 	for _, p := range changed {
 		cp := *p
 		_ = l.payouts.Set(ctx, cp.ID, &cp)
@@ -259,6 +265,44 @@ func (l *Ledger) Apply(ctx context.Context, source outlast.Source, ns []*outlast
 		_ = l.accounts.Invalidate(ctx, id)
 	}
 	return results, nil
+}
+
+// FileException files e through the store; a claim it held changed the
+// account.
+func (l *Ledger) FileException(ctx context.Context, e *outlast.Exception) (*outlast.Exception, bool, error) {
+	got, filed, err := l.store.FileException(ctx, e)
+	if err == nil && filed {
+		exceptionsFiledTotal.WithLabelValues(string(got.Kind)).Inc()
+		if got.Held > 0 {
+			_ = l.accounts.Invalidate(ctx, got.AccountID)
+		}
+	}
+	return got, filed, err
+}
+
+func (l *Ledger) Exceptions(ctx context.Context, f outlast.ExceptionFilter) ([]*outlast.Exception, error) {
+	return l.store.Exceptions(ctx, f)
+}
+
+func (l *Ledger) Exception(ctx context.Context, id int64) (*outlast.Exception, error) {
+	return l.store.Exception(ctx, id)
+}
+
+// ResolveException resolves through the store and writes the account's
+// new state through.
+func (l *Ledger) ResolveException(ctx context.Context, id int64, r *outlast.Resolution) (*outlast.Exception, *outlast.Account, error) {
+	e, a, err := l.store.ResolveException(ctx, id, r)
+	if err == nil {
+		exceptionsResolvedTotal.WithLabelValues(string(e.Kind), string(e.Resolution.Action)).Inc()
+		if a != nil {
+			l.accountChanged(ctx, a)
+		}
+	}
+	return e, a, err
+}
+
+func (l *Ledger) OpenExceptions(ctx context.Context) (map[outlast.ExceptionKind]int, error) {
+	return l.store.OpenExceptions(ctx)
 }
 
 // judge is the one rule for a rejected notification: delivered again,

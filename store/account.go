@@ -239,21 +239,31 @@ type journalRow struct {
 
 // insertJournal writes rows that must sum to zero; payoutID "" is funding.
 func insertJournal(ctx context.Context, tx *sql.Tx, nowNanos int64, payoutID string, rows ...journalRow) error {
+	return insertJournalFor(ctx, tx, nowNanos, payoutID, "", rows)
+}
+
+// insertJournalFor writes rows that must sum to zero, naming the payout
+// or the exception (by key) they are for; "" names none.
+func insertJournalFor(ctx context.Context, tx *sql.Tx, nowNanos int64, payoutID, exceptionKey string, rows []journalRow) error {
 	var sum int64
-	var pid any
-	if payoutID != "" {
-		pid = payoutID
-	}
 	values := make([][]any, len(rows))
 	for i, r := range rows {
 		sum += r.amount
-		values[i] = []any{r.account, pid, string(r.bucket), r.amount, nowNanos}
+		values[i] = []any{r.account, nullable(payoutID), string(r.bucket), r.amount, nowNanos, nullable(exceptionKey)}
 	}
 	if sum != 0 {
 		panic("store: unbalanced journal rows")
 	}
-	_, err := insertRows(ctx, tx, "INSERT INTO journal (account_id, payout_id, bucket, amount, created_ns) VALUES ", "", values)
+	_, err := insertRows(ctx, tx, "INSERT INTO journal (account_id, payout_id, bucket, amount, created_ns, exception_key) VALUES ", "", values)
 	return err
+}
+
+// nullable is s, or NULL for "".
+func nullable(s string) any {
+	if s == "" {
+		return nil
+	}
+	return s
 }
 
 // errNoRow says an UPDATE or DELETE matched nothing.

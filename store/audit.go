@@ -14,8 +14,9 @@ const problemsMax = 1000
 
 // AuditLedger recomputes every account's buckets and every payout's money
 // from the journal, in SQL aggregates over one snapshot, and lists each
-// disagreement, negative balance, outbox inconsistency and recorded
-// conflicting notification.
+// disagreement, negative balance, outbox inconsistency, conflicting
+// notification recorded before exceptions existed, open exception, and
+// exception whose journal rows do not match it.
 func (db *DB) AuditLedger(ctx context.Context) (*outlast.LedgerReport, error) {
 	rep := &outlast.LedgerReport{}
 	err := db.read(ctx, "audit_ledger", func(tx *sql.Tx) error {
@@ -23,7 +24,7 @@ func (db *DB) AuditLedger(ctx context.Context) (*outlast.LedgerReport, error) {
 			return err
 		}
 		for _, check := range []func(context.Context, *sql.Tx, *outlast.LedgerReport) error{
-			auditAccounts, auditPayouts, auditJournalAccounts, auditOutbox, auditConflicts,
+			auditAccounts, auditPayouts, auditJournalAccounts, auditOutbox, auditConflicts, auditExceptions,
 		} {
 			if err := check(ctx, tx, rep); err != nil {
 				return err
@@ -170,12 +171,13 @@ func auditOutbox(ctx context.Context, tx *sql.Tx, rep *outlast.LedgerReport) err
 
 // auditConflicts lists partner reports that contradicted the ledger — a
 // final state, which never changes, or a recorded partner ref, which is
-// never overwritten — so a human or the reconciler must look.
+// never overwritten — and filed no exception (recorded before exceptions
+// existed), so a human must look. The others are their exceptions'.
 func auditConflicts(ctx context.Context, tx *sql.Tx, rep *outlast.LedgerReport) error {
 	rows, err := tx.QueryContext(ctx, `SELECT c.payout_id, c.channel, c.event_id, c.payout_status,
 		c.reported_status, COALESCE(n.outcome_reason, '')
 		FROM conflicts c LEFT JOIN notifications n ON n.channel = c.channel AND n.event_id = c.event_id
-		ORDER BY c.id LIMIT $1`, problemsMax+1)
+		WHERE c.exception_key = '' ORDER BY c.id LIMIT $1`, problemsMax+1)
 	if err != nil {
 		return err
 	}
@@ -190,6 +192,40 @@ func auditConflicts(ctx context.Context, tx *sql.Tx, rep *outlast.LedgerReport) 
 		}
 		rep.Problems = append(rep.Problems, fmt.Sprintf(
 			"payout %s: %s reported %s (event %s), which contradicts the ledger: %s", payout, channel, reported, event, reason))
+	}
+	return rows.Err()
+}
+
+// auditExceptions lists every open exception (the ledger is not settled
+// while a human has yet to decide) and every exception whose journal rows
+// do not sum to zero or do not hold what it says: its hold while open,
+// nothing once resolved.
+func auditExceptions(ctx context.Context, tx *sql.Tx, rep *outlast.LedgerReport) error {
+	rows, err := tx.QueryContext(ctx, `SELECT e.id, e.kind, e.payout_id, e.summary, e.held, e.resolved_ns,
+		COALESCE(j.he, 0), COALESCE(j.total, 0), COALESCE(j.bad, 0)
+		FROM exceptions e LEFT JOIN (SELECT exception_key, `+bucketSums+` FROM journal
+			WHERE exception_key IS NOT NULL GROUP BY exception_key) j ON j.exception_key = e.fact_key
+		WHERE e.resolved_ns = 0 OR COALESCE(j.total, 0) <> 0 OR COALESCE(j.he, 0) <> 0 OR COALESCE(j.bad, 0) <> 0
+		ORDER BY e.id LIMIT $1`, problemsMax+1)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id, held, resolved, journalHeld, total, bad int64
+		var kind, payout, summary string
+		if err := rows.Scan(&id, &kind, &payout, &summary, &held, &resolved, &journalHeld, &total, &bad); err != nil {
+			return err
+		}
+		want := int64(0)
+		if resolved == 0 {
+			want = held
+			rep.Problems = append(rep.Problems, fmt.Sprintf("exception %d (%s, payout %s) is open: %s", id, kind, payout, summary))
+		}
+		if total != 0 || bad != 0 || journalHeld != want {
+			rep.Problems = append(rep.Problems, fmt.Sprintf(
+				"exception %d: its journal rows hold %d (it says %d) and sum to %d", id, journalHeld, want, total))
+		}
 	}
 	return rows.Err()
 }

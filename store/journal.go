@@ -22,7 +22,8 @@ func (db *DB) ReadJournal(ctx context.Context, entry func(*outlast.JournalEntry)
 }
 
 func eachJournalEntry(ctx context.Context, tx *sql.Tx, fn func(*outlast.JournalEntry) error) error {
-	rows, err := tx.QueryContext(ctx, "SELECT id, account_id, COALESCE(payout_id, ''), bucket, amount, created_ns FROM journal ORDER BY id")
+	rows, err := tx.QueryContext(ctx, `SELECT id, account_id, COALESCE(payout_id, ''), bucket, amount, created_ns,
+		COALESCE(exception_key, '') FROM journal ORDER BY id`)
 	if err != nil {
 		return err
 	}
@@ -31,7 +32,7 @@ func eachJournalEntry(ctx context.Context, tx *sql.Tx, fn func(*outlast.JournalE
 		var e outlast.JournalEntry
 		var bucket string
 		var created int64
-		if err := rows.Scan(&e.ID, &e.AccountID, &e.PayoutID, &bucket, &e.Amount, &created); err != nil {
+		if err := rows.Scan(&e.ID, &e.AccountID, &e.PayoutID, &bucket, &e.Amount, &created, &e.Exception); err != nil {
 			return err
 		}
 		e.Bucket, e.CreatedAt = outlast.Bucket(bucket), fromNanos(created)

@@ -16,7 +16,7 @@ import (
 // Apply applies a batch in one transaction; see outlast.Ledger. At most
 // BatchMax notifications per call. The store records no metric and makes
 // no retry decision: package ledger does both, once for every source.
-func (db *DB) Apply(ctx context.Context, _ outlast.Source, ns []*outlast.Notification) ([]outlast.ApplyResult, error) {
+func (db *DB) Apply(ctx context.Context, source outlast.Source, ns []*outlast.Notification) ([]outlast.ApplyResult, error) {
 	if len(ns) > BatchMax {
 		return nil, outlast.Errorf(outlast.EINVALID, "at most %d notifications per batch", BatchMax)
 	}
@@ -26,7 +26,9 @@ func (db *DB) Apply(ctx context.Context, _ outlast.Source, ns []*outlast.Notific
 	var results []outlast.ApplyResult
 	err := db.write(ctx, "apply_notifications", func(tx *sql.Tx) error {
 		var err error
-		results, err = db.newApplier(tx).applyAll(ctx, ns)
+		ap := db.newApplier(tx)
+		ap.source = source
+		results, err = ap.applyAll(ctx, ns)
 		return err
 	})
 	if err != nil {
@@ -56,6 +58,18 @@ type applier struct {
 	records *rowset                 // notifications rows; applied_ns is nowNanos
 	clashes *rowset                 // conflicts rows; created_ns is nowNanos
 	dequeue []string                // payout ids leaving the outbox
+
+	// source brought the notifications; filings are the exceptions their
+	// conflicts file once the accounts are written, each with the index
+	// of its result.
+	source  outlast.Source
+	filings []filing
+}
+
+// filing is an exception a conflict files, for results[result].
+type filing struct {
+	result    int
+	exception *outlast.Exception
 }
 
 // payoutState is a payout as loaded (and locked) and as changed since.
@@ -81,7 +95,7 @@ func (db *DB) newApplier(tx *sql.Tx) *applier {
 			"status text", "reason text", "occurred_ns bigint", "received_ns bigint",
 			"outcome text", "outcome_reason text"),
 		clashes: newRowset("payout_id text", "channel text", "event_id text",
-			"payout_status text", "reported_status text"),
+			"payout_status text", "reported_status text", "exception_key text"),
 	}
 }
 
@@ -122,6 +136,9 @@ func (ap *applier) applyAll(ctx context.Context, ns []*outlast.Notification) ([]
 			continue
 		}
 		results[i] = ap.applyOne(n)
+		if results[i].Outcome == outlast.OutcomeConflict {
+			ap.conflict(i, n)
+		}
 		// Rejected is not seen (principle 9): a repeat of it, here or in a
 		// later delivery, is judged again rather than acked as a duplicate.
 		seen[k] = results[i].Outcome != outlast.OutcomeRejected
@@ -129,7 +146,36 @@ func (ap *applier) applyAll(ctx context.Context, ns []*outlast.Notification) ([]
 	if err := ap.flush(ctx); err != nil {
 		return nil, err
 	}
+	if err := ap.file(ctx, results); err != nil {
+		return nil, err
+	}
 	return results, nil
+}
+
+// conflict records that ns[i], n, contradicted its payout, which it left
+// as it was: a conflicts row and the exception to file.
+func (ap *applier) conflict(i int, n *outlast.Notification) {
+	p := ap.payouts[n.PayoutID].cur
+	e := outlast.ConflictException(p, n, ap.source)
+	ap.clashes.add(p.ID, n.Channel, n.EventID, string(p.Status), string(n.Status), e.Key)
+	ap.filings = append(ap.filings, filing{result: i, exception: e})
+}
+
+// file files the conflicts' exceptions, after flush has locked their
+// accounts (in id order, with the others), so a claim holds from the
+// balance the batch left.
+func (ap *applier) file(ctx context.Context, results []outlast.ApplyResult) error {
+	for _, f := range ap.filings {
+		e, filed, err := fileException(ctx, ap.tx, f.exception, ap.nowNanos)
+		if err != nil {
+			return err
+		}
+		if filed {
+			results[f.result].Filed = e
+		}
+	}
+	ap.filings = ap.filings[:0]
+	return nil
 }
 
 // applyOne decides and applies one new notification in memory and
@@ -144,8 +190,6 @@ func (ap *applier) applyOne(n *outlast.Notification) outlast.ApplyResult {
 	switch r.Outcome {
 	case outlast.OutcomeApplied:
 		ap.transition(st.cur, n.Status, n.Channel, n.PartnerRef, n.Reason)
-	case outlast.OutcomeConflict:
-		ap.clashes.add(st.cur.ID, n.Channel, n.EventID, string(st.cur.Status), string(n.Status))
 	}
 	r.Payout = ap.snapshot(n.PayoutID)
 	if r.Outcome == outlast.OutcomeRejected {
@@ -274,7 +318,7 @@ func (ap *applier) flush(ctx context.Context) error {
 		return err
 	}
 	if _, err := ap.insert(ctx, `INSERT INTO conflicts (payout_id, channel, event_id, payout_status,
-		reported_status, created_ns)`, ap.clashes, ""); err != nil {
+		reported_status, exception_key, created_ns)`, ap.clashes, ""); err != nil {
 		return err
 	}
 	if len(ap.dequeue) > 0 {
@@ -368,11 +412,17 @@ func (ap *applier) flushAccounts(ctx context.Context) error {
 		deltas.add(id, d.available, d.held, d.paidOut)
 	}
 	clear(ap.deltas)
+	// The accounts the conflicts' exceptions may hold from are locked
+	// with the rest, in one id order.
+	locks := slices.Clone(ids)
+	for _, f := range ap.filings {
+		locks = append(locks, f.exception.AccountID)
+	}
+	if err := ap.lockAccounts(ctx, slices.Compact(slices.Sorted(slices.Values(locks)))); err != nil {
+		return err
+	}
 	if len(ids) == 0 {
 		return nil
-	}
-	if err := ap.lockAccounts(ctx, ids); err != nil {
-		return err
 	}
 	rb := ap.db.d.rows
 	rows, err := ap.tx.QueryContext(ctx, `UPDATE accounts SET available = accounts.available + v.available,
@@ -408,7 +458,7 @@ func (ap *applier) flushAccounts(ctx context.Context) error {
 // whatever order its plan visits them, and two batches locking in
 // different orders can deadlock. SQLite has no row locks to take.
 func (ap *applier) lockAccounts(ctx context.Context, ids []string) error {
-	if ap.db.d.forNoKeyUpdate == "" {
+	if ap.db.d.forNoKeyUpdate == "" || len(ids) == 0 {
 		return nil
 	}
 	rb := ap.db.d.rows

@@ -99,6 +99,12 @@ func (db *DB) createPayout(ctx context.Context, tx *sql.Tx, req *outlast.PayoutR
 
 // checkPayoutAllowed applies the account's state and flags to a request.
 func (db *DB) checkPayoutAllowed(ctx context.Context, tx *sql.Tx, a *outlast.Account, req *outlast.PayoutRequest, nowNanos int64) error {
+	if e, err := shortException(ctx, tx, a.ID); err != nil || e != nil {
+		if err != nil {
+			return err
+		}
+		return outlast.PayoutsHeldByException(e)
+	}
 	if err := a.CheckPayout(req); err != nil || a.Flags.DailyLimit <= 0 {
 		return err
 	}

@@ -65,6 +65,20 @@ func MustPayout(t testing.TB, l outlast.PayoutService, req *outlast.PayoutReques
 	return p
 }
 
+// ExceptionHolds is what the open exceptions on account hold of it.
+func ExceptionHolds(t testing.TB, l outlast.ExceptionService, account string) int64 {
+	t.Helper()
+	es, err := l.Exceptions(context.Background(), outlast.ExceptionFilter{Open: true, AccountID: account})
+	if err != nil {
+		t.Fatalf("Exceptions: %v", err)
+	}
+	var held int64
+	for _, e := range es {
+		held += e.Held
+	}
+	return held
+}
+
 // WantCode fails t unless err has code ("" for no error).
 func WantCode(t testing.TB, what string, err error, code string) {
 	t.Helper()
@@ -133,14 +147,8 @@ func WantOutcomes(t testing.TB, rs []outlast.ApplyResult, want ...outlast.Outcom
 // one, finds anything; it returns the report, or nil without an auditor.
 func wantCleanAudit(t *testing.T, h *Harness) *outlast.LedgerReport {
 	t.Helper()
-	if h.Auditor == nil {
-		return nil
-	}
-	rep, err := h.Auditor.AuditLedger(context.Background())
-	if err != nil {
-		t.Fatalf("AuditLedger: %v", err)
-	}
-	if len(rep.Problems) > 0 {
+	rep := auditOf(t, h)
+	if rep != nil && len(rep.Problems) > 0 {
 		t.Fatalf("AuditLedger found %d problems:\n%s", len(rep.Problems), strings.Join(rep.Problems, "\n"))
 	}
 	return rep

@@ -84,6 +84,12 @@ var cases = []struct {
 	{"OutboxConcurrentClaimers", testOutboxConcurrentClaimers},
 	{"StalePayouts", testStalePayouts},
 	{"RandomWorkload", testRandomWorkload},
+	{"ExceptionLateSuccessHoldsItsClaim", testExceptionLateSuccess},
+	{"ExceptionShortClaimHoldsPayouts", testExceptionShortClaim},
+	{"ExceptionReversePaid", testExceptionReversePaid},
+	{"ExceptionPartnerRefNoMoney", testExceptionPartnerRef},
+	{"ExceptionFiledOnceConcurrently", testExceptionFiledOnce},
+	{"ExceptionListing", testExceptionListing},
 	{"ControlConfig", testControlConfig},
 	{"ControlConfigConcurrentPuts", testControlConcurrentPuts},
 }

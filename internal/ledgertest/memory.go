@@ -52,6 +52,10 @@ type Memory struct {
 	fundings map[fundingKey]int64      // amount credited under each key
 	control  *outlast.ControlConfig    // the config document; nil is the default
 	changes  []outlast.ConfigChange    // the config's history, oldest first
+	// exceptions are filed exceptions, exceptions[i] with id i+1;
+	// exceptionKeys finds one by its key.
+	exceptions    []*outlast.Exception
+	exceptionKeys map[string]*outlast.Exception
 }
 
 var (
@@ -82,7 +86,7 @@ func NewMemory() *Memory {
 		clients: map[string]*outlast.Client{}, keys: map[string]string{},
 		accounts: map[string]*outlast.Account{}, payouts: map[string]*outlast.Payout{},
 		idem: map[idemKey]idemEntry{}, outbox: map[string]*dispatchEntry{}, seen: map[noteKey]bool{},
-		fundings: map[fundingKey]int64{},
+		fundings: map[fundingKey]int64{}, exceptionKeys: map[string]*outlast.Exception{},
 	}
 }
 
@@ -261,6 +265,9 @@ func (m *Memory) CreatePayout(_ context.Context, req *outlast.PayoutRequest) (*o
 // payoutAllowed applies the account's state and flags to a request, as
 // the store does. m.mu is held.
 func (m *Memory) payoutAllowed(a *outlast.Account, req *outlast.PayoutRequest, now time.Time) error {
+	if e := m.shortException(a.ID); e != nil {
+		return outlast.PayoutsHeldByException(e)
+	}
 	if err := a.CheckPayout(req); err != nil || a.Flags.DailyLimit <= 0 {
 		return err
 	}
@@ -417,7 +424,7 @@ func (m *Memory) RejectDispatch(_ context.Context, payoutID, channel, reason str
 
 // Apply applies ns in order, atomically; see outlast.Ledger. At most
 // 1000 notifications per call, as the store.
-func (m *Memory) Apply(_ context.Context, _ outlast.Source, ns []*outlast.Notification) ([]outlast.ApplyResult, error) {
+func (m *Memory) Apply(_ context.Context, source outlast.Source, ns []*outlast.Notification) ([]outlast.ApplyResult, error) {
 	if len(ns) > memoryBatchMax {
 		return nil, outlast.Errorf(outlast.EINVALID, "at most %d notifications per batch", memoryBatchMax)
 	}
@@ -433,6 +440,17 @@ func (m *Memory) Apply(_ context.Context, _ outlast.Source, ns []*outlast.Notifi
 		results[i] = m.applyOne(n, now, &moves)
 	}
 	m.settle(moves...)
+	// Conflicts file their exceptions once the batch's moves are in: a
+	// claim holds from available as the batch left it, as in the store.
+	for i := range results {
+		if results[i].Outcome != outlast.OutcomeConflict {
+			continue
+		}
+		e := outlast.ConflictException(m.payouts[ns[i].PayoutID], ns[i], source)
+		if m.exceptionKeys[e.Key] == nil {
+			results[i].Filed = copyException(m.fileLocked(e, now))
+		}
+	}
 	return results, nil
 }
 
