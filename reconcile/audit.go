@@ -19,10 +19,25 @@ type Discrepancy struct {
 	Channel  string `json:"channel"`
 	Kind     string `json:"kind"`   // one of the Kind* constants
 	Detail   string `json:"detail"` // readable: both sides' status and amounts
+	// Filing is the exception the discrepancy files when no repair
+	// settles it; nil for one that settles itself (a payout still in
+	// flight here that the bank has already answered for).
+	Filing *outlast.Exception `json:"-"`
+	// ExceptionID is the exception filed for it, once there is one;
+	// Resolved says a human resolved it, which settles the discrepancy.
+	ExceptionID int64 `json:"exception_id,omitempty"`
+	Resolved    bool  `json:"resolved,omitempty"`
 }
 
 func (d Discrepancy) String() string {
-	return fmt.Sprintf("%s %s: %s (%s)", d.Channel, d.PayoutID, d.Kind, d.Detail)
+	s := fmt.Sprintf("%s %s: %s (%s)", d.Channel, d.PayoutID, d.Kind, d.Detail)
+	switch {
+	case d.Resolved:
+		s += fmt.Sprintf(" [exception %d, resolved]", d.ExceptionID)
+	case d.ExceptionID != 0:
+		s += fmt.Sprintf(" [exception %d, open]", d.ExceptionID)
+	}
+	return s
 }
 
 // Kinds of discrepancy.
@@ -39,6 +54,10 @@ const (
 	// KindManyRecords: the bank has more than one record of the payout,
 	// at most one of them paid.
 	KindManyRecords = "bank has more than one record"
+	// KindPaidOtherChannel: the bank paid a payout Outlast routed to
+	// another channel (perhaps after this one refused it), so two banks
+	// may have paid it.
+	KindPaidOtherChannel = "paid by a channel the payout is not routed to"
 )
 
 // Payouts is what ComparePartner reads: every payout (an outlast.Auditor
@@ -48,32 +67,41 @@ type Payouts interface {
 }
 
 // ComparePartner compares every payout routed to channel with the bank's
-// records and returns the disagreements, sorted by payout id. A payout the
-// bank has no record of and that is not succeeded here is in flight or was
-// never accepted: not a discrepancy. Records are grouped by payout id, never
-// collapsed: two records of one payout are a discrepancy of their own, and
-// two paid ones a double payment.
+// records and returns the disagreements, sorted by payout id, each with
+// the exception it would file. A payout the bank has no record of and
+// that is not succeeded here is in flight or was never accepted: not a
+// discrepancy. Records are grouped by payout id, never collapsed: two
+// records of one payout are a discrepancy of their own, and two paid ones
+// a double payment. A paid record of a payout routed to another channel
+// is one too; an unpaid one is that channel's refusal, which moved it.
 func ComparePartner(ctx context.Context, ledger Payouts, channel string, records []outlast.PartnerRecord) ([]Discrepancy, error) {
 	byID := make(map[string][]outlast.PartnerRecord, len(records))
 	for _, r := range records {
 		byID[r.PayoutID] = append(byID[r.PayoutID], r)
 	}
 	var out []Discrepancy
-	add := func(id, kind, detail string) {
-		out = append(out, Discrepancy{PayoutID: id, Channel: channel, Kind: kind, Detail: detail})
+	add := func(p *outlast.Payout, id, kind, detail string, rs []outlast.PartnerRecord) {
+		out = append(out, Discrepancy{PayoutID: id, Channel: channel, Kind: kind, Detail: detail,
+			Filing: filing(p, id, channel, kind, detail, rs)})
 	}
 	err := ledger.EachPayout(ctx, func(p *outlast.Payout) error {
-		if p.Channel != channel {
-			return nil
-		}
 		rs := byID[p.ID]
 		delete(byID, p.ID)
+		if p.Channel != channel {
+			for _, r := range rs {
+				if r.Status == outlast.StatusSucceeded {
+					add(p, p.ID, KindPaidOtherChannel, fmt.Sprintf("here: %s %d %s via %s; bank: %s",
+						p.Status, p.Amount, p.Currency, p.Channel, recordString(r)), []outlast.PartnerRecord{r})
+				}
+			}
+			return nil
+		}
 		if kind, detail, bad := several(rs); bad {
-			add(p.ID, kind, fmt.Sprintf("here: %s %d %s ref %s; %s", p.Status, p.Amount, p.Currency, p.PartnerRef, detail))
+			add(p, p.ID, kind, fmt.Sprintf("here: %s %d %s ref %s; %s", p.Status, p.Amount, p.Currency, p.PartnerRef, detail), rs)
 		}
 		r, ok := primary(rs)
 		if kind, detail, bad := compare(p, r, ok); bad {
-			add(p.ID, kind, detail)
+			add(p, p.ID, kind, detail, rs)
 		}
 		return nil
 	})
@@ -82,10 +110,10 @@ func ComparePartner(ctx context.Context, ledger Payouts, channel string, records
 	}
 	for id, rs := range byID {
 		for _, r := range rs {
-			add(id, KindUnknownHere, fmt.Sprintf("bank: %s %d %s ref %s", r.Status, r.Amount, r.Currency, r.PartnerRef))
+			add(nil, id, KindUnknownHere, "bank: "+recordString(r), []outlast.PartnerRecord{r})
 		}
 		if kind, detail, bad := several(rs); bad {
-			add(id, kind, detail)
+			add(nil, id, kind, detail, rs)
 		}
 	}
 	sort.SliceStable(out, func(i, j int) bool { return out[i].PayoutID < out[j].PayoutID })
@@ -104,7 +132,7 @@ func several(rs []outlast.PartnerRecord) (kind, detail string, bad bool) {
 		if r.Status == outlast.StatusSucceeded {
 			paid++
 		}
-		each = append(each, fmt.Sprintf("%s %d %s ref %s", r.Status, r.Amount, r.Currency, r.PartnerRef))
+		each = append(each, recordString(r))
 	}
 	detail = fmt.Sprintf("bank: %d records: %s", len(rs), strings.Join(each, ", "))
 	if paid > 1 {
@@ -151,4 +179,9 @@ func compare(p *outlast.Payout, r outlast.PartnerRecord, ok bool) (kind, detail 
 		return KindPartnerRefMissing, fmt.Sprintf("here: %s; bank: %s", p.PartnerRef, r.PartnerRef), true
 	}
 	return "", "", false
+}
+
+// recordString is a bank record, readable.
+func recordString(r outlast.PartnerRecord) string {
+	return fmt.Sprintf("%s %d %s ref %s", r.Status, r.Amount, r.Currency, r.PartnerRef)
 }

@@ -9,8 +9,10 @@ import (
 )
 
 // RepairLedger is what Repair reads and writes: every payout, each one's
-// current state, and the one apply path every notification takes.
+// current state, the one apply path every notification takes, and the
+// exceptions it files for a human.
 type RepairLedger interface {
+	Exceptions
 	EachPayout(ctx context.Context, fn func(*outlast.Payout) error) error
 	Payout(ctx context.Context, id string) (*outlast.Payout, outlast.Freshness, error)
 	Apply(ctx context.Context, source outlast.Source, ns []*outlast.Notification) ([]outlast.ApplyResult, error)
@@ -38,8 +40,18 @@ type RepairReport struct {
 	// would be), in payout id order.
 	Repairs []RepairAction `json:"repairs"`
 	// ForHuman is what is left after the repairs: what could not be
-	// repaired safely, and repairs the ledger would not take.
+	// repaired safely, and repairs the ledger would not take. Each is
+	// filed as an exception (ExceptionID), unless this is a dry run.
 	ForHuman []Discrepancy `json:"for_human"`
+	// Filed counts the exceptions this run filed (the others were filed
+	// before, by a webhook, the reconciler or an earlier run).
+	Filed int `json:"filed"`
+	// Settled are discrepancies whose exception a human resolved.
+	Settled []Discrepancy `json:"settled"`
+	// InFlight are discrepancies about payouts still moving here (pending
+	// at the dispatcher, a bank that answered before its hand-over was
+	// recorded): the dispatcher and the reconciler finish them.
+	InFlight []Discrepancy `json:"in_flight"`
 }
 
 // OK reports whether nothing is left for a human.
@@ -76,15 +88,26 @@ type RepairAction struct {
 // — so a repair the reconciler or a late webhook already made is a
 // counted no-op. Everything else is left for a human: money that moved
 // the other way (a payout failed here that the bank paid), a double
-// payment, a mismatch, a record Outlast does not know. With dryRun
-// nothing is applied and Repairs say what would be.
+// payment, a mismatch, a record Outlast does not know — and each of those
+// is filed as an exception with its evidence, once (a discrepancy whose
+// exception a human resolved is settled). With dryRun nothing is applied
+// or filed and Repairs say what would be.
 func Repair(ctx context.Context, ledger RepairLedger, channel string, records []outlast.PartnerRecord, dryRun bool) (*RepairReport, error) {
 	ds, err := ComparePartner(ctx, ledger, channel, records)
 	if err != nil {
 		return nil, err
 	}
 	rep := &RepairReport{Channel: channel, Records: len(records), DryRun: dryRun, Found: map[string]int{},
-		Repairs: []RepairAction{}, ForHuman: []Discrepancy{}}
+		Repairs: []RepairAction{}, ForHuman: []Discrepancy{}, Settled: []Discrepancy{}, InFlight: []Discrepancy{}}
+	open, err := Settle(ctx, ledger, ds)
+	if err != nil {
+		return nil, err
+	}
+	for _, d := range ds {
+		if d.Resolved {
+			rep.Settled = append(rep.Settled, d)
+		}
+	}
 	byID := make(map[string][]outlast.PartnerRecord, len(records))
 	for _, r := range records {
 		byID[r.PayoutID] = append(byID[r.PayoutID], r)
@@ -95,10 +118,16 @@ func Repair(ctx context.Context, ledger RepairLedger, channel string, records []
 		perPayout[d.PayoutID]++
 	}
 	var ns []*outlast.Notification
-	for _, d := range ds {
+	for _, d := range open {
 		n, err := repairFor(ctx, ledger, d, perPayout[d.PayoutID], byID[d.PayoutID])
 		if err != nil {
 			return nil, err
+		}
+		if n == nil && d.Filing == nil {
+			if perPayout[d.PayoutID] == 1 { // else another discrepancy of it files
+				rep.InFlight = append(rep.InFlight, d)
+			}
+			continue
 		}
 		if n == nil {
 			rep.ForHuman = append(rep.ForHuman, d)
@@ -110,7 +139,30 @@ func Repair(ctx context.Context, ledger RepairLedger, channel string, records []
 	if dryRun {
 		return rep, nil
 	}
-	return rep, applyRepairs(ctx, ledger, ns, rep)
+	if err := applyRepairs(ctx, ledger, ns, rep); err != nil {
+		return nil, err
+	}
+	return rep, fileForHuman(ctx, ledger, rep)
+}
+
+// fileForHuman files an exception for each discrepancy left for a human
+// that has none yet.
+func fileForHuman(ctx context.Context, ledger Exceptions, rep *RepairReport) error {
+	for i := range rep.ForHuman {
+		d := &rep.ForHuman[i]
+		if d.Filing == nil || d.ExceptionID != 0 {
+			continue
+		}
+		e, filed, err := ledger.FileException(ctx, d.Filing)
+		if err != nil {
+			return fmt.Errorf("file exception for %s: %w", d.PayoutID, err)
+		}
+		d.ExceptionID = e.ID
+		if filed {
+			rep.Filed++
+		}
+	}
+	return nil
 }
 
 // repairFor decides whether d is safely repairable and returns the
@@ -160,6 +212,9 @@ func applyRepairs(ctx context.Context, ledger RepairLedger, ns []*outlast.Notifi
 			if !a.Repaired {
 				d := a.Discrepancy
 				d.Detail = fmt.Sprintf("%s; repair %s: %s", d.Detail, res.Outcome, res.Reason)
+				if res.Filed != nil { // the repair's own conflict filed it
+					d.ExceptionID = res.Filed.ID
+				}
 				rep.ForHuman = append(rep.ForHuman, d)
 			}
 		}

@@ -55,9 +55,11 @@ func wantStatus(t *testing.T, l repairLedger, id string, want outlast.PayoutStat
 // TestRepair: a missed success (with the payout's ref, or none yet) and a
 // missed failure of dispatched payouts are repaired, through the
 // reconciler's event ids; what is unsafe — a failed payout the bank paid,
-// a ref or amount that differs, a pending payout, a double payment, a
-// record unknown here — is left for a human and the ledger untouched. A
-// dry run changes nothing; a second run finds nothing more to repair.
+// a ref or amount that differs, a double payment, a record unknown here —
+// is left for a human, each filed once as an exception of its kind (a
+// claim held), the payouts untouched; a pending payout the bank has is
+// in flight, the dispatcher's. A dry run changes nothing; a second run
+// finds nothing more to repair or file.
 func TestRepair(t *testing.T) {
 	eachRepairLedger(t, func(t *testing.T, l repairLedger) {
 		ctx := context.Background()
@@ -84,7 +86,11 @@ func TestRepair(t *testing.T) {
 			{PayoutID: "ghost", PartnerRef: "ref-ghost", Amount: 5, Currency: "EUR", Status: S},
 		}
 		repairable := []string{missed.ID, noRef.ID, missedFail.ID}
-		human := map[string]bool{failedPaid.ID: true, refDiffers.ID: true, amount.ID: true, pending.ID: true, twice.ID: true, "ghost": true}
+		human := map[string]bool{failedPaid.ID: true, refDiffers.ID: true, amount.ID: true, twice.ID: true, "ghost": true}
+		kinds := map[string]outlast.ExceptionKind{failedPaid.ID: outlast.ExceptionPaidButFailed,
+			refDiffers.ID: outlast.ExceptionPartnerRefConflict, amount.ID: outlast.ExceptionAmountMismatch,
+			twice.ID: outlast.ExceptionPaidTwice, "ghost": outlast.ExceptionUnknownPayout}
+		claims := map[string]int64{failedPaid.ID: 400, amount.ID: -1, twice.ID: 800}
 
 		dry, err := reconcile.Repair(ctx, l, "tcb", records, true)
 		if err != nil {
@@ -92,6 +98,9 @@ func TestRepair(t *testing.T) {
 		}
 		wantRepairs(t, dry, repairable, reconcile.OutcomeWouldApply)
 		wantForHuman(t, dry, human)
+		if len(dry.InFlight) != 1 || dry.InFlight[0].PayoutID != pending.ID || dry.Filed != 0 {
+			t.Errorf("dry run: in flight %v, filed %d; want only %s in flight, nothing filed", dry.InFlight, dry.Filed, pending.ID)
+		}
 		for _, id := range repairable {
 			wantStatus(t, l, id, outlast.StatusDispatched)
 		}
@@ -113,8 +122,20 @@ func TestRepair(t *testing.T) {
 		if p, _, _ := l.Payout(ctx, noRef.ID); p.PartnerRef != "ref-bank" {
 			t.Errorf("repaired payout's ref = %q, want the bank's ref-bank", p.PartnerRef)
 		}
-		// paid 100+200; held: refdiffers, amount, pending, twice.
-		ledgertest.WantBalances(t, l, f.Account, 10000-300-2600, 2600, 300)
+		// paid 100+200; held: refdiffers, amount, pending, twice, and the
+		// claims of failedpaid (400) and twice's second payment (800).
+		ledgertest.WantBalances(t, l, f.Account, 10000-300-2600-1200, 2600+1200, 300)
+		if rep.Filed != len(human) {
+			t.Errorf("filed %d exceptions, want %d", rep.Filed, len(human))
+		}
+		for _, d := range rep.ForHuman {
+			e, err := l.Exception(ctx, d.ExceptionID)
+			if err != nil || e.Kind != kinds[d.PayoutID] || e.Claim != claims[d.PayoutID] || e.FiledBy != outlast.FiledByReport ||
+				len(e.Evidence) == 0 || e.Evidence[len(e.Evidence)-1].Source != "records of tcb" {
+				t.Errorf("exception for %s = %+v, %v; want %s claiming %d with the bank's records as evidence",
+					d.PayoutID, e, err, kinds[d.PayoutID], claims[d.PayoutID])
+			}
+		}
 
 		// The reconciler's event id: the same answer from it is a no-op.
 		again := &outlast.Notification{Channel: "tcb", EventID: "reconcile:" + missed.ID + ":succeeded", PayoutID: missed.ID,
@@ -127,6 +148,9 @@ func TestRepair(t *testing.T) {
 		}
 		wantRepairs(t, second, nil, "")
 		wantForHuman(t, second, human)
+		if second.Filed != 0 {
+			t.Errorf("second run filed %d exceptions, want none new", second.Filed)
+		}
 	})
 }
 
@@ -140,7 +164,7 @@ func TestRepairRaced(t *testing.T) {
 		same, other := ledgertest.MustPayout(t, l, f.Req("same", 100)), ledgertest.MustPayout(t, l, f.Req("other", 200))
 		dispatch(t, l, same, "ref-same")
 		dispatch(t, l, other, "ref-other")
-		raced := &racingLedger{l: l, first: func() {
+		raced := &racingLedger{repairLedger: l, l: l, first: func() {
 			// The reconciler applied the bank's answer about same; a
 			// webhook said other failed.
 			n := ledgertest.Note(same, outlast.StatusSucceeded)
@@ -175,9 +199,10 @@ func TestRepairRaced(t *testing.T) {
 // racingLedger runs first once, just before the first Apply: what got
 // there between Repair's reading and its writing.
 type racingLedger struct {
-	l     repairLedger
-	first func()
-	done  bool
+	repairLedger // exceptions go straight through
+	l            repairLedger
+	first        func()
+	done         bool
 }
 
 func (r *racingLedger) EachPayout(ctx context.Context, fn func(*outlast.Payout) error) error {

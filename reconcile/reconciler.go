@@ -33,6 +33,7 @@ type Answer struct {
 // not moved, and the one apply path every notification takes.
 type Ledger interface {
 	outlast.StaleService
+	OpenExceptions(ctx context.Context) (map[outlast.ExceptionKind]int, error)
 	Payout(ctx context.Context, id string) (*outlast.Payout, outlast.Freshness, error)
 	Apply(ctx context.Context, source outlast.Source, ns []*outlast.Notification) ([]outlast.ApplyResult, error)
 }
@@ -145,11 +146,11 @@ const (
 	RepairUnchanged = "unchanged"
 	// RepairNotFound: the partner says it has no such payout. For a
 	// dispatched payout that is not a failure by itself (principle 7):
-	// it is asked about again next cycle, and counted. Filing it as an
-	// exception for a human is issue 9's exceptions work.
+	// it is asked about again next cycle, and counted; its age shows in
+	// outlast_reconcile_oldest_age_seconds.
 	RepairNotFound = "not_found"
 	RepairError    = "error"    // the query failed: asked again next cycle
-	RepairConflict = "conflict" // the answer contradicts the ledger: left for the audit
+	RepairConflict = "conflict" // the answer contradicts the ledger: an exception for a human
 	RepairRejected = "rejected" // the ledger could not apply the answer
 )
 

@@ -100,5 +100,12 @@ func (r *Reconciler) measure(ctx context.Context, now time.Time) error {
 		}
 		oldestAgeSeconds.WithLabelValues(string(status)).Set(age)
 	}
+	open, err := r.cfg.Ledger.OpenExceptions(ctx)
+	if err != nil {
+		return err
+	}
+	for _, k := range outlast.ExceptionKinds {
+		exceptionsOpen.WithLabelValues(string(k)).Set(float64(open[k]))
+	}
 	return nil
 }

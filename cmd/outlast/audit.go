@@ -152,9 +152,17 @@ func ledgerDir(dir string, w io.Writer) (string, error) {
 // counts are always complete.
 const auditFindingsMax = 50
 
+// auditedLedger is what audit reads: the ledger's self-audit, every
+// payout, and the exceptions that settle a discrepancy once resolved.
+type auditedLedger interface {
+	outlast.Auditor
+	reconcile.Exceptions
+}
+
 // audit checks the ledger and compares it with each partner's records,
-// writing a readable report to w. ok is false on any problem.
-func audit(ctx context.Context, ledger outlast.Auditor, partners map[string]string, w io.Writer) (ok bool, err error) {
+// writing a readable report to w. ok is false on any problem: a
+// discrepancy counts unless a human resolved the exception it filed.
+func audit(ctx context.Context, ledger auditedLedger, partners map[string]string, w io.Writer) (ok bool, err error) {
 	rep, err := ledger.AuditLedger(ctx)
 	if err != nil {
 		return false, fmt.Errorf("audit ledger: %w", err)
@@ -168,13 +176,18 @@ func audit(ctx context.Context, ledger outlast.Auditor, partners map[string]stri
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(w, "partner %s: %d records, %d discrepancies\n", name, len(records), len(ds))
+		open, err := reconcile.Settle(ctx, ledger, ds)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(w, "partner %s: %d records, %d discrepancies (%d settled by a resolved exception)\n",
+			name, len(records), len(ds), len(ds)-len(open))
 		lines := make([]string, len(ds))
 		for i, d := range ds {
 			lines[i] = d.String()
 		}
 		printFindings(w, "discrepancy", lines)
-		ok = ok && len(ds) == 0
+		ok = ok && len(open) == 0
 		return nil
 	})
 	if err != nil {

@@ -23,9 +23,10 @@ type reconcileReport struct {
 func runReconcile(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("reconcile", "Compare the ledger with each partner's records in both directions and repair what is safely\n"+
 		"repairable: a success or failure the bank has for a payout still dispatched here, applied as the\n"+
-		"reconciler applies a status answer (a no-op if it or a webhook got there first). The rest is listed\n"+
-		"for a human. Exit status 0 when nothing is left for a human, 1 otherwise; 2 if there is no ledger\n"+
-		"where the flags point.", stdout, stderr)
+		"reconciler applies a status answer (a no-op if it or a webhook got there first). The rest is filed\n"+
+		"as exceptions for a human (outlast exceptions), once each; a discrepancy whose exception was\n"+
+		"resolved is settled. Exit status 0 when nothing is left for a human, 1 otherwise; 2 if there is\n"+
+		"no ledger where the flags point.", stdout, stderr)
 	dataDir := fs.String("data-dir", dataDirDefault, "directory of the embedded SQLite ledger (as for audit)")
 	dsn := fs.String("db", "", "database DSN: postgres://…; empty for SQLite in --data-dir")
 	partners := mapFlag{}
@@ -85,7 +86,7 @@ func printReconcile(w io.Writer, out *reconcileReport) {
 		repaired = "would repair"
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintf(tw, "partner\trecords\tdiscrepancies\t%s\tleft for a human\t\n", repaired)
+	fmt.Fprintf(tw, "partner\trecords\tdiscrepancies\t%s\tleft for a human\tfiled now\tsettled\tin flight\t\n", repaired)
 	for _, r := range out.Partners {
 		found := 0
 		for _, n := range r.Found {
@@ -95,7 +96,8 @@ func printReconcile(w io.Writer, out *reconcileReport) {
 		if out.DryRun {
 			done = len(r.Repairs)
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t\n", r.Channel, r.Records, found, done, len(r.ForHuman))
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t\n", r.Channel, r.Records, found, done, len(r.ForHuman),
+			r.Filed, len(r.Settled), len(r.InFlight))
 	}
 	tw.Flush()
 	for _, r := range out.Partners {
@@ -117,6 +119,11 @@ func printReconcile(w io.Writer, out *reconcileReport) {
 			lines = append(lines, d.String())
 		}
 		printFindings(w, "needs a human", lines)
+		lines = lines[:0]
+		for _, d := range r.InFlight {
+			lines = append(lines, d.String())
+		}
+		printFindings(w, "in flight", lines)
 	}
 	switch {
 	case out.OK && out.DryRun:
@@ -126,6 +133,6 @@ func printReconcile(w io.Writer, out *reconcileReport) {
 	case out.OK:
 		fmt.Fprintln(w, "reconcile: OK, nothing left for a human")
 	default:
-		fmt.Fprintln(w, "reconcile: FAILED, some discrepancies need a human")
+		fmt.Fprintln(w, "reconcile: FAILED, some discrepancies need a human: they are filed as exceptions (outlast exceptions)")
 	}
 }

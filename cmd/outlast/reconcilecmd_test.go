@@ -59,6 +59,11 @@ func testReconcileCommand(t *testing.T, dsn string) {
 	if n := finalCount(t, api, ids); n != 0 {
 		t.Fatalf("%d payouts final before reconcile; want none (every webhook dropped)", n)
 	}
+	// The bank answers before the dispatcher records the hand-over; a
+	// payout still pending here is in flight, not a repair.
+	testenv.WaitFor(t, 30*time.Second, "every payout recorded as dispatched", func() bool {
+		return storedCount(t, s, ids, outlast.StatusDispatched) == payouts
+	})
 	where := []string{"--data-dir", s.Config.DataDir}
 	if dsn != "" {
 		where = []string{"--db", dsn}
@@ -110,13 +115,19 @@ func testReconcileCommand(t *testing.T, dsn string) {
 // failed.
 func storedFinal(t *testing.T, s *testService, ids []string) int {
 	t.Helper()
+	return storedCount(t, s, ids, outlast.StatusSucceeded) + storedCount(t, s, ids, outlast.StatusFailed)
+}
+
+// storedCount counts the payouts of ids in status in the database.
+func storedCount(t *testing.T, s *testService, ids []string, status outlast.PayoutStatus) int {
+	t.Helper()
 	n := 0
 	for _, id := range ids {
 		p, _, err := s.DB.Payout(context.Background(), id)
 		if err != nil {
 			t.Fatalf("Payout(%s): %v", id, err)
 		}
-		if p.Status.Terminal() {
+		if p.Status == status {
 			n++
 		}
 	}

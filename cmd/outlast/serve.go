@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"maps"
+	mrand "math/rand/v2"
 	"net"
 	"net/url"
 	"os"
@@ -87,6 +88,11 @@ type Config struct {
 	// ReconcileRate bounds the reconciler's status queries per second;
 	// if <= 0, reconcile.QueryRateDefault.
 	ReconcileRate float64
+	// DiscrepancyEvery is the time between periodic discrepancy reports
+	// (every payout against every bank record, repairing what is safe
+	// and filing the rest as exceptions); if 0,
+	// reconcile.ReportEveryDefault; if < 0, none run.
+	DiscrepancyEvery time.Duration
 }
 
 // Main is the running service. Tests drive it in-process on port :0; the
@@ -201,6 +207,8 @@ func (m *Main) registerFlags(fs *flag.FlagSet) {
 		fmt.Sprintf("time between the reconciler's cycles (jittered by a fifth); 0 for %s", reconcile.EveryDefault))
 	fs.Float64Var(&c.ReconcileRate, "reconcile-rate", c.ReconcileRate,
 		fmt.Sprintf("the reconciler's status queries per second, at most, on this instance; 0 for %g", reconcile.QueryRateDefault))
+	fs.DurationVar(&c.DiscrepancyEvery, "discrepancy-every", c.DiscrepancyEvery,
+		fmt.Sprintf("time between discrepancy reports, each comparing every payout with every record of each bank (as outlast reconcile does), repairing what is safe and filing the rest as exceptions; 0 for %s, negative for none", reconcile.ReportEveryDefault))
 	fs.IntVar(&c.RejectDeliveriesMax, "reject-deliveries-max", c.RejectDeliveriesMax,
 		fmt.Sprintf("deliveries of a notification that cannot apply (unknown payout, wrong channel) before it is dead-lettered, spaced by backoff; 0 for %d", ledger.RejectDeliveriesMaxDefault))
 }
@@ -334,6 +342,12 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		return err
 	}
 	m.start(bg, "reconciler", rec.Run)
+	if m.Config.DiscrepancyEvery >= 0 {
+		m.start(bg, "discrepancy report", reconcile.NewReporter(reconcile.ReportConfig{
+			Ledger: reportLedger{m.Ledger, m.DB}, Channels: m.Router.Channels, Records: m.partnerRecords,
+			Every: m.Config.DiscrepancyEvery, Logger: m.Logger.With("component", "discrepancy report"), Rand: mrand.Float64,
+		}).Run)
+	}
 	if err := m.HTTP.Open(); err != nil {
 		return err
 	}
@@ -599,6 +613,27 @@ func (m *Main) partnerStatus(ctx context.Context, ch, payoutID string) (*reconci
 		return nil, err
 	}
 	return &reconcile.Answer{PartnerRef: st.PartnerRef, Status: st.Status, Reason: st.Reason}, nil
+}
+
+// reportLedger is the ledger the discrepancy report repairs through (the
+// cached one, so its cache learns of each repair and hold at once) with
+// the store's walk over every payout.
+type reportLedger struct {
+	*ledger.Ledger
+	db *store.DB
+}
+
+func (r reportLedger) EachPayout(ctx context.Context, fn func(*outlast.Payout) error) error {
+	return r.db.EachPayout(ctx, fn)
+}
+
+// partnerRecords reads every record of a channel's bank.
+func (m *Main) partnerRecords(ctx context.Context, ch string) ([]outlast.PartnerRecord, error) {
+	c, ok := m.Router.Client(ch)
+	if !ok {
+		return nil, outlast.Errorf(outlast.ENOTFOUND, "no channel %q", ch)
+	}
+	return c.Records(ctx)
 }
 
 // start runs loop in a goroutine owned by m; Close cancels and waits.
