@@ -166,6 +166,27 @@ func ConflictException(p *Payout, n *Notification, source Source) *Exception {
 	return e
 }
 
+// OtherChannelException is the exception a success reported by a channel
+// other than the payout's files, or nil for any other report: that bank
+// paid a payout the ledger routed elsewhere (perhaps after that bank
+// refused it), so two banks may have paid it. The report itself stays
+// rejected (it cannot apply to the payout); every ledger files this from
+// Apply, in the same transaction.
+func OtherChannelException(p *Payout, n *Notification, source Source) *Exception {
+	if n.Status != StatusSucceeded || p.Channel == "" || p.Channel == n.Channel {
+		return nil
+	}
+	return &Exception{
+		Key:  ExceptionKey(ExceptionPaidByOtherChannel, p.ID, n.Channel),
+		Kind: ExceptionPaidByOtherChannel, PayoutID: p.ID, AccountID: p.AccountID, Channel: n.Channel,
+		Currency: p.Currency, Claim: p.Amount, FiledBy: string(source),
+		Summary: fmt.Sprintf("%s reported payout %s paid, but it is routed to %s (%s there): two banks may have paid it",
+			n.Channel, p.ID, p.Channel, p.Status),
+		Evidence: []Evidence{LedgerEvidence(p), {Source: fmt.Sprintf("notification %s/%s", n.Channel, n.EventID),
+			Says: fmt.Sprintf("%s under partner ref %q", n.Status, n.PartnerRef), At: n.OccurredAt}},
+	}
+}
+
 // ledgerSays is the ledger's evidence about p.
 func ledgerSays(p *Payout) string {
 	s := fmt.Sprintf("%s, %d %s via %s", p.Status, p.Amount, p.Currency, p.Channel)

@@ -136,8 +136,13 @@ func (ap *applier) applyAll(ctx context.Context, ns []*outlast.Notification) ([]
 			continue
 		}
 		results[i] = ap.applyOne(n)
-		if results[i].Outcome == outlast.OutcomeConflict {
+		switch st := ap.payouts[n.PayoutID]; {
+		case results[i].Outcome == outlast.OutcomeConflict:
 			ap.conflict(i, n)
+		case results[i].Outcome == outlast.OutcomeRejected && st != nil && n.Validate() == nil:
+			if e := outlast.OtherChannelException(st.cur, n, ap.source); e != nil {
+				ap.filings = append(ap.filings, filing{result: i, exception: e})
+			}
 		}
 		// Rejected is not seen (principle 9): a repeat of it, here or in a
 		// later delivery, is judged again rather than acked as a duplicate.

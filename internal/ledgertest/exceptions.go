@@ -191,7 +191,8 @@ func testExceptionReversePaid(t *testing.T, h *Harness) {
 
 // testExceptionPartnerRef: a report under another partner ref files an
 // exception that claims nothing; resolving it with no_money moves
-// nothing and settles the audit. An exception about a payout Outlast
+// nothing and settles the audit. A success reported by another channel
+// files one that holds its claim until no_money releases it. An exception about a payout Outlast
 // does not know has no account and resolves the same way.
 func testExceptionPartnerRef(t *testing.T, h *Harness) {
 	ctx := context.Background()
@@ -218,13 +219,29 @@ func testExceptionPartnerRef(t *testing.T, h *Harness) {
 	WantCode(t, "a claim without an account", err, outlast.EVALIDATION)
 	_, _, err = l.ResolveException(ctx, unknown.ID, &outlast.Resolution{Action: outlast.ResolveBookPaid, Amount: 5, Reason: "r", By: "ops"})
 	WantCode(t, "booking money on no account", err, outlast.EVALIDATION)
+	// A success from a channel the payout is not routed to: rejected (it
+	// cannot apply), yet evidence that a second bank paid.
+	q := MustPayout(t, l, f.Req("k2", 100))
+	byOther := Note(q, outlast.StatusSucceeded)
+	byOther.Channel = "acb"
+	rs = Apply(t, l, byOther)
+	WantOutcomes(t, rs, outlast.OutcomeRejected)
+	o := rs[0].Filed
+	if o == nil || o.Kind != outlast.ExceptionPaidByOtherChannel || o.Claim != 100 || o.Held != 100 || o.Channel != "acb" {
+		t.Fatalf("success from acb filed %+v, want paid_by_other_channel claiming and holding 100", o)
+	}
+	if rs = Apply(t, l, byOther); rs[0].Filed != nil {
+		t.Fatalf("the same report again filed %+v", rs[0].Filed)
+	}
+	WantBalances(t, l, f.Account, 500, 200, 300)
+	resolve(t, l, o.ID, outlast.ResolveNoMoney, 0)
 	for _, id := range []int64{e.ID, unknown.ID} {
 		got, _ := resolve(t, l, id, outlast.ResolveNoMoney, 0)
 		if len(got.Resolution.Moves) != 0 {
 			t.Fatalf("no_money moved %+v", got.Resolution.Moves)
 		}
 	}
-	WantBalances(t, l, f.Account, 700, 0, 300)
+	WantBalances(t, l, f.Account, 600, 100, 300)
 	wantCleanAudit(t, h)
 }
 

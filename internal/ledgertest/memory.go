@@ -440,14 +440,19 @@ func (m *Memory) Apply(_ context.Context, source outlast.Source, ns []*outlast.N
 		results[i] = m.applyOne(n, now, &moves)
 	}
 	m.settle(moves...)
-	// Conflicts file their exceptions once the batch's moves are in: a
-	// claim holds from available as the batch left it, as in the store.
+	// Conflicts, and successes another channel reported, file their
+	// exceptions once the batch's moves are in: a claim holds from
+	// available as the batch left it, as in the store.
 	for i := range results {
-		if results[i].Outcome != outlast.OutcomeConflict {
-			continue
+		p := m.payouts[ns[i].PayoutID]
+		var e *outlast.Exception
+		switch {
+		case results[i].Outcome == outlast.OutcomeConflict:
+			e = outlast.ConflictException(p, ns[i], source)
+		case results[i].Outcome == outlast.OutcomeRejected && p != nil && ns[i].Validate() == nil:
+			e = outlast.OtherChannelException(p, ns[i], source)
 		}
-		e := outlast.ConflictException(m.payouts[ns[i].PayoutID], ns[i], source)
-		if m.exceptionKeys[e.Key] == nil {
+		if e != nil && m.exceptionKeys[e.Key] == nil {
 			results[i].Filed = copyException(m.fileLocked(e, now))
 		}
 	}

@@ -154,12 +154,18 @@ func testNotificationsRejected(t *testing.T, h *Harness) {
 	if rs[0].Payout != nil || rs[1].Payout == nil {
 		t.Fatalf("payouts in results = %v, %v; want nil for the unknown one only", rs[0].Payout, rs[1].Payout)
 	}
-	WantBalances(t, l, f.Account, 900, 100, 0)
+	// acb's success is rejected, yet it is evidence that acb paid: an
+	// exception holds its claim (see ExceptionPartnerRefNoMoney).
+	other := rs[1].Filed
+	if other == nil || other.Kind != outlast.ExceptionPaidByOtherChannel || rs[0].Filed != nil || rs[2].Filed != nil {
+		t.Fatalf("filed %v, %v, %v; want only acb's success to file paid_by_other_channel", rs[0].Filed, rs[1].Filed, rs[2].Filed)
+	}
+	WantBalances(t, l, f.Account, 800, 200, 0)
 
 	rs = Apply(t, l, unknown, wrongChannel, unknown, invalid, wrongChannel)
 	WantOutcomes(t, rs, outlast.OutcomeRejected, outlast.OutcomeRejected, outlast.OutcomeRejected,
 		outlast.OutcomeRejected, outlast.OutcomeRejected)
-	WantBalances(t, l, f.Account, 900, 100, 0)
+	WantBalances(t, l, f.Account, 800, 200, 0)
 
 	// The same event, now valid, applies: its rejection left no trace.
 	fixed := *invalid
@@ -169,6 +175,8 @@ func testNotificationsRejected(t *testing.T, h *Harness) {
 	if rs[0].Payout.Status != outlast.StatusSucceeded {
 		t.Fatalf("payout after the fixed report = %s, want succeeded", rs[0].Payout.Status)
 	}
+	WantBalances(t, l, f.Account, 800, 100, 100)
+	resolve(t, l, other.ID, outlast.ResolveNoMoney, 0) // acb reversed its payment
 	WantBalances(t, l, f.Account, 900, 0, 100)
 	wantCleanAudit(t, h)
 }
