@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
+	"slices"
 	"time"
 )
 
@@ -190,19 +191,58 @@ type PayoutService interface {
 // Dispatch is a payout waiting in the outbox to be handed to a partner.
 type Dispatch struct {
 	Payout   *Payout
-	Attempts int // attempts made before this claim
+	Attempts int // attempts made on its current channel before this claim
+	// Refused lists, oldest first, the channels that definitively refused
+	// the payout before it was moved to its current one
+	// (RerouteDispatch): it must never go back to them.
+	Refused []string
 	// Claim identifies this claim: when its lease ends. RejectDispatch
-	// given it fails the payout only while the outbox entry is still this
-	// claim's, so a dispatcher whose lease ran out while another one sent
-	// the payout again cannot fail what that one may have got accepted.
+	// and RerouteDispatch given it act only while the outbox entry is
+	// still this claim's, so a dispatcher whose lease ran out while
+	// another one sent the payout again cannot fail, or send elsewhere,
+	// what that one may have got accepted.
 	Claim time.Time
 }
 
-// ClaimLost is RejectDispatch's ECONFLICT for a claim that is no longer
-// the outbox entry's.
+// ClaimLost is RejectDispatch's and RerouteDispatch's ECONFLICT for a
+// claim that is no longer the outbox entry's.
 func ClaimLost(payoutID string) error {
 	return Errorf(ECONFLICT,
-		"the claim on payout %s was lost (claimed again or rescheduled since): it is not failed by this claim", payoutID)
+		"the claim on payout %s was lost (claimed again or rescheduled since): it is not failed or moved by this claim", payoutID)
+}
+
+// ValidateReroute checks the channels of a move from one to another
+// (CheckReroute) before any payout is read: valid names, not the same.
+func ValidateReroute(from, to string) error {
+	switch {
+	case !validID(from) || !validID(to):
+		return Errorf(EVALIDATION, "channels must be %s", IDRule)
+	case from == to:
+		return Errorf(EVALIDATION, "channel %s cannot take over a payout from itself", to)
+	}
+	return nil
+}
+
+// CheckReroute decides whether p, whose outbox entry lists refused, may
+// move from channel from, which definitively refused it, to channel to
+// (OutboxService.RerouteDispatch): ValidateReroute's errors, or ECONFLICT
+// unless p is pending on from and to has not refused it already. As to
+// is never one of refused, and from (p's channel, once a to) is not
+// either, refused never holds a channel twice: it is bounded by the
+// channels there are.
+func CheckReroute(p *Payout, from, to string, refused []string) error {
+	if err := ValidateReroute(from, to); err != nil {
+		return err
+	}
+	switch {
+	case p.Status != StatusPending:
+		return Errorf(ECONFLICT, "payout %s is %s: only a pending payout moves to another channel", p.ID, p.Status)
+	case p.Channel != from:
+		return Errorf(ECONFLICT, "payout %s is bound to %s, not %s", p.ID, p.Channel, from)
+	case slices.Contains(refused, to):
+		return Errorf(ECONFLICT, "channel %s already refused payout %s", to, p.ID)
+	}
+	return nil
 }
 
 // OutboxService is the dispatcher's view of the ledger. Claims are leases:
@@ -225,4 +265,13 @@ type OutboxService interface {
 	// is ECONFLICT once the entry was claimed again or rescheduled since:
 	// the claim was lost. A zero claim fences nothing.
 	RejectDispatch(ctx context.Context, payoutID, channel, reason string, claim time.Time) (*Payout, error)
+	// RerouteDispatch moves a pending payout that channel from
+	// definitively did not accept (never for an ambiguous outcome) to
+	// channel to instead of failing it: from joins the entry's Refused,
+	// the payout's channel becomes to (version+1), it stays pending with
+	// its hold, and the entry is due at once with attempts 0 and reason
+	// as its last error. Fenced by claim as RejectDispatch: a lost claim
+	// must not send elsewhere a payout another claim may be getting
+	// accepted by from. CheckReroute's errors; ENOTFOUND.
+	RerouteDispatch(ctx context.Context, payoutID, from, to, reason string, claim time.Time) (*Payout, error)
 }

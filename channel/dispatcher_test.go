@@ -29,6 +29,7 @@ type fakeOutbox struct {
 	entries  map[string]*outboxEntry
 	marks    map[string][]string // payout id → refs marked
 	rejects  map[string][]string // payout id → reasons
+	reroutes map[string][]string // payout id → "from>to" of each move
 	retries  map[string][]retryCall
 	claimErr error
 	claims   int
@@ -37,6 +38,7 @@ type fakeOutbox struct {
 type outboxEntry struct {
 	p          *outlast.Payout
 	attempts   int
+	refused    []string
 	notBefore  time.Time
 	leaseUntil time.Time
 }
@@ -50,7 +52,7 @@ type retryCall struct {
 var _ outlast.OutboxService = (*fakeOutbox)(nil)
 
 func newFakeOutbox(ps ...*outlast.Payout) *fakeOutbox {
-	o := &fakeOutbox{entries: map[string]*outboxEntry{}, marks: map[string][]string{}, rejects: map[string][]string{}, retries: map[string][]retryCall{}}
+	o := &fakeOutbox{entries: map[string]*outboxEntry{}, marks: map[string][]string{}, rejects: map[string][]string{}, reroutes: map[string][]string{}, retries: map[string][]retryCall{}}
 	for _, p := range ps {
 		o.entries[p.ID] = &outboxEntry{p: p}
 	}
@@ -77,7 +79,7 @@ func (o *fakeOutbox) ClaimDispatches(ctx context.Context, limit int, lease time.
 		e := o.entries[id]
 		e.leaseUntil = now.Add(lease)
 		p := *e.p
-		out = append(out, &outlast.Dispatch{Payout: &p, Attempts: e.attempts, Claim: e.leaseUntil})
+		out = append(out, &outlast.Dispatch{Payout: &p, Attempts: e.attempts, Refused: slices.Clone(e.refused), Claim: e.leaseUntil})
 	}
 	return out, nil
 }
@@ -118,6 +120,24 @@ func (o *fakeOutbox) RejectDispatch(ctx context.Context, payoutID, channel, reas
 	o.rejects[payoutID] = append(o.rejects[payoutID], reason)
 	delete(o.entries, payoutID)
 	return &outlast.Payout{ID: payoutID, Status: outlast.StatusFailed}, nil
+}
+
+func (o *fakeOutbox) RerouteDispatch(ctx context.Context, payoutID, from, to, reason string, claim time.Time) (*outlast.Payout, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	e, ok := o.entries[payoutID]
+	if !ok || (!claim.IsZero() && !e.leaseUntil.Equal(claim)) {
+		return nil, outlast.ClaimLost(payoutID)
+	}
+	if err := outlast.CheckReroute(e.p, from, to, e.refused); err != nil {
+		return nil, err
+	}
+	o.reroutes[payoutID] = append(o.reroutes[payoutID], from+">"+to)
+	p := *e.p
+	p.Channel, p.Version = to, p.Version+1
+	e.p, e.refused = &p, append(slices.Clip(e.refused), from)
+	e.attempts, e.notBefore, e.leaseUntil = 0, time.Time{}, time.Time{}
+	return &p, nil
 }
 
 func (o *fakeOutbox) pending() int {

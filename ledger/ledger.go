@@ -224,6 +224,16 @@ func (l *Ledger) RejectDispatch(ctx context.Context, payoutID, channel, reason s
 	return p, err
 }
 
+func (l *Ledger) RerouteDispatch(ctx context.Context, payoutID, from, to, reason string, claim time.Time) (*outlast.Payout, error) {
+	p, err := l.store.RerouteDispatch(ctx, payoutID, from, to, reason, claim)
+	if err == nil {
+		// The hold stays where it was: only the payout changed.
+		cp := *p
+		_ = l.payouts.Set(ctx, cp.ID, &cp)
+	}
+	return p, err
+}
+
 // Apply applies ns through the store, then, for every source alike:
 // counts each outcome, writes through what changed, and decides what
 // becomes of each rejected notification (judge).

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"strings"
 	"time"
 
 	"github.com/outlast/outlast"
@@ -26,7 +27,7 @@ func (db *DB) ClaimDispatches(ctx context.Context, limit int, lease time.Duratio
 	var ds []*outlast.Dispatch
 	err := db.write(ctx, "claim_dispatches", func(tx *sql.Tx) error {
 		now := db.now()
-		rows, err := tx.QueryContext(ctx, "SELECT o.attempts, "+prefixed("p.", payoutColumns)+
+		rows, err := tx.QueryContext(ctx, "SELECT o.attempts, o.refused, "+prefixed("p.", payoutColumns)+
 			` FROM outbox o JOIN payouts p ON p.id = o.payout_id
 			WHERE o.next_attempt_ns <= $1 ORDER BY o.next_attempt_ns, o.payout_id LIMIT $2`+db.d.skipLocked("o"),
 			now.UnixNano(), limit)
@@ -58,11 +59,12 @@ func scanDispatches(rows *sql.Rows) ([]*outlast.Dispatch, error) {
 	var ds []*outlast.Dispatch
 	for rows.Next() {
 		var d outlast.Dispatch
-		p, err := scanPayout(rows, &d.Attempts)
+		var refused string
+		p, err := scanPayout(rows, &d.Attempts, &refused)
 		if err != nil {
 			return nil, err
 		}
-		d.Payout = p
+		d.Payout, d.Refused = p, splitRefused(refused)
 		ds = append(ds, &d)
 	}
 	return ds, rows.Err()
@@ -145,13 +147,8 @@ func (db *DB) RejectDispatch(ctx context.Context, payoutID, channel, reason stri
 			return err
 		}
 		if !claim.IsZero() {
-			var next int64
-			err := tx.QueryRowContext(ctx, "SELECT next_attempt_ns FROM outbox WHERE payout_id = $1", payoutID).Scan(&next)
-			if err != nil && !errors.Is(err, sql.ErrNoRows) {
+			if _, err := claimedEntry(ctx, tx, payoutID, claim); err != nil {
 				return err
-			}
-			if err != nil || next != claim.UnixNano() {
-				return outlast.ClaimLost(payoutID)
 			}
 		}
 		if reason == "" {
@@ -166,4 +163,74 @@ func (db *DB) RejectDispatch(ctx context.Context, payoutID, channel, reason stri
 		return nil, err
 	}
 	return p, nil
+}
+
+// RerouteDispatch moves a pending payout that channel from definitively
+// did not accept to channel to: from is added to the outbox entry's
+// refused channels, the payout's channel becomes to (version+1), and the
+// entry is due now with attempts 0 and reason as its last error; the hold
+// stays. Fenced by claim as RejectDispatch: the entry must still be the
+// claim's (a zero claim fences nothing, but the entry must exist).
+// outlast.CheckReroute's errors; ENOTFOUND.
+func (db *DB) RerouteDispatch(ctx context.Context, payoutID, from, to, reason string, claim time.Time) (*outlast.Payout, error) {
+	if err := outlast.ValidateReroute(from, to); err != nil {
+		return nil, err
+	}
+	var p *outlast.Payout
+	err := db.write(ctx, "reroute_dispatch", func(tx *sql.Tx) error {
+		var err error
+		p, err = loadPayout(ctx, tx, payoutID, db.d.forUpdate)
+		if err != nil {
+			return err
+		}
+		var refused []string
+		if p.Status == outlast.StatusPending { // else CheckReroute says why not
+			if refused, err = claimedEntry(ctx, tx, payoutID, claim); err != nil {
+				return err
+			}
+		}
+		if err := outlast.CheckReroute(p, from, to, refused); err != nil {
+			return err
+		}
+		ap := db.newApplier(tx)
+		ap.track(p)
+		p.MoveTo(outlast.StatusPending, to, "", "", fromNanos(ap.nowNanos))
+		if err := ap.flushPayouts(ctx); err != nil {
+			return err
+		}
+		_, err = tx.ExecContext(ctx, `UPDATE outbox SET refused = $1, attempts = 0, next_attempt_ns = $2,
+			last_error = $3 WHERE payout_id = $4`, strings.Join(append(refused, from), ","), ap.nowNanos,
+			outlast.CleanText(reason, outlast.ReasonBytesMax), payoutID)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// claimedEntry returns the refused channels of the outbox entry of
+// payoutID, locked by the caller through its payout, or ClaimLost if
+// there is none or, for a non-zero claim, it is no longer claim's: its
+// next attempt, a claim's lease end, moved.
+func claimedEntry(ctx context.Context, tx *sql.Tx, payoutID string, claim time.Time) ([]string, error) {
+	var next int64
+	var refused string
+	err := tx.QueryRowContext(ctx, "SELECT next_attempt_ns, refused FROM outbox WHERE payout_id = $1", payoutID).Scan(&next, &refused)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return nil, err
+	}
+	if err != nil || (!claim.IsZero() && next != claim.UnixNano()) {
+		return nil, outlast.ClaimLost(payoutID)
+	}
+	return splitRefused(refused), nil
+}
+
+// splitRefused reads the outbox's refused column: channel names, which
+// hold no commas, joined by commas.
+func splitRefused(s string) []string {
+	if s == "" {
+		return nil
+	}
+	return strings.Split(s, ",")
 }

@@ -81,6 +81,8 @@ var cases = []struct {
 	{"Outbox", testOutbox},
 	{"OutboxReject", testOutboxReject},
 	{"OutboxRejectFencedByClaim", testOutboxRejectFenced},
+	{"OutboxReroute", testOutboxReroute},
+	{"OutboxRerouteFencedByClaim", testOutboxRerouteFenced},
 	{"OutboxConcurrentClaimers", testOutboxConcurrentClaimers},
 	{"StalePayouts", testStalePayouts},
 	{"RandomWorkload", testRandomWorkload},

@@ -77,6 +77,7 @@ type dispatchEntry struct {
 	attempts  int
 	next      time.Time
 	lastError string
+	refused   []string // channels that refused the payout, oldest first
 }
 
 // NewMemory returns an empty ledger.
@@ -359,7 +360,7 @@ func (m *Memory) ClaimDispatches(_ context.Context, limit int, lease time.Durati
 		e := m.outbox[id]
 		cp := *m.payouts[id]
 		e.next = now.Add(lease)
-		ds = append(ds, &outlast.Dispatch{Payout: &cp, Attempts: e.attempts, Claim: e.next})
+		ds = append(ds, &outlast.Dispatch{Payout: &cp, Attempts: e.attempts, Refused: slices.Clone(e.refused), Claim: e.next})
 	}
 	return ds, nil
 }
@@ -409,7 +410,7 @@ func (m *Memory) RejectDispatch(_ context.Context, payoutID, channel, reason str
 	case p.Status == outlast.StatusDispatched:
 		return nil, outlast.Errorf(outlast.ECONFLICT, "payout %s was already accepted by %s", p.ID, p.Channel)
 	case p.Status == outlast.StatusPending:
-		if e := m.outbox[payoutID]; !claim.IsZero() && (e == nil || !e.next.Equal(claim)) {
+		if e := m.outbox[payoutID]; !claim.IsZero() && !claimed(e, claim) {
 			return nil, outlast.ClaimLost(payoutID)
 		}
 		if reason == "" {
@@ -421,6 +422,39 @@ func (m *Memory) RejectDispatch(_ context.Context, payoutID, channel, reason str
 	cp := *p
 	return &cp, nil
 }
+
+func (m *Memory) RerouteDispatch(_ context.Context, payoutID, from, to, reason string, claim time.Time) (*outlast.Payout, error) {
+	if err := outlast.ValidateReroute(from, to); err != nil {
+		return nil, err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	p, ok := m.payouts[payoutID]
+	if !ok {
+		return nil, outlast.Errorf(outlast.ENOTFOUND, "payout %q not found", payoutID)
+	}
+	e := m.outbox[payoutID]
+	if p.Status == outlast.StatusPending && (e == nil || (!claim.IsZero() && !claimed(e, claim))) {
+		return nil, outlast.ClaimLost(payoutID)
+	}
+	var refused []string
+	if e != nil {
+		refused = e.refused
+	}
+	if err := outlast.CheckReroute(p, from, to, refused); err != nil {
+		return nil, err
+	}
+	now := m.now()
+	p.MoveTo(outlast.StatusPending, to, "", "", now)
+	e.refused = append(slices.Clip(e.refused), from)
+	e.attempts, e.next, e.lastError = 0, now, outlast.CleanText(reason, outlast.ReasonBytesMax)
+	cp := *p
+	return &cp, nil
+}
+
+// claimed reports whether outbox entry e, if any, is still claim's: its
+// next attempt is the claim's lease end.
+func claimed(e *dispatchEntry, claim time.Time) bool { return e != nil && e.next.Equal(claim) }
 
 // Apply applies ns in order, atomically; see outlast.Ledger. At most
 // 1000 notifications per call, as the store.
