@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -41,9 +43,10 @@ type DispatcherConfig struct {
 	// that died, or left unstarted when Run stopped, is retried when it
 	// ends. It should exceed (BatchMax/Concurrency + 1) × 2 × the client
 	// timeout: an attempt is a submit and, after a refusal, a status call.
-	// A claim that outlives its lease cannot fail its payout (see
-	// outlast.Dispatch.Claim), but another instance sends it again. If <= 0,
-	// a minute is used (30 s for the defaults above, doubled).
+	// A claim that outlives its lease cannot fail its payout or move it
+	// to another channel (see outlast.Dispatch.Claim), but another
+	// instance sends it again. If <= 0, a minute is used (30 s for the
+	// defaults above, doubled).
 	Lease time.Duration
 	// PollInterval is the wait after a claim that was not full. If <= 0,
 	// 100 ms is used.
@@ -237,8 +240,10 @@ func (d *Dispatcher) handle(ctx context.Context, dp *outlast.Dispatch) {
 // earlier attempt whose answer was lost (a timeout, a 504, a dispatcher
 // that died mid-call) may have been, and some partners answer the retry of
 // a payout they hold with a 4xx. So the partner's status decides: no such
-// payout (or failed there) fails it; holding it marks it dispatched under
-// the partner's ref; a status that cannot be read leaves it to be retried.
+// payout (or failed there) is a definitive "not accepted", and the payout
+// goes to the next channel or fails (refused); holding it marks it
+// dispatched under the partner's ref; a status that cannot be read leaves
+// it to be retried on the same channel, never sent to another.
 // The status is asked after every refusal, not only after a known
 // ambiguous attempt, because a dispatcher killed mid-call leaves no record
 // that its attempt was made (its claim's lease, a minute, had to run out
@@ -257,11 +262,11 @@ func (d *Dispatcher) confirmRejection(ctx, callCtx context.Context, dp *outlast.
 	}
 	switch {
 	case errors.Is(err, ErrNotFound):
-		d.reject(ctx, p, dp.Claim, reason)
+		d.refused(ctx, dp, reason)
 	case err != nil:
 		d.retry(ctx, dp, fmt.Errorf("%w; its status could not confirm it holds no such payout: %w", refusal, err))
 	case st.Status == outlast.StatusFailed:
-		d.reject(ctx, p, dp.Claim, cmp.Or(st.Reason, reason))
+		d.refused(ctx, dp, cmp.Or(st.Reason, reason))
 	case !outlast.ValidID(st.PartnerRef):
 		d.retry(ctx, dp, fmt.Errorf("%w; yet its status says %s without a valid partner_ref", refusal, st.Status))
 	default:
@@ -281,9 +286,44 @@ func (d *Dispatcher) mark(ctx context.Context, p *outlast.Payout, ref, outcome s
 	})
 }
 
+// refused settles dp, which its channel confirmed it does not hold (or
+// failed): it moves to the channel the router would choose among those
+// that have not refused it, in its order, or fails when none is left,
+// with a reason naming every channel that refused it. The move, like the
+// failure, is fenced by the claim, so a payout never goes to a second
+// channel while an attempt on the first may still be accepted.
+func (d *Dispatcher) refused(ctx context.Context, dp *outlast.Dispatch, reason string) {
+	p := dp.Payout
+	refused := append(slices.Clone(dp.Refused), p.Channel)
+	to, ok := d.router.ChooseExcept(refused)
+	if !ok {
+		d.reject(ctx, p, dp.Claim, refusalsReason(dp.Refused, p.Channel, reason))
+		return
+	}
+	dispatchOutcomesTotal.WithLabelValues(p.Channel, "rerouted").Inc()
+	d.write(ctx, "reroute", p.ID, func(ctx context.Context) error {
+		if _, err := d.outbox.RerouteDispatch(ctx, p.ID, p.Channel, to, "refused by "+p.Channel+": "+reason, dp.Claim); err != nil {
+			return err
+		}
+		dispatchReroutesTotal.WithLabelValues(p.Channel, to).Inc()
+		d.log.Warn("partner refused payout; moved it to the next channel", "payout_id", p.ID, "from", p.Channel, "to", to, "reason", reason)
+		return nil
+	})
+}
+
+// refusalsReason is the failure reason of a payout every channel refused:
+// the last refusal's reason, after the channels that refused it before.
+func refusalsReason(earlier []string, last, reason string) string {
+	if len(earlier) == 0 {
+		return reason
+	}
+	return fmt.Sprintf("refused by %s, then by %s: %s", strings.Join(earlier, ", then by "), last, reason)
+}
+
 // reject fails p, claimed under claim: the partner confirmed it holds no
-// such payout. If the claim was lost meanwhile (the lease ran out and
-// another dispatcher sent the payout again) the outbox refuses.
+// such payout, and no other channel is left to try. If the claim was lost
+// meanwhile (the lease ran out and another dispatcher sent the payout
+// again) the outbox refuses.
 func (d *Dispatcher) reject(ctx context.Context, p *outlast.Payout, claim time.Time, reason string) {
 	dispatchOutcomesTotal.WithLabelValues(p.Channel, "rejected").Inc()
 	d.log.Info("partner rejected payout", "payout_id", p.ID, "channel", p.Channel, "reason", reason)

@@ -67,15 +67,19 @@ var (
 	})
 	dispatchOutcomesTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "outlast_dispatch_outcomes_total",
-		Help: "Dispatch attempts by outcome: dispatched, rejected (refused and confirmed by the partner's status), retried, refusal_overruled (refused, yet the partner's status says it holds the payout: dispatched). Alert on refusal_overruled: the partner answers retries of payouts it holds with errors.",
+		Help: "Dispatch attempts by outcome: dispatched, rejected (refused and confirmed by the partner's status, no other channel left), rerouted (the same, moved to the next channel), retried, refusal_overruled (refused, yet the partner's status says it holds the payout: dispatched). Alert on refusal_overruled: the partner answers retries of payouts it holds with errors.",
 	}, []string{"channel", "outcome"})
+	dispatchReroutesTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "outlast_dispatch_reroutes_total",
+		Help: "Payouts moved from a channel that definitively refused them (confirmed by its status) to the next channel in the router's order, instead of failing them.",
+	}, []string{"from", "to"})
 	dispatchParkedTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "outlast_dispatch_parked_total",
 		Help: "Retries of payouts past AttemptsMax (stuck: retried about every BackoffMax, never failed). Alert when it grows.",
 	}, []string{"channel"})
 	dispatchOutboxErrorsTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "outlast_dispatch_outbox_errors_total",
-		Help: "Failed outbox calls by operation: claim, mark, reject, retry.",
+		Help: "Failed outbox calls by operation: claim, mark, reject, reroute, retry.",
 	}, []string{"op"})
 )
 
@@ -84,6 +88,6 @@ func Collectors() []prometheus.Collector {
 	return []prometheus.Collector{
 		submitsTotal, submitSeconds, requestsTotal, breakerState,
 		channelChosenTotal, channelEjectionsTotal, channelEjectionsSparedTotal, channelRouteChangesTotal, channelEjected, channelReturnShare,
-		dispatchClaimedTotal, dispatchOutcomesTotal, dispatchParkedTotal, dispatchOutboxErrorsTotal,
+		dispatchClaimedTotal, dispatchOutcomesTotal, dispatchReroutesTotal, dispatchParkedTotal, dispatchOutboxErrorsTotal,
 	}
 }

@@ -54,9 +54,10 @@ func TestDispatcherDoesNotFailAPayoutTheBankHolds(t *testing.T) {
 }
 
 // A refusal whose status cannot be read is not confirmed: the payout is
-// retried, never failed.
+// retried on its channel, never failed, and never sent to the next
+// channel while the first may still hold it.
 func TestDispatcherRetriesARefusalItCannotConfirm(t *testing.T) {
-	const ch = "unconfirmed"
+	const ch, next = "unconfirmed", "unconfirmed-next"
 	var statusCalls atomic.Int64
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method == http.MethodGet {
@@ -68,16 +69,19 @@ func TestDispatcherRetriesARefusalItCannotConfirm(t *testing.T) {
 		fmt.Fprint(w, `{"error":"invalid destination"}`)
 	}))
 	defer srv.Close()
-	_, router := oneChannel(t, ch, srv.URL)
+	nextBank, nextSrv := startBank(t, next, partnersim.Faults{})
+	_, _, router := twoChannels(t, ch, srv.URL, next, nextSrv.URL)
 	p := payoutsOn(ch, 1)[0]
 	ob := newFakeOutbox(p)
-	runDispatcher(t, NewDispatcher(ob, router, DispatcherConfig{PollInterval: 2 * time.Millisecond,
-		BackoffBase: time.Millisecond, BackoffMax: 5 * time.Millisecond, Logger: quietLogger}))
+	runDispatcher(t, fastDispatcher(ob, router))
 	testenv.WaitFor(t, 10*time.Second, "3 retries", func() bool { return len(ob.retriesOf(p.ID)) >= 3 })
 	ob.mu.Lock()
 	defer ob.mu.Unlock()
-	if len(ob.rejects) != 0 || len(ob.marks) != 0 {
-		t.Errorf("rejects = %v, marks = %v; want neither while the bank's status is unreadable", ob.rejects, ob.marks)
+	if len(ob.rejects) != 0 || len(ob.marks) != 0 || len(ob.reroutes) != 0 {
+		t.Errorf("rejects = %v, marks = %v, reroutes = %v; want none while the bank's status is unreadable", ob.rejects, ob.marks, ob.reroutes)
+	}
+	if got := nextBank.Stats().Payouts; got != 0 {
+		t.Errorf("%s was sent %d payouts, want none", next, got)
 	}
 	if statusCalls.Load() < 3 {
 		t.Errorf("status asked %d times, want once per refusal", statusCalls.Load())
@@ -106,21 +110,8 @@ func TestDispatcherRefusalsOnTheStore(t *testing.T) {
 
 		runDispatcher(t, NewDispatcher(db, router, DispatcherConfig{PollInterval: 2 * time.Millisecond,
 			BackoffBase: time.Millisecond, BackoffMax: 5 * time.Millisecond, Logger: quietLogger}))
-		payout := func(id string) *outlast.Payout {
-			p, _, err := db.Payout(ctx, id)
-			if err != nil {
-				t.Fatalf("Payout(%s): %v", id, err)
-			}
-			return p
-		}
-		testenv.WaitFor(t, 20*time.Second, "every payout to leave pending", func() bool {
-			for _, p := range append(slices.Clone(held), refused) {
-				if payout(p.ID).Status == outlast.StatusPending {
-					return false
-				}
-			}
-			return true
-		})
+		payout := func(id string) *outlast.Payout { return storedPayout(t, db, id) }
+		testenv.WaitFor(t, 20*time.Second, "every payout to leave pending", leftPending(t, db, append(slices.Clone(held), refused)...))
 		for _, p := range held {
 			got := payout(p.ID)
 			st, err := client.Status(ctx, p.ID)
@@ -154,40 +145,78 @@ func oneChannel(t *testing.T, ch, url string) (*Client, *Router) {
 }
 
 // A dispatcher whose lease ran out while another claimed the payout again
-// must not fail it on a refusal it learns late: the other claim may be
-// getting it accepted. On the real store, SQLite and PostgreSQL.
+// must not act on a refusal it learns late: the other claim may be
+// getting it accepted. With one channel it must not fail it; with a
+// second channel it must not send it there. On the real store, SQLite
+// and PostgreSQL.
 func TestDispatcherWithALostClaimFailsNothing(t *testing.T) {
-	testenv.EachDatabase(t, func(t *testing.T, dsn string) {
-		ctx := context.Background()
-		db := openStore(t, dsn)
-		clock := testenv.NewClock(time.Now())
-		db.Now = clock.Now
-		const ch = "tcb"
-		_, srv := startBank(t, ch, partnersim.Faults{})
-		_, router := oneChannel(t, ch, srv.URL)
-		f := ledgertest.Seed(t, db, "lost", 1000)
-		bad := f.Req("refused", 250)
-		bad.Destination = "REJECT-closed-account"
-		p := ledgertest.MustPayout(t, db, bad)
+	const ch, next = "tcb", "acb"
+	_, srv := startBank(t, ch, partnersim.Faults{})
+	nextBank, nextSrv := startBank(t, next, partnersim.Faults{})
+	_, single := oneChannel(t, ch, srv.URL)
+	_, _, double := twoChannels(t, ch, srv.URL, next, nextSrv.URL)
+	for _, router := range []*Router{single, double} {
+		t.Run(fmt.Sprintf("%d_channels", len(router.Order())), func(t *testing.T) {
+			testenv.EachDatabase(t, func(t *testing.T, dsn string) {
+				ctx := context.Background()
+				db := openStore(t, dsn)
+				clock := testenv.NewClock(time.Now())
+				db.Now = clock.Now
+				f := ledgertest.Seed(t, db, "lost", 1000)
+				bad := f.Req("refused", 250)
+				bad.Destination = "REJECT-closed-account"
+				p := ledgertest.MustPayout(t, db, bad)
 
-		claim := func() *outlast.Dispatch {
-			ds, err := db.ClaimDispatches(ctx, 10, time.Minute)
-			if err != nil || len(ds) != 1 {
-				t.Fatalf("ClaimDispatches = %v, %v; want the payout", ds, err)
+				claim := func() *outlast.Dispatch {
+					ds, err := db.ClaimDispatches(ctx, 10, time.Minute)
+					if err != nil || len(ds) != 1 {
+						t.Fatalf("ClaimDispatches = %v, %v; want the payout", ds, err)
+					}
+					return ds[0]
+				}
+				stale := claim()
+				clock.Advance(2 * time.Minute) // its lease runs out; another instance claims
+				claim()
+				d := NewDispatcher(db, router, DispatcherConfig{Logger: quietLogger})
+				d.handle(ctx, stale) // the bank refuses and has no such payout
+				got, _, err := db.Payout(ctx, p.ID)
+				if err != nil || got.Status != outlast.StatusPending || got.Channel != ch || got.Version != p.Version {
+					t.Fatalf("payout after a refusal under a lost claim = %+v, %v; want unchanged, pending on %s", got, err, ch)
+				}
+				ledgertest.WantBalances(t, db, f.Account, 750, 250, 0)
+				clock.Advance(2 * time.Minute)
+				if again := claim(); len(again.Refused) != 0 {
+					t.Errorf("refused channels after a lost claim = %q, want none", again.Refused)
+				}
+			})
+		})
+	}
+	if got := nextBank.Stats().Payouts; got != 0 {
+		t.Errorf("%s was sent %d payouts, want none", next, got)
+	}
+}
+
+// storedPayout reads payout id from db, failing t if it cannot.
+func storedPayout(t *testing.T, db *store.DB, id string) *outlast.Payout {
+	t.Helper()
+	p, _, err := db.Payout(context.Background(), id)
+	if err != nil {
+		t.Fatalf("Payout(%s): %v", id, err)
+	}
+	return p
+}
+
+// leftPending is a WaitFor condition: every one of ps has left pending in
+// db.
+func leftPending(t *testing.T, db *store.DB, ps ...*outlast.Payout) func() bool {
+	return func() bool {
+		for _, p := range ps {
+			if storedPayout(t, db, p.ID).Status == outlast.StatusPending {
+				return false
 			}
-			return ds[0]
 		}
-		stale := claim()
-		clock.Advance(2 * time.Minute) // its lease runs out; another instance claims
-		claim()
-		d := NewDispatcher(db, router, DispatcherConfig{Logger: quietLogger})
-		d.handle(ctx, stale) // the bank refuses and has no such payout
-		got, _, err := db.Payout(ctx, p.ID)
-		if err != nil || got.Status != outlast.StatusPending {
-			t.Fatalf("payout after a refusal under a lost claim = %+v, %v; want still pending", got, err)
-		}
-		ledgertest.WantBalances(t, db, f.Account, 750, 250, 0)
-	})
+		return true
+	}
 }
 
 // openStore opens the ledger at dsn, closed when t ends.

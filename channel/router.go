@@ -178,9 +178,25 @@ func (r *Router) Disabled(name string) bool {
 // for the channel to recover. EUNAVAILABLE if Order is empty. Each call
 // also logs and counts the channels' routing states that changed.
 func (r *Router) Choose(ctx context.Context) (string, error) {
-	order, disabled := r.snapshot()
-	if len(order) == 0 {
+	chosen, ok := r.ChooseExcept(nil)
+	if !ok {
 		return "", &outlast.Error{Code: outlast.EUNAVAILABLE, Message: "no active partner channel", RetryAfter: noChannelRetryAfter}
+	}
+	channelChosenTotal.WithLabelValues(chosen).Inc()
+	return chosen, nil
+}
+
+// ChooseExcept returns the channel for a payout the channels in refused
+// definitively refused: the one Choose would pick were they not in
+// Order, so a refused payout follows the fallback order and its health
+// as a new one does. False if Order has no other channel: only then is
+// the payout failed. Like Choose, it logs and counts the channels'
+// routing states that changed.
+func (r *Router) ChooseExcept(refused []string) (string, bool) {
+	order, disabled := r.snapshot()
+	order = slices.DeleteFunc(order, func(name string) bool { return slices.Contains(refused, name) })
+	if len(order) == 0 {
+		return "", false
 	}
 	now := r.ej.Now()
 	r.omu.Lock()
@@ -189,9 +205,7 @@ func (r *Router) Choose(ctx context.Context) (string, error) {
 	for _, name := range r.names {
 		states[name] = r.observeLocked(name, disabled[name], now)
 	}
-	chosen := r.pickLocked(order, states)
-	channelChosenTotal.WithLabelValues(chosen).Inc()
-	return chosen, nil
+	return r.pickLocked(order, states), true
 }
 
 // pickLocked is Choose's decision over states; r.omu is held, which also

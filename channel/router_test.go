@@ -237,3 +237,46 @@ func TestSetActiveKeepsTheDocument(t *testing.T) {
 		t.Fatalf("Order = %v, want the new start-up channel sa-b", got)
 	}
 }
+
+// TestChooseExcept: a payout refused by some channels goes where a new
+// payout would among the rest — the fallback order, skipping disabled
+// channels and channels outside the order, preferring a healthy one —
+// and nowhere once none is left.
+func TestChooseExcept(t *testing.T) {
+	failing := &flakyServer{}
+	failing.failing.Store(true)
+	srv := httptest.NewServer(failing)
+	defer srv.Close()
+	var clients []*Client
+	for _, name := range []string{"ex-a", "ex-b", "ex-c", "ex-d", "ex-out"} {
+		clients = append(clients, NewClient(name, srv.URL, ClientOptions{BreakerFailures: 1, BreakerDelay: time.Hour}))
+	}
+	r, err := NewRouter("ex-a", clients...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	on, off := outlast.ChannelConfig{Enabled: true}, outlast.ChannelConfig{}
+	r.Apply(&outlast.ControlConfig{ActiveChannel: "ex-a", Fallback: []string{"ex-b", "ex-c", "ex-d"},
+		Channels: map[string]outlast.ChannelConfig{"ex-a": on, "ex-b": on, "ex-c": off, "ex-d": on, "ex-out": on}})
+	for _, tc := range []struct {
+		refused []string
+		want    string
+	}{
+		{nil, "ex-a"},
+		{[]string{"ex-a"}, "ex-b"},
+		{[]string{"ex-b", "ex-a"}, "ex-d"}, // ex-c is disabled
+		{[]string{"ex-a", "ex-b", "ex-d"}, ""},
+	} {
+		got, ok := r.ChooseExcept(tc.refused)
+		if got != tc.want || ok != (tc.want != "") {
+			t.Errorf("ChooseExcept(%q) = %q, %v; want %q", tc.refused, got, ok, tc.want)
+		}
+	}
+	// An open breaker on ex-b sends a payout ex-a refused on to ex-d.
+	if _, err := r.Submit(context.Background(), "ex-b", testPayout("p1")); !errors.Is(err, ErrAmbiguous) {
+		t.Fatalf("Submit to a failing channel = %v, want ambiguous", err)
+	}
+	if got, ok := r.ChooseExcept([]string{"ex-a"}); got != "ex-d" || !ok {
+		t.Errorf("ChooseExcept(ex-a) with ex-b's breaker open = %q, %v; want ex-d", got, ok)
+	}
+}
