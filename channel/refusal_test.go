@@ -59,7 +59,7 @@ func TestDispatcherDoesNotFailAPayoutTheBankHolds(t *testing.T) {
 func TestDispatcherRetriesARefusalItCannotConfirm(t *testing.T) {
 	const ch, next = "unconfirmed", "unconfirmed-next"
 	var statusCalls atomic.Int64
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	p, ob, nextBank := dispatchOnTwo(t, ch, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method == http.MethodGet {
 			statusCalls.Add(1)
 			w.WriteHeader(http.StatusServiceUnavailable)
@@ -67,13 +67,7 @@ func TestDispatcherRetriesARefusalItCannotConfirm(t *testing.T) {
 		}
 		w.WriteHeader(http.StatusUnprocessableEntity)
 		fmt.Fprint(w, `{"error":"invalid destination"}`)
-	}))
-	defer srv.Close()
-	nextBank, nextSrv := startBank(t, next, partnersim.Faults{})
-	_, _, router := twoChannels(t, ch, srv.URL, next, nextSrv.URL)
-	p := payoutsOn(ch, 1)[0]
-	ob := newFakeOutbox(p)
-	runDispatcher(t, fastDispatcher(ob, router))
+	}), next, partnersim.Faults{})
 	testenv.WaitFor(t, 10*time.Second, "3 retries", func() bool { return len(ob.retriesOf(p.ID)) >= 3 })
 	ob.mu.Lock()
 	defer ob.mu.Unlock()

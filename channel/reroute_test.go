@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -31,6 +32,22 @@ func twoChannels(t *testing.T, a, urlA, b, urlB string) (clientA, clientB *Clien
 	}
 	r.Apply(&outlast.ControlConfig{ActiveChannel: a, Fallback: []string{b}})
 	return clientA, clientB, r
+}
+
+// dispatchOnTwo dispatches, until the test ends, one payout bound to
+// channel a, served by handler, with channel b, a simulated bank with
+// faultsB, next in the order; it returns the payout, the fake outbox
+// holding it and bank b.
+func dispatchOnTwo(t *testing.T, a string, handler http.Handler, b string, faultsB partnersim.Faults) (*outlast.Payout, *fakeOutbox, *partnersim.Bank) {
+	t.Helper()
+	srvA := httptest.NewServer(handler)
+	t.Cleanup(srvA.Close)
+	bankB, srvB := startBank(t, b, faultsB)
+	_, _, router := twoChannels(t, a, srvA.URL, b, srvB.URL)
+	p := payoutsOn(a, 1)[0]
+	ob := newFakeOutbox(p)
+	runDispatcher(t, fastDispatcher(ob, router))
+	return p, ob, bankB
 }
 
 // fastDispatcher is a dispatcher over ob and r that polls and retries
@@ -85,20 +102,14 @@ func TestDispatcherReroutesARefusedPayoutToTheNextChannel(t *testing.T) {
 // and failed it), which is as definitive as "no such payout".
 func TestDispatcherFailsAPayoutEveryChannelRefused(t *testing.T) {
 	const a, b = "all-a", "all-b"
-	srvA := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	p, ob, bankB := dispatchOnTwo(t, a, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method == http.MethodGet {
 			fmt.Fprintf(w, `{"payout_id":%q,"partner_ref":"a-1","status":"failed","reason":"account frozen"}`, strings.TrimPrefix(r.URL.Path, "/payouts/"))
 			return
 		}
 		w.WriteHeader(http.StatusUnprocessableEntity)
 		fmt.Fprint(w, `{"error":"account frozen"}`)
-	}))
-	defer srvA.Close()
-	bankB, srvB := startBank(t, b, partnersim.Faults{RejectRate: 1})
-	_, _, router := twoChannels(t, a, srvA.URL, b, srvB.URL)
-	p := payoutsOn(a, 1)[0]
-	ob := newFakeOutbox(p)
-	runDispatcher(t, fastDispatcher(ob, router))
+	}), b, partnersim.Faults{RejectRate: 1})
 	testenv.WaitFor(t, 10*time.Second, "outbox to drain", func() bool { return ob.pending() == 0 })
 
 	ob.mu.Lock()
@@ -112,6 +123,40 @@ func TestDispatcherFailsAPayoutEveryChannelRefused(t *testing.T) {
 	}
 	if got := bankB.Stats().Rejected; got != 1 {
 		t.Errorf("%s rejected %d payouts, want 1", b, got)
+	}
+}
+
+// After an ambiguous attempt, a refusal moves the payout only once the
+// channel's status said twice, ConfirmDelay apart, that it does not hold
+// it.
+func TestDispatcherReroutesAfterAnAmbiguousAttemptOnlyOnceConfirmed(t *testing.T) {
+	const a, b = "amb-a", "amb-b"
+	var posts, gets atomic.Int64
+	p, ob, bankB := dispatchOnTwo(t, a, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case r.Method == http.MethodGet:
+			gets.Add(1)
+			w.WriteHeader(http.StatusNotFound)
+			fmt.Fprint(w, `{"error":"payout not found"}`)
+		case posts.Add(1) == 1:
+			w.WriteHeader(http.StatusGatewayTimeout) // never reached the bank's core
+		default:
+			w.WriteHeader(http.StatusUnprocessableEntity)
+			fmt.Fprint(w, `{"error":"invalid destination"}`)
+		}
+	}), b, partnersim.Faults{})
+	testenv.WaitFor(t, 10*time.Second, "outbox to drain", func() bool { return ob.pending() == 0 })
+
+	ob.mu.Lock()
+	defer ob.mu.Unlock()
+	if got := ob.reroutes[p.ID]; !slices.Equal(got, []string{a + ">" + b}) || len(ob.marks[p.ID]) != 1 || len(ob.rejects) != 0 {
+		t.Errorf("reroutes = %v, marks = %v, rejects = %v; want moved to %s and marked there", got, ob.marks, ob.rejects, b)
+	}
+	if gets.Load() != 2 || posts.Load() != 2 {
+		t.Errorf("%s was asked its status %d times after %d submits, want twice after 2", a, gets.Load(), posts.Load())
+	}
+	if got := bankB.Stats().Accepted; got != 1 {
+		t.Errorf("%s accepted %d payouts, want 1", b, got)
 	}
 }
 
