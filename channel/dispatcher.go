@@ -230,8 +230,58 @@ func (d *Dispatcher) handle(ctx context.Context, dp *outlast.Dispatch) {
 		d.mark(ctx, p, ref, "dispatched")
 	case errors.Is(err, ErrRejected):
 		d.confirmRejection(ctx, callCtx, dp, err)
+	case errors.Is(err, ErrDisabled), errors.Is(err, ErrBreakerOpen):
+		d.rebind(ctx, callCtx, dp, err)
 	default:
 		d.retry(ctx, dp, err)
+	}
+}
+
+// askStatus asks p's channel whether it holds the payout. After an
+// attempt that may still be in the bank's hands, "no such payout" is
+// asked again ConfirmDelay later, so an attempt the bank is still
+// processing is not taken for absent. ok is false when shutting down
+// during the wait: the lease brings the payout back.
+func (d *Dispatcher) askStatus(ctx, callCtx context.Context, dp *outlast.Dispatch) (st *Status, ok bool, err error) {
+	p := dp.Payout
+	st, err = d.router.Status(callCtx, p.Channel, p.ID)
+	if errors.Is(err, ErrNotFound) && dp.Attempts > 0 {
+		if !backoff.Sleep(ctx, d.cfg.ConfirmDelay) {
+			return nil, false, nil
+		}
+		st, err = d.router.Status(callCtx, p.Channel, p.ID)
+	}
+	return st, true, err
+}
+
+// rebind moves a payout off a channel that cannot take it now — disabled
+// by the operators, or failing behind an open breaker — to the healthy
+// channel the router would choose instead, but only once the first
+// channel's status confirms it holds no such payout (or failed it): a
+// payout that may have been accepted there never goes to a second bank.
+// A channel that cannot answer, or no healthy channel to go to, leaves
+// the payout waiting where it is, as before; one the channel holds is
+// recorded as dispatched there.
+func (d *Dispatcher) rebind(ctx, callCtx context.Context, dp *outlast.Dispatch, cause error) {
+	p := dp.Payout
+	to, ok := d.router.ChooseExcept(append(slices.Clone(dp.Refused), p.Channel))
+	if st, known := d.router.State(to); !ok || !known || !st.OK() {
+		d.retry(ctx, dp, cause)
+		return
+	}
+	st, ok, err := d.askStatus(ctx, callCtx, dp)
+	switch {
+	case !ok:
+	case errors.Is(err, ErrNotFound), err == nil && st.Status == outlast.StatusFailed:
+		d.reroute(ctx, dp, to, fmt.Sprintf("%s cannot take it now (%s) and holds no such payout", p.Channel, outlast.ErrorMessage(cause)))
+	case err != nil:
+		d.retry(ctx, dp, fmt.Errorf("%w; its status could not confirm it holds no such payout, so it stays: %w", cause, err))
+	case !outlast.ValidID(st.PartnerRef):
+		d.retry(ctx, dp, fmt.Errorf("%w; its status says %s without a valid partner_ref", cause, st.Status))
+	default:
+		d.log.Info("payout found at its channel, which cannot take new ones now; recording it as dispatched there",
+			"payout_id", p.ID, "channel", p.Channel, "partner_status", st.Status, "partner_ref", st.PartnerRef)
+		d.mark(ctx, p, st.PartnerRef, "found_at_channel")
 	}
 }
 
@@ -253,14 +303,9 @@ func (d *Dispatcher) handle(ctx context.Context, dp *outlast.Dispatch) {
 func (d *Dispatcher) confirmRejection(ctx, callCtx context.Context, dp *outlast.Dispatch, refusal error) {
 	p := dp.Payout
 	reason, _ := RejectionReason(refusal)
-	st, err := d.router.Status(callCtx, p.Channel, p.ID)
-	if errors.Is(err, ErrNotFound) && dp.Attempts > 0 {
-		if !backoff.Sleep(ctx, d.cfg.ConfirmDelay) {
-			return // shutting down: the lease brings it back
-		}
-		st, err = d.router.Status(callCtx, p.Channel, p.ID)
-	}
+	st, ok, err := d.askStatus(ctx, callCtx, dp)
 	switch {
+	case !ok:
 	case errors.Is(err, ErrNotFound):
 		d.refused(ctx, dp, reason)
 	case err != nil:
@@ -300,13 +345,20 @@ func (d *Dispatcher) refused(ctx context.Context, dp *outlast.Dispatch, reason s
 		d.reject(ctx, p, dp.Claim, refusalsReason(dp.Refused, p.Channel, reason))
 		return
 	}
+	d.reroute(ctx, dp, to, "refused by "+p.Channel+": "+reason)
+}
+
+// reroute moves dp's payout from its channel, which confirmed it does not
+// hold it, to channel to, fenced by the claim.
+func (d *Dispatcher) reroute(ctx context.Context, dp *outlast.Dispatch, to, reason string) {
+	p := dp.Payout
 	dispatchOutcomesTotal.WithLabelValues(p.Channel, "rerouted").Inc()
 	d.write(ctx, "reroute", p.ID, func(ctx context.Context) error {
-		if _, err := d.outbox.RerouteDispatch(ctx, p.ID, p.Channel, to, "refused by "+p.Channel+": "+reason, dp.Claim); err != nil {
+		if _, err := d.outbox.RerouteDispatch(ctx, p.ID, p.Channel, to, reason, dp.Claim); err != nil {
 			return err
 		}
 		dispatchReroutesTotal.WithLabelValues(p.Channel, to).Inc()
-		d.log.Warn("partner refused payout; moved it to the next channel", "payout_id", p.ID, "from", p.Channel, "to", to, "reason", reason)
+		d.log.Warn("moved payout to another channel", "payout_id", p.ID, "from", p.Channel, "to", to, "reason", reason)
 		return nil
 	})
 }

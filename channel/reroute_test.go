@@ -224,3 +224,80 @@ func TestDispatcherReroutesOnTheStore(t *testing.T) {
 		ledgertest.WantBalances(t, db, f.Account, 10_000-100-300, 300, 100)
 	})
 }
+
+// rebindRig binds one payout to channel a, served by handler, which the
+// operators then disable; b, a simulated bank, is next in the order.
+func rebindRig(t *testing.T, a string, handler http.Handler, b string) (*outlast.Payout, *fakeOutbox, *partnersim.Bank) {
+	t.Helper()
+	srvA := httptest.NewServer(handler)
+	t.Cleanup(srvA.Close)
+	bankB, srvB := startBank(t, b, partnersim.Faults{})
+	_, _, router := twoChannels(t, a, srvA.URL, b, srvB.URL)
+	router.Apply(&outlast.ControlConfig{ActiveChannel: b, Fallback: []string{a},
+		Channels: map[string]outlast.ChannelConfig{a: {Enabled: false}, b: {Enabled: true}}})
+	p := payoutsOn(a, 1)[0]
+	ob := newFakeOutbox(p)
+	runDispatcher(t, fastDispatcher(ob, router))
+	return p, ob, bankB
+}
+
+// statusHandler answers a partner's status queries with status and body
+// (a submit would be a bug: a disabled channel is sent nothing), counting
+// them.
+func statusHandler(t *testing.T, gets *atomic.Int64, status int, body string) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet {
+			t.Errorf("%s %s sent to a disabled channel", r.Method, r.URL.Path)
+		}
+		gets.Add(1)
+		w.WriteHeader(status)
+		fmt.Fprint(w, body)
+	})
+}
+
+// A payout bound to a channel the operators disabled, which that
+// channel's status confirms it does not hold, moves to the next channel
+// and is paid there once.
+func TestDispatcherRebindsAPayoutOffADisabledChannel(t *testing.T) {
+	var gets atomic.Int64
+	p, ob, bankB := rebindRig(t, "off-a", statusHandler(t, &gets, http.StatusNotFound, `{"error":"no such payout"}`), "off-b")
+	testenv.WaitFor(t, 10*time.Second, "outbox to drain", func() bool { return ob.pending() == 0 })
+	ob.mu.Lock()
+	defer ob.mu.Unlock()
+	if got := ob.reroutes[p.ID]; !slices.Equal(got, []string{"off-a>off-b"}) || len(ob.marks[p.ID]) != 1 || len(ob.rejects) != 0 {
+		t.Errorf("reroutes %v, marks %v, rejects %v; want one move to off-b, marked there, nothing failed", got, ob.marks, ob.rejects)
+	}
+	if got := bankB.Stats().Accepted; got != 1 {
+		t.Errorf("off-b accepted %d payouts, want 1", got)
+	}
+}
+
+// A disabled channel whose status cannot be read may hold the payout: it
+// stays where it is, and the other bank is sent nothing.
+func TestDispatcherKeepsAPayoutItsDisabledChannelMayHold(t *testing.T) {
+	var gets atomic.Int64
+	p, ob, bankB := rebindRig(t, "may-a", statusHandler(t, &gets, http.StatusBadGateway, `{"error":"upstream"}`), "may-b")
+	testenv.WaitFor(t, 10*time.Second, "three unanswered status queries", func() bool { return gets.Load() >= 3 })
+	ob.mu.Lock()
+	defer ob.mu.Unlock()
+	if len(ob.reroutes[p.ID]) != 0 || len(ob.marks) != 0 || len(ob.rejects) != 0 || bankB.Stats().Accepted != 0 {
+		t.Errorf("reroutes %v, marks %v, rejects %v, may-b accepted %d; want the payout left waiting on may-a",
+			ob.reroutes, ob.marks, ob.rejects, bankB.Stats().Accepted)
+	}
+}
+
+// A disabled channel that holds the payout keeps it: it is recorded as
+// dispatched there, under its ref.
+func TestDispatcherRecordsAPayoutItsDisabledChannelHolds(t *testing.T) {
+	var gets atomic.Int64
+	p, ob, bankB := rebindRig(t, "held-a", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		gets.Add(1)
+		fmt.Fprintf(w, `{"payout_id":%q,"partner_ref":"held-1","status":"dispatched"}`, strings.TrimPrefix(r.URL.Path, "/payouts/"))
+	}), "held-b")
+	testenv.WaitFor(t, 10*time.Second, "outbox to drain", func() bool { return ob.pending() == 0 })
+	ob.mu.Lock()
+	defer ob.mu.Unlock()
+	if got := ob.marks[p.ID]; !slices.Equal(got, []string{"held-1"}) || len(ob.reroutes) != 0 || bankB.Stats().Accepted != 0 {
+		t.Errorf("marks %v, reroutes %v, held-b accepted %d; want marked under held-1 at held-a only", got, ob.reroutes, bankB.Stats().Accepted)
+	}
+}
