@@ -55,7 +55,7 @@ func newHarness(t *testing.T, opts ...func(*Config, *Services)) *harness {
 		Logger:         slog.New(slog.NewTextHandler(io.Discard, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	}
 	svc := Services{
-		Accounts: h.store, Payouts: h.store, Log: h.log, Inbox: h.inbox, Control: h.store.mem,
+		Accounts: h.store, Payouts: h.store, Log: h.log, Inbox: h.inbox, Control: h.store.mem, Exceptions: h.store.mem,
 		ChooseChannel: func(ctx context.Context) (string, error) {
 			h.mu.Lock()
 			defer h.mu.Unlock()

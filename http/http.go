@@ -1,8 +1,8 @@
-// Package http serves Outlast's JSON API: clients, accounts and dead
-// letters (admin), payouts (clients), partner bank webhooks, health and
-// metrics. It speaks only in domain terms — the root package's service
-// interfaces and a few function fields — so it never knows which store or
-// log sits behind them.
+// Package http serves Outlast's JSON API: clients, accounts, dead
+// letters and exceptions (admin), payouts (clients), partner bank
+// webhooks, health and metrics. It speaks only in domain terms — the
+// root package's service interfaces and a few function fields — so it
+// never knows which store or log sits behind them.
 //
 // Its one promise to the rest of the system: a partner notification is
 // answered 200 only after the log (or, when the log is down, the database
@@ -110,6 +110,10 @@ type Services struct {
 	// Instances are the heartbeats listed at /admin/v1/instances. If nil,
 	// that route is 404.
 	Instances outlast.InstanceStore
+	// Exceptions are the disagreements with banks that operators list and
+	// resolve at /admin/v1/exceptions (the ledger keeps them). If nil,
+	// those routes are 404.
+	Exceptions outlast.ExceptionService
 	// Local is this instance's control plane: the maintenance switch every
 	// new payout asks, its status in /readyz, and the break-glass
 	// endpoints /admin/v1/local/*. If nil, payouts are always taken and

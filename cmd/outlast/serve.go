@@ -586,6 +586,7 @@ func (m *Main) openHTTP() error {
 		DeadLetters:   map[outlast.Source]outlast.DeadLetters{outlast.FromLog: m.Log, outlast.FromInbox: m.DB},
 		Control:       m.DB,
 		Instances:     m.DB,
+		Exceptions:    m.Ledger,
 		Local:         m.Control,
 	})
 	if err != nil {
