@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	nethttp "net/http"
+	"net/url"
 	"strconv"
 	"time"
 
@@ -164,15 +165,22 @@ type deadLetterPage struct {
 
 // deadLetters returns the listing both as the API's JSON and decoded.
 func (c *apiClient) deadLetters(ctx context.Context, limit int) (json.RawMessage, *deadLetterPage, error) {
-	var raw json.RawMessage
-	if _, err := c.do(ctx, "GET", "/admin/v1/deadletters?limit="+strconv.Itoa(limit), nil, nil, &raw); err != nil {
-		return nil, nil, err
-	}
 	var page deadLetterPage
-	if err := json.Unmarshal(raw, &page); err != nil {
-		return nil, nil, fmt.Errorf("decode dead letters: %w", err)
+	raw, err := c.get(ctx, "/admin/v1/deadletters?limit="+strconv.Itoa(limit), &page)
+	return raw, &page, err
+}
+
+// get reads path and returns the answer both as the API's JSON, for a
+// command's --json, and decoded into out, for its table.
+func (c *apiClient) get(ctx context.Context, path string, out any) (json.RawMessage, error) {
+	var raw json.RawMessage
+	if _, err := c.do(ctx, "GET", path, nil, nil, &raw); err != nil {
+		return nil, err
 	}
-	return raw, &page, nil
+	if err := json.Unmarshal(raw, out); err != nil {
+		return nil, fmt.Errorf("decode GET %s: %w", path, err)
+	}
+	return raw, nil
 }
 
 func (c *apiClient) replayDeadLetters(ctx context.Context, ids []string) (int, error) {
@@ -181,4 +189,46 @@ func (c *apiClient) replayDeadLetters(ctx context.Context, ids []string) (int, e
 	}
 	_, err := c.do(ctx, "POST", "/admin/v1/deadletters/replay", nil, map[string][]string{"ids": ids}, &out)
 	return out.Replayed, err
+}
+
+// exceptionPage is GET /admin/v1/exceptions.
+type exceptionPage struct {
+	Exceptions []*outlast.Exception          `json:"exceptions"`
+	NextBefore int64                         `json:"next_before"`
+	Open       map[outlast.ExceptionKind]int `json:"open"`
+}
+
+// exceptions lists the exceptions query selects, as JSON and decoded.
+func (c *apiClient) exceptions(ctx context.Context, query url.Values) (json.RawMessage, *exceptionPage, error) {
+	var page exceptionPage
+	raw, err := c.get(ctx, "/admin/v1/exceptions?"+query.Encode(), &page)
+	return raw, &page, err
+}
+
+// exception reads one exception, as JSON and decoded.
+func (c *apiClient) exception(ctx context.Context, id int64) (json.RawMessage, *outlast.Exception, error) {
+	var e outlast.Exception
+	raw, err := c.get(ctx, "/admin/v1/exceptions/"+strconv.FormatInt(id, 10), &e)
+	return raw, &e, err
+}
+
+// resolution is what an operator sends to resolve an exception; who
+// resolved it is the service's to say.
+type resolution struct {
+	Action outlast.ResolveAction `json:"action"`
+	Amount int64                 `json:"amount,omitempty"`
+	Reason string                `json:"reason"`
+}
+
+// resolved is POST /admin/v1/exceptions/{id}/resolve's answer; Account is
+// nil for an exception without one.
+type resolved struct {
+	Exception *outlast.Exception `json:"exception"`
+	Account   *outlast.Account   `json:"account"`
+}
+
+func (c *apiClient) resolveException(ctx context.Context, id int64, r resolution) (*resolved, error) {
+	var out resolved
+	_, err := c.do(ctx, "POST", "/admin/v1/exceptions/"+strconv.FormatInt(id, 10)+"/resolve", nil, r, &out)
+	return &out, err
 }

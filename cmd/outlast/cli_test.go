@@ -45,6 +45,10 @@ var commandFlags = []struct {
 	{[]string{"deadletters", "list"}, []string{"--url ", `(default "http://127.0.0.1:8080")`, "--admin-token ", "--admin-token-file ",
 		"--data-dir ", "--limit ", "(default 100)", "--json"}},
 	{[]string{"deadletters", "replay"}, []string{"--url ", "--admin-token ", "--admin-token-file ", "--data-dir ", "--all"}},
+	{[]string{"exceptions", "list"}, []string{"--url ", `(default "http://127.0.0.1:8080")`, "--admin-token ", "--admin-token-file ",
+		"--data-dir ", "--status ", `(default "open")`, "--kind ", "--payout ", "--account ", "--before ", "--limit ", "(default 100)", "--json"}},
+	{[]string{"exceptions", "show"}, []string{"--url ", "--admin-token ", "--admin-token-file ", "--data-dir ", "--json"}},
+	{[]string{"exceptions", "resolve"}, []string{"--url ", "--admin-token ", "--admin-token-file ", "--data-dir ", "--action ", "--reason ", "--amount "}},
 	{[]string{"admin", "maintenance"}, []string{"--url ", `(default "http://127.0.0.1:8080")`, "--admin-token ", "--admin-token-file ",
 		"--data-dir ", "--reason ", "--wait ", "(default 10s)", "--message ", "--retry-after ", "--local"}},
 	{[]string{"admin", "channel", "use"}, []string{"--url ", "--admin-token ", "--reason ", "--wait ", "--force"}},
@@ -93,8 +97,8 @@ func TestCommandLists(t *testing.T) {
 		onStdout bool
 		want     []string
 	}{
-		{nil, 2, false, []string{"serve", "demo", "partnersim", "admin", "audit", "reconcile", "deadletters", "bench"}},
-		{[]string{"help"}, 0, true, []string{"serve", "demo", "partnersim", "admin", "audit", "reconcile", "deadletters", "bench"}},
+		{nil, 2, false, []string{"serve", "demo", "partnersim", "admin", "audit", "reconcile", "deadletters", "exceptions", "bench"}},
+		{[]string{"help"}, 0, true, []string{"serve", "demo", "partnersim", "admin", "audit", "reconcile", "deadletters", "exceptions", "bench"}},
 		{[]string{"admin"}, 2, false, []string{"admin maintenance on|off", "--local", "admin channel use", "admin status", "admin history"}},
 		{[]string{"admin", "--help"}, 0, true, []string{"admin maintenance on|off", "admin channel enable|disable"}},
 		{[]string{"admin", "channel"}, 2, false, []string{"admin channel use NAME", "admin channel disable NAME"}},
@@ -102,6 +106,8 @@ func TestCommandLists(t *testing.T) {
 		{[]string{"help", "serve"}, 0, true, []string{"Usage: outlast serve", "--channel"}},
 		{[]string{"deadletters"}, 2, false, []string{"deadletters list", "deadletters replay"}},
 		{[]string{"deadletters", "--help"}, 0, true, []string{"deadletters list", "deadletters replay"}},
+		{[]string{"exceptions", "--help"}, 0, true, []string{"exceptions [list]", "exceptions show ID", "exceptions resolve ID"}},
+		{[]string{"exceptions", "help"}, 0, true, []string{"exceptions [list]", "book_paid"}},
 		{[]string{"bench"}, 2, false, []string{"bench ingest", "bench cache"}},
 		{[]string{"bench", "--help"}, 0, true, []string{"bench ingest", "bench cache"}},
 		{[]string{"bench", "help"}, 0, true, []string{"bench ingest", "bench cache"}},
@@ -133,7 +139,8 @@ func TestUnknownFlagReportedOnce(t *testing.T) {
 	for _, c := range commandFlags {
 		cases = append(cases, append(append([]string{}, c.args...), "--no-such-flag"))
 	}
-	cases = append(cases, []string{"deadletters", "replay", "log:1", "--no-such-flag"},
+	cases = append(cases, []string{"deadletters", "replay", "log:1", "--no-such-flag"}, []string{"exceptions", "--no-such-flag"},
+		[]string{"exceptions", "resolve", "7", "--no-such-flag"}, []string{"exceptions", "show", "seven"}, []string{"exceptions", "nope"},
 		[]string{"admin", "maintenance", "on", "--no-such-flag"}, []string{"admin", "channel", "use", "tcb", "--no-such-flag"}, []string{"demo", "--rate=fast"})
 	for _, args := range cases {
 		t.Run(strings.Join(args, " "), func(t *testing.T) {

@@ -1,7 +1,8 @@
 // Command outlast is the one binary of the Outlast payout service: serve,
-// demo, partnersim, admin, audit, reconcile, deadletters and bench. Every flag has an
-// OUTLAST_* environment equivalent (--admin-token ↔ OUTLAST_ADMIN_TOKEN); a
-// flag on the command line wins over the environment.
+// demo, partnersim, admin, audit, reconcile, deadletters, exceptions and
+// bench. Every flag has an OUTLAST_* environment equivalent (--admin-token
+// ↔ OUTLAST_ADMIN_TOKEN); a flag on the command line wins over the
+// environment.
 package main
 
 import (
@@ -30,6 +31,7 @@ Commands:
   audit       check the ledger against its journal and against partners' records
   reconcile   compare the ledger with partners' records, repair missed successes and failures, list the rest
   deadletters list or replay the notifications that could never be applied (admin API)
+  exceptions  list, show and resolve what only a human may settle: paid but failed, paid twice, mismatches (admin API)
   bench       measure ingest (vs the naive design), the read cache (vs go-redis/cache, cache-aside) or control plane propagation
 
 Run 'outlast <command> --help' for a command's flags.
@@ -85,6 +87,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runReconcile(ctx, rest, stdout, stderr)
 	case "deadletters":
 		return runDeadLetters(ctx, rest, stdout, stderr)
+	case "exceptions":
+		return runExceptions(ctx, rest, stdout, stderr)
 	case "bench":
 		return runBench(ctx, rest, stdout, stderr)
 	case "help", "-h", "-help", "--help":
