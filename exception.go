@@ -3,6 +3,7 @@ package outlast
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -248,6 +249,22 @@ type Resolution struct {
 type Move struct {
 	Bucket Bucket `json:"bucket"`
 	Amount int64  `json:"amount"`
+}
+
+// String is the move as operators read it: "held -2500".
+func (m Move) String() string { return fmt.Sprintf("%s %+d", m.Bucket, m.Amount) }
+
+// DescribeMoves says a resolution's journal rows in one line, "held
+// -2500, paid_out +2500", the same in the console and the CLI.
+func DescribeMoves(moves []Move) string {
+	if len(moves) == 0 {
+		return "nothing"
+	}
+	parts := make([]string, len(moves))
+	for i, m := range moves {
+		parts[i] = m.String()
+	}
+	return strings.Join(parts, ", ")
 }
 
 // ResolutionReasonBytesMax bounds a resolution's reason.

@@ -228,3 +228,17 @@ func TestTransient(t *testing.T) {
 		}
 	}
 }
+
+func TestDescribeMoves(t *testing.T) {
+	for _, tc := range []struct {
+		moves []outlast.Move
+		want  string
+	}{
+		{nil, "nothing"},
+		{[]outlast.Move{{Bucket: outlast.BucketHeld, Amount: -2500}, {Bucket: outlast.BucketPaidOut, Amount: 2500}}, "held -2500, paid_out +2500"},
+	} {
+		if got := outlast.DescribeMoves(tc.moves); got != tc.want {
+			t.Errorf("DescribeMoves(%v) = %q, want %q", tc.moves, got, tc.want)
+		}
+	}
+}

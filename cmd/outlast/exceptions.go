@@ -231,24 +231,12 @@ func printResolution(w io.Writer, e *outlast.Exception) error {
 	fmt.Fprintln(tw, "resolution:")
 	fmt.Fprintf(tw, "  action\t%s\n", r.Action)
 	fmt.Fprintf(tw, "  amount\t%s\n", money(r.Amount, e.Currency))
-	fmt.Fprintf(tw, "  moves\t%s\n", moves(r.Moves))
+	fmt.Fprintf(tw, "  moves\t%s\n", outlast.DescribeMoves(r.Moves))
 	fmt.Fprintf(tw, "  advanced\t%s\n", money(r.Advanced, e.Currency))
 	fmt.Fprintf(tw, "  by\t%s\n", r.By)
 	fmt.Fprintf(tw, "  at\t%s\n", stamp(r.At))
 	fmt.Fprintf(tw, "  reason\t%s\n", r.Reason)
 	return tw.Flush()
-}
-
-// moves says a resolution's journal rows: "held -2500, paid_out +2500".
-func moves(ms []outlast.Move) string {
-	if len(ms) == 0 {
-		return "none"
-	}
-	parts := make([]string, len(ms))
-	for i, m := range ms {
-		parts[i] = fmt.Sprintf("%s %+d", m.Bucket, m.Amount)
-	}
-	return strings.Join(parts, ", ")
 }
 
 func stamp(t time.Time) string {
@@ -288,7 +276,7 @@ func runExceptionsResolve(ctx context.Context, args []string, stdout, stderr io.
 func printResolved(w io.Writer, out *resolved) error {
 	e, r := out.Exception, out.Exception.Resolution
 	fmt.Fprintf(w, "resolved exception %d (%s, payout %s) as %s by %s\n", e.ID, e.Kind, e.PayoutID, r.Action, r.By)
-	fmt.Fprintf(w, "moved: %s\n", moves(r.Moves))
+	fmt.Fprintf(w, "moved: %s\n", outlast.DescribeMoves(r.Moves))
 	if r.Advanced > 0 {
 		fmt.Fprintf(w, "advanced: %s (neither the hold nor available covered it: the client owes it)\n", money(r.Advanced, e.Currency))
 	}
