@@ -33,6 +33,7 @@ var consoleTemplates = template.Must(template.New("console").Funcs(template.Func
 	"when":  func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05 UTC") },
 	"join":  func(names []string) string { return strings.Join(names, ", ") },
 	"order": channelOrderText,
+	"moves": outlast.DescribeMoves,
 }).ParseFS(consoleFiles, "console/*.html"))
 
 const (
@@ -57,6 +58,8 @@ func (s *Server) registerConsole() {
 	s.handle("GET /admin/{$}", s.consoleOverview)
 	s.handle("GET /admin/live", s.consoleLive)
 	s.handle("GET /admin/history", s.consoleHistory)
+	s.handle("GET /admin/exceptions", s.consoleExceptions)
+	s.handle("POST /admin/exceptions/{id}/resolve", s.consoleResolve)
 	s.handle("GET /admin/login", s.consoleLoginPage)
 	s.handle("POST /admin/login", s.consoleLogin)
 	s.handle("POST /admin/logout", s.consoleLogout)

@@ -3,9 +3,11 @@ package http
 import (
 	"context"
 	"errors"
+	"fmt"
 	nethttp "net/http"
 	"net/http/httptest"
 	"net/url"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -513,4 +515,85 @@ func TestConsoleChannelOrder(t *testing.T) {
 	if strings.Contains(row(page, "acb"), "start-up") {
 		t.Errorf("row of acb = %s, want it active by the config", row(page, "acb"))
 	}
+}
+
+// TestConsoleExceptions: the exceptions page lists an open exception
+// with its evidence and a resolve form; resolving it moves its money,
+// states what moved and lists it as resolved by the console's operator.
+func TestConsoleExceptions(t *testing.T) {
+	h := newHarness(t)
+	wantRedirect(t, h.console("GET", "/admin/exceptions", nil, nil), "/admin/login")
+	session := h.signIn()
+	page := h.console("GET", "/admin/exceptions", session, nil)
+	h.mustStatus(page, 200)
+	wantBody(t, page, `href="/admin/exceptions" class="current"`, "No open exception.", "Nothing waits for a decision.", "None resolved yet.")
+
+	e := h.conflict(1000, outlast.StatusFailed, outlast.StatusSucceeded)
+	id := strconv.FormatInt(e.ID, 10)
+	page = h.console("GET", "/admin/exceptions", session, nil)
+	h.mustStatus(page, 200)
+	wantBody(t, page, `id="exception-`+id+`" data-kind="paid_but_failed"`, e.PayoutID, "1000 USD", "1 paid_but_failed",
+		"Evidence (2)", "<b>ledger</b>", "notification tcb/", `action="/admin/exceptions/`+id+`/resolve"`,
+		`<option value="book_paid"`, `name="reason" required`)
+	if strings.Contains(page.Body.String(), " selected") {
+		t.Errorf("a fresh form preselects an action other than the first (no_money):\n%s", page.Body)
+	}
+
+	rec := h.console("POST", "/admin/exceptions/"+id+"/resolve", session,
+		url.Values{"action": {"book_paid"}, "amount": {""}, "reason": {"tcb statement line 42"}})
+	wantRedirect(t, rec, "/admin/exceptions?resolved="+id)
+	if a := h.balances(); a.Available != 9000 || a.Held != 0 || a.PaidOut != 1000 {
+		t.Fatalf("acc-a after book_paid = %+v, want available 9000, held 0, paid_out 1000", a)
+	}
+	got, err := h.store.mem.Exception(context.Background(), e.ID)
+	if err != nil || got.Open() || !strings.HasPrefix(got.Resolution.By, "console: admin token from ") {
+		t.Fatalf("exception after the console resolved it = %+v, %v; want resolved by the console", got, err)
+	}
+	page = h.console("GET", "/admin/exceptions?resolved="+id, session, nil)
+	wantBody(t, page, "Exception "+id+" (paid_but_failed, payout "+e.PayoutID+") is resolved as book_paid. Moved: held -1000, paid_out &#43;1000.",
+		"Nothing waits for a decision.", `id="resolved-`+id+`"`, "tcb statement line 42", "console: admin token from")
+}
+
+// TestConsoleExceptionRefused: a resolution the ledger refuses moves
+// nothing and is answered with the API's status, why, and the form as
+// it was sent; a cross-origin form is refused before it is read.
+func TestConsoleExceptionRefused(t *testing.T) {
+	h := newHarness(t)
+	session := h.signIn()
+	e := h.conflict(1000, outlast.StatusFailed, outlast.StatusSucceeded)
+	path := fmt.Sprintf("/admin/exceptions/%d/resolve", e.ID)
+	before := h.balances()
+	for _, tc := range []struct {
+		name   string
+		path   string
+		form   url.Values
+		status int
+		want   []string
+	}{
+		{"no reason", path, url.Values{"action": {"book_paid"}, "amount": {"700"}}, 422,
+			[]string{"was not resolved; no money moved", "needs a reason", `value="700"`, `<option value="book_paid" selected>`}},
+		{"bad amount", path, url.Values{"action": {"book_paid"}, "amount": {"7.5"}, "reason": {"typo"}}, 400,
+			[]string{"amount must be a whole number", `value="typo"`}},
+		{"no_money with an amount", path, url.Values{"action": {"no_money"}, "amount": {"5"}, "reason": {"r"}}, 422,
+			[]string{"no_money moves no amount"}},
+		{"unknown exception", "/admin/exceptions/999/resolve", url.Values{"action": {"no_money"}, "reason": {"r"}}, 404,
+			[]string{"Exception 999 was not resolved", "not found"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rec := h.console("POST", tc.path, session, tc.form)
+			h.mustStatus(rec, tc.status)
+			wantBody(t, rec, append(tc.want, `id="problem"`, fmt.Sprintf(`id="exception-%d"`, e.ID))...)
+		})
+	}
+	if rec := h.console("POST", path, session, url.Values{"action": {"no_money"}, "reason": {"r"}}, "Origin", "http://evil.example"); rec.Code != 403 {
+		t.Errorf("cross-origin resolve = %d, want 403", rec.Code)
+	}
+	if after := h.balances(); after != before {
+		t.Fatalf("refused resolutions changed acc-a: %+v, was %+v", after, before)
+	}
+	wantRedirect(t, h.console("POST", path, session, url.Values{"action": {"no_money"}, "reason": {"bank reversed it"}}),
+		fmt.Sprintf("/admin/exceptions?resolved=%d", e.ID))
+	rec := h.console("POST", path, session, url.Values{"action": {"book_paid"}, "reason": {"again"}})
+	h.mustStatus(rec, 409)
+	wantBody(t, rec, "resolved already (no_money by console: admin token from")
 }

@@ -54,6 +54,15 @@ type consoleView struct {
 	// ChartScope says whose requests the charts count.
 	ChartScope string
 	History    []changeView
+	// The exceptions page: the open ones (newest first, at most
+	// consoleOpenExceptionsMax), how many of each kind are open and in
+	// all, the ones resolved last, the resolve form's actions, and a
+	// refused form as it was sent.
+	OpenExceptions, ResolvedExceptions []*outlast.Exception
+	OpenCounts                         map[outlast.ExceptionKind]int
+	OpenTotal                          int
+	ResolveOptions                     []resolveOption
+	ResolveForm                        resolveForm
 }
 
 type instanceView struct {

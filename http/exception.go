@@ -180,17 +180,25 @@ func (s *Server) requireExceptions(r *nethttp.Request) error {
 		return err
 	}
 	if s.svc.Exceptions == nil {
-		return outlast.Errorf(outlast.ENOTFOUND, "this server keeps no exceptions")
+		return errNoExceptions
 	}
 	return nil
 }
 
+var errNoExceptions = outlast.Errorf(outlast.ENOTFOUND, "this server keeps no exceptions")
+
 // exceptionRoute admits a request to /admin/v1/exceptions/{id}... and
-// reads its {id}; one that is not an id names no exception (404).
+// reads its {id}.
 func (s *Server) exceptionRoute(r *nethttp.Request) (int64, error) {
 	if err := s.requireExceptions(r); err != nil {
 		return 0, err
 	}
+	return exceptionID(r)
+}
+
+// exceptionID reads the {id} of an exception's route, API or console;
+// one that is not an id names no exception (404).
+func exceptionID(r *nethttp.Request) (int64, error) {
 	v := r.PathValue("id")
 	id, err := strconv.ParseInt(v, 10, 64)
 	if err != nil || id < 1 {
