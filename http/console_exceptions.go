@@ -143,10 +143,12 @@ func (s *Server) consoleResolveRefused(w nethttp.ResponseWriter, r *nethttp.Requ
 	status := statusOf(outlast.ErrorCode(err))
 	v := s.gatherExceptions(r.Context())
 	v.ResolveForm = form
-	msg := outlast.ErrorMessage(err)
+	v.Problem = fmt.Sprintf("Exception %s was not resolved; no money moved: %s", r.PathValue("id"), outlast.ErrorMessage(err))
 	if status == nethttp.StatusInternalServerError || status == nethttp.StatusServiceUnavailable {
-		msg = s.unreachable(err)
+		// A failed commit may still have committed: say only what the
+		// page below, read after it, can show.
+		v.Problem = fmt.Sprintf("Exception %s could not be resolved now (%s). The lists below are as the ledger has it since: check it before trying again.",
+			r.PathValue("id"), s.unreachable(err))
 	}
-	v.Problem = fmt.Sprintf("Exception %s was not resolved; no money moved: %s", r.PathValue("id"), msg)
 	s.render(w, status, "exceptions", v)
 }

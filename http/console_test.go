@@ -597,3 +597,43 @@ func TestConsoleExceptionRefused(t *testing.T) {
 	h.mustStatus(rec, 409)
 	wantBody(t, rec, "resolved already (no_money by console: admin token from")
 }
+
+// downExceptions is an exception service whose database is gone.
+type downExceptions struct{ err error }
+
+func (d downExceptions) FileException(context.Context, *outlast.Exception) (*outlast.Exception, bool, error) {
+	return nil, false, d.err
+}
+func (d downExceptions) Exceptions(context.Context, outlast.ExceptionFilter) ([]*outlast.Exception, error) {
+	return nil, d.err
+}
+func (d downExceptions) Exception(context.Context, int64) (*outlast.Exception, error) {
+	return nil, d.err
+}
+func (d downExceptions) ResolveException(context.Context, int64, *outlast.Resolution) (*outlast.Exception, *outlast.Account, error) {
+	return nil, nil, d.err
+}
+func (d downExceptions) OpenExceptions(context.Context) (map[outlast.ExceptionKind]int, error) {
+	return nil, d.err
+}
+
+// TestConsoleExceptionsDatabaseDown: with the database gone the page
+// says so instead of "nothing waits", and a resolution claims nothing
+// about the money it cannot know.
+func TestConsoleExceptionsDatabaseDown(t *testing.T) {
+	down := downExceptions{outlast.Unavailable(errors.New("dial tcp: connection refused"), time.Second, "database unavailable")}
+	h := newHarness(t, func(_ *Config, svc *Services) { svc.Exceptions = down })
+	session := h.signIn()
+	page := h.console("GET", "/admin/exceptions", session, nil)
+	h.mustStatus(page, 200)
+	wantBody(t, page, `id="db-down"`, "database unavailable", "which cannot be read now")
+	if strings.Contains(page.Body.String(), "No open exception") || strings.Contains(page.Body.String(), "connection refused") {
+		t.Errorf("page with the database down claims no exception, or shows the driver's text:\n%s", page.Body)
+	}
+	rec := h.console("POST", "/admin/exceptions/1/resolve", session, url.Values{"action": {"no_money"}, "reason": {"r"}})
+	h.mustStatus(rec, 503)
+	wantBody(t, rec, "Exception 1 could not be resolved now (database unavailable)", "check it before trying again")
+	if strings.Contains(rec.Body.String(), "no money moved") {
+		t.Errorf("a failed resolution claims no money moved:\n%s", rec.Body)
+	}
+}
