@@ -230,7 +230,7 @@ func (d *Dispatcher) handle(ctx context.Context, dp *outlast.Dispatch) {
 		d.mark(ctx, p, ref, "dispatched")
 	case errors.Is(err, ErrRejected):
 		d.confirmRejection(ctx, callCtx, dp, err)
-	case errors.Is(err, ErrDisabled), errors.Is(err, ErrBreakerOpen):
+	case errors.Is(err, ErrDisabled):
 		d.rebind(ctx, callCtx, dp, err)
 	default:
 		d.retry(ctx, dp, err)
@@ -254,14 +254,17 @@ func (d *Dispatcher) askStatus(ctx, callCtx context.Context, dp *outlast.Dispatc
 	return st, true, err
 }
 
-// rebind moves a payout off a channel that cannot take it now — disabled
-// by the operators, or failing behind an open breaker — to the healthy
-// channel the router would choose instead, but only once the first
-// channel's status confirms it holds no such payout (or failed it): a
-// payout that may have been accepted there never goes to a second bank.
-// A channel that cannot answer, or no healthy channel to go to, leaves
-// the payout waiting where it is, as before; one the channel holds is
-// recorded as dispatched there.
+// rebind moves a payout off a channel the operators disabled to the
+// healthy channel the router would choose instead, but only once the
+// disabled channel's status confirms it holds no such payout (or failed
+// it): a payout that may have been accepted there never goes to a second
+// bank. A channel that cannot answer, or no healthy channel to go to,
+// leaves the payout waiting where it is, as before; one the channel
+// holds is recorded as dispatched there.
+//
+// A channel that is failing (breaker open, ejected) keeps its payouts:
+// their retries are the probes that close its breaker again, and without
+// them new payouts would never return to it.
 func (d *Dispatcher) rebind(ctx, callCtx context.Context, dp *outlast.Dispatch, cause error) {
 	p := dp.Payout
 	to, ok := d.router.ChooseExcept(append(slices.Clone(dp.Refused), p.Channel))
