@@ -59,7 +59,10 @@ type Config struct {
 	// (channel.EjectionConfig Base, Max and ReturnWindow); if <= 0, its
 	// defaults.
 	EjectBase, EjectMax, ReturnWindow time.Duration
-	LogLevel                          string // debug, info, warn, error; if "", info
+	// EjectAfter is how many submits in a row that end ambiguous eject a
+	// channel (channel.EjectionConfig Consecutive); if <= 0, its default.
+	EjectAfter int
+	LogLevel   string // debug, info, warn, error; if "", info
 	// RejectDeliveriesMax is how many deliveries a rejected notification
 	// gets before it is dead-lettered; if <= 0, ledger.RejectDeliveriesMaxDefault.
 	RejectDeliveriesMax int
@@ -190,8 +193,10 @@ func (m *Main) registerFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.ActiveChannel, "active-channel", c.ActiveChannel, "channel new payouts go to; default the first by name")
 	fs.DurationVar(&c.ChannelTimeout, "channel-timeout", c.ChannelTimeout, "bound on one call to a partner bank; 0 for 3s")
 	fs.DurationVar(&c.BreakerDelay, "channel-breaker-delay", c.BreakerDelay, "how long a channel's open circuit breaker waits before letting a probe through; 0 for 5s")
+	fs.IntVar(&c.EjectAfter, "channel-eject-after", c.EjectAfter,
+		fmt.Sprintf("submits in a row ending ambiguous (5xx, timeout) that eject a channel from the choice for new payouts; 0 for %d", channel.EjectConsecutiveDefault))
 	fs.DurationVar(&c.EjectBase, "channel-eject-base", c.EjectBase,
-		"how long a channel is ejected from the choice for new payouts after 5 ambiguous submits in a row, doubling with each ejection; 0 for 10s")
+		"how long a channel is ejected from the choice for new payouts after --channel-eject-after ambiguous submits in a row, doubling with each ejection; 0 for 10s")
 	fs.DurationVar(&c.EjectMax, "channel-eject-max", c.EjectMax, "longest ejection of a channel, also the healthy spell that forgets one; 0 for 5m")
 	fs.DurationVar(&c.ReturnWindow, "channel-return-window", c.ReturnWindow,
 		"how long, after its ejection, a channel's share of new payouts takes to ramp from 10% to all; 0 for 30s")
@@ -550,7 +555,7 @@ func (m *Main) openRouter() error {
 		active = names[0]
 	}
 	r, err := channel.NewRouterWith(channel.RouterConfig{Active: active, Ejection: channel.EjectionConfig{
-		Base: m.Config.EjectBase, Max: m.Config.EjectMax, ReturnWindow: m.Config.ReturnWindow,
+		Consecutive: m.Config.EjectAfter, Base: m.Config.EjectBase, Max: m.Config.EjectMax, ReturnWindow: m.Config.ReturnWindow,
 		Logger: m.Logger.With("component", "router"),
 	}}, clients...)
 	if err != nil {
