@@ -1,6 +1,7 @@
 package outlast
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"strings"
@@ -112,6 +113,14 @@ func ExceptionKey(kind ExceptionKind, payout, detail string) string {
 	return string(kind) + ":" + payout + ":" + detail
 }
 
+// OtherRefKey is the key of the fact "channel reports payout under ref,
+// which is not the partner ref the ledger recorded", whichever path sees
+// it and whatever kind it is filed as (a second payment, or a ref that
+// differs): a webhook and the discrepancy report file it once.
+func OtherRefKey(payout, channel, ref string) string {
+	return "other_ref:" + payout + ":" + channel + "/" + ref
+}
+
 // Validate checks an exception about to be filed.
 func (e *Exception) Validate() error {
 	switch {
@@ -150,15 +159,23 @@ func ConflictException(p *Payout, n *Notification, source Source) *Exception {
 				Says: fmt.Sprintf("%s under partner ref %q%s", n.Status, n.PartnerRef, reasonSuffix(n.Reason)), At: n.OccurredAt},
 		},
 	}
+	otherRef := p.PartnerRef != "" && n.PartnerRef != "" && n.PartnerRef != p.PartnerRef
 	switch {
-	case p.PartnerRef != "" && n.PartnerRef != "" && n.PartnerRef != p.PartnerRef:
-		e.Kind, e.Key = ExceptionPartnerRefConflict, ExceptionKey(ExceptionPartnerRefConflict, p.ID, n.Channel+"/"+n.PartnerRef)
-		e.Summary = fmt.Sprintf("%s reported payout %s %s under partner ref %s; the ledger has it %s under %s",
-			n.Channel, p.ID, n.Status, n.PartnerRef, p.Status, p.PartnerRef)
 	case p.Status == StatusFailed && n.Status == StatusSucceeded:
+		// Under whatever ref: the bank paid, and the hold was released.
 		e.Kind, e.Key, e.Claim = ExceptionPaidButFailed, ExceptionKey(ExceptionPaidButFailed, p.ID, ""), p.Amount
 		e.Summary = fmt.Sprintf("%s paid %d %s for payout %s, which is failed here and whose hold was released",
 			n.Channel, p.Amount, p.Currency, p.ID)
+	case otherRef && p.Status == StatusSucceeded && n.Status == StatusSucceeded:
+		// Paid under the recorded ref, and now under another: perhaps a
+		// second payment, so its amount is held until a human knows.
+		e.Kind, e.Key, e.Claim = ExceptionPaidTwice, OtherRefKey(p.ID, n.Channel, n.PartnerRef), p.Amount
+		e.Summary = fmt.Sprintf("%s reported payout %s paid under partner ref %s; the ledger has it paid under %s: paid twice?",
+			n.Channel, p.ID, n.PartnerRef, p.PartnerRef)
+	case otherRef:
+		e.Kind, e.Key = ExceptionPartnerRefConflict, OtherRefKey(p.ID, n.Channel, n.PartnerRef)
+		e.Summary = fmt.Sprintf("%s reported payout %s %s under partner ref %s; the ledger has it %s under %s",
+			n.Channel, p.ID, n.Status, n.PartnerRef, p.Status, p.PartnerRef)
 	default: // succeeded here, failed at the bank
 		e.Kind, e.Key, e.Claim = ExceptionSucceededNotPaid, ExceptionKey(ExceptionSucceededNotPaid, p.ID, ""), -p.Amount
 		e.Summary = fmt.Sprintf("%s reported payout %s %s; the ledger paid out %d %s for it",
@@ -234,10 +251,17 @@ type Resolution struct {
 	Action ResolveAction `json:"action"`
 	// Amount is what book_paid or reverse_paid moves; 0 takes it from the
 	// claim.
-	Amount int64     `json:"amount,omitempty"`
-	Reason string    `json:"reason"`
-	By     string    `json:"by"`
-	At     time.Time `json:"at"`
+	Amount int64 `json:"amount,omitempty"`
+	// Payout, if set (succeeded or failed), also settles the exception's
+	// payout, still pending or dispatched here, as the operator found the
+	// bank did: a payout whose bank answers under another partner ref
+	// never settles by itself, and would otherwise hold its amount
+	// forever. It applies as a notification from FromOperator, so the
+	// payout's own journal rows move its hold, as a webhook's would.
+	Payout PayoutStatus `json:"payout,omitempty"`
+	Reason string       `json:"reason"`
+	By     string       `json:"by"`
+	At     time.Time    `json:"at"`
 	// Moves are the journal rows the resolution wrote, by bucket, filled
 	// in by the ledger. Advanced is the part of a book_paid that neither
 	// the hold nor available covered.
@@ -288,6 +312,8 @@ func (r *Resolution) Validate() error {
 		return Errorf(EVALIDATION, "reason must be at most %d bytes", ResolutionReasonBytesMax)
 	case r.By == "" || len(r.By) > IDBytesMax:
 		return Errorf(EVALIDATION, "by must name who resolved it (1-%d bytes)", IDBytesMax)
+	case r.Payout != "" && r.Payout != StatusSucceeded && r.Payout != StatusFailed:
+		return Errorf(EVALIDATION, "payout must be empty, succeeded or failed")
 	}
 	return checkText("reason", r.Reason)
 }
@@ -304,7 +330,7 @@ func PlanResolution(e *Exception, a *Account, r *Resolution) error {
 	if err := r.Validate(); err != nil {
 		return err
 	}
-	if a == nil && (r.Action != ResolveNoMoney || e.Held != 0) {
+	if a == nil && (r.Action != ResolveNoMoney || e.Held != 0 || r.Payout != "") {
 		return Errorf(EVALIDATION, "exception %d has no account to move money in: only no_money resolves it", e.ID)
 	}
 	amount := r.Amount
@@ -365,6 +391,20 @@ func ApplyMoves(a *Account, moves []Move) {
 			a.PaidOut += mv.Amount
 		}
 	}
+}
+
+// SettlePayout checks that p, an exception's payout, can be settled by
+// r.Payout and returns the notification that does it: from p's channel,
+// under the event id of the exception and the status (applying it twice
+// is a duplicate), with no partner ref, so the recorded one stays.
+func SettlePayout(e *Exception, p *Payout, r *Resolution, now time.Time) (*Notification, error) {
+	if p.Status.Terminal() {
+		return nil, Errorf(EVALIDATION, "payout %s is already %s: only a pending or dispatched payout is settled by a resolution", p.ID, p.Status)
+	}
+	return &Notification{
+		Channel: cmp.Or(p.Channel, e.Channel), EventID: fmt.Sprintf("exception:%d:%s", e.ID, r.Payout), PayoutID: p.ID,
+		Status: r.Payout, Reason: CleanText("settled by "+r.By+": "+r.Reason, ReasonBytesMax), OccurredAt: now, ReceivedAt: now,
+	}, nil
 }
 
 // PayoutsHeldByException is CreatePayout's refusal while an open

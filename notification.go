@@ -195,6 +195,7 @@ const (
 	FromLog        Source = "log"        // the durable notification log
 	FromInbox      Source = "inbox"      // the database inbox, while the log was down
 	FromReconciler Source = "reconciler" // a partner's answer to a status query
+	FromOperator   Source = "operator"   // an operator's resolution of an exception
 )
 
 // NotificationLog is the durable log notifications land in before they are

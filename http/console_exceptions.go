@@ -34,8 +34,8 @@ var resolveOptions = []resolveOption{
 // resolveForm is what a refused resolve form held, shown again in that
 // exception's form so the operator need not type the reason twice.
 type resolveForm struct {
-	ID                     int64
-	Action, Amount, Reason string
+	ID                             int64
+	Action, Amount, Payout, Reason string
 }
 
 // consoleExceptions lists the open exceptions, each with its resolve
@@ -97,6 +97,9 @@ func (s *Server) resolvedNotice(ctx context.Context, id int64) string {
 	if res.Advanced > 0 {
 		notice += fmt.Sprintf(" Advanced to the account: %d %s (neither the hold nor available covered it).", res.Advanced, e.Currency)
 	}
+	if res.Payout != "" {
+		notice += fmt.Sprintf(" Payout %s settled as %s.", e.PayoutID, res.Payout)
+	}
 	return notice
 }
 
@@ -106,7 +109,8 @@ func (s *Server) consoleResolve(w nethttp.ResponseWriter, r *nethttp.Request) {
 	if !s.consoleForm(w, r, true) {
 		return
 	}
-	form := resolveForm{Action: r.PostForm.Get("action"), Amount: strings.TrimSpace(r.PostForm.Get("amount")), Reason: r.PostForm.Get("reason")}
+	form := resolveForm{Action: r.PostForm.Get("action"), Amount: strings.TrimSpace(r.PostForm.Get("amount")),
+		Payout: r.PostForm.Get("payout"), Reason: r.PostForm.Get("reason")}
 	id, err := exceptionID(r)
 	if err == nil {
 		form.ID = id
@@ -132,7 +136,8 @@ func (s *Server) resolveFromForm(ctx context.Context, form resolveForm, by strin
 			return outlast.Errorf(outlast.EINVALID, "amount must be a whole number of minor units, or empty to take it from the claim")
 		}
 	}
-	_, err := s.resolve(ctx, form.ID, &outlast.Resolution{Action: outlast.ResolveAction(form.Action), Amount: amount, Reason: form.Reason, By: by})
+	_, err := s.resolve(ctx, form.ID, &outlast.Resolution{Action: outlast.ResolveAction(form.Action), Amount: amount,
+		Payout: outlast.PayoutStatus(form.Payout), Reason: form.Reason, By: by})
 	return err
 }
 

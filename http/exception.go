@@ -137,13 +137,15 @@ func (s *Server) resolveException(w nethttp.ResponseWriter, r *nethttp.Request) 
 	var in struct {
 		Action outlast.ResolveAction `json:"action"`
 		Amount int64                 `json:"amount"`
+		Payout outlast.PayoutStatus  `json:"payout"`
 		Reason string                `json:"reason"`
 	}
 	if err := s.decodeBody(w, r, &in); err != nil {
 		s.writeError(w, r, err)
 		return
 	}
-	out, err := s.resolve(r.Context(), id, &outlast.Resolution{Action: in.Action, Amount: in.Amount, Reason: in.Reason, By: adminActor(r)})
+	out, err := s.resolve(r.Context(), id, &outlast.Resolution{Action: in.Action, Amount: in.Amount, Payout: in.Payout,
+		Reason: in.Reason, By: adminActor(r)})
 	if err != nil {
 		s.writeError(w, r, err)
 		return

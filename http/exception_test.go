@@ -266,6 +266,8 @@ func TestResolveExceptionRefusals(t *testing.T) {
 		{"reverse more than paid out", path, adminToken, resolveBody(outlast.ResolveReversePaid, 0, "r"), 422, outlast.EVALIDATION, "reverse_paid needs an amount"},
 		{"unknown field", path, adminToken, `{"action":"no_money","reason":"r","by":"me"}`, 400, outlast.EINVALID, `unknown field "by"`},
 		{"fractional amount", path, adminToken, `{"action":"book_paid","amount":1.5,"reason":"r"}`, 400, outlast.EINVALID, "amount must be an integer"},
+		{"an unknown payout status", path, adminToken, `{"action":"no_money","payout":"paid","reason":"r"}`, 422, outlast.EVALIDATION, "payout must be empty, succeeded or failed"},
+		{"settling a failed payout", path, adminToken, `{"action":"book_paid","payout":"succeeded","reason":"r"}`, 422, outlast.EVALIDATION, "already failed"},
 		{"unknown exception", "/admin/v1/exceptions/999/resolve", adminToken, resolveBody(outlast.ResolveNoMoney, 0, "r"), 404, outlast.ENOTFOUND, "999"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

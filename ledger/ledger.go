@@ -299,13 +299,16 @@ func (l *Ledger) Exception(ctx context.Context, id int64) (*outlast.Exception, e
 }
 
 // ResolveException resolves through the store and writes the account's
-// new state through.
+// new state through; a payout it settled is dropped from the cache.
 func (l *Ledger) ResolveException(ctx context.Context, id int64, r *outlast.Resolution) (*outlast.Exception, *outlast.Account, error) {
 	e, a, err := l.store.ResolveException(ctx, id, r)
 	if err == nil {
 		exceptionsResolvedTotal.WithLabelValues(string(e.Kind), string(e.Resolution.Action)).Inc()
 		if a != nil {
 			l.accountChanged(ctx, a)
+		}
+		if e.Resolution.Payout != "" {
+			_ = l.payouts.Invalidate(ctx, e.PayoutID)
 		}
 	}
 	return e, a, err

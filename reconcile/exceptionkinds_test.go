@@ -1,6 +1,7 @@
 package reconcile_test
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"strings"
@@ -17,11 +18,13 @@ import (
 // exceptionCase sets up one kind of disagreement on db and returns each
 // bank's records; a webhook it applies may file the exception itself.
 type exceptionCase struct {
+	name       string // if "", the kind
 	kind       outlast.ExceptionKind
 	claim      int64 // the exception's
 	held       int64 // what filing held
 	action     outlast.ResolveAction
 	amount     int64
+	payout     outlast.PayoutStatus     // the resolution settles the payout so
 	moves      map[outlast.Bucket]int64 // the resolution's
 	setup      func(t *testing.T, db *store.DB, f ledgertest.Fixture) map[string][]outlast.PartnerRecord
 	evidenceOf string // a source its evidence must name
@@ -74,11 +77,37 @@ func TestExceptionKinds(t *testing.T) {
 			return map[string][]outlast.PartnerRecord{"tcb": {rec(p, "ref-1", 520, S)}}
 		},
 	}, {
-		kind: outlast.ExceptionPartnerRefConflict, action: outlast.ResolveNoMoney, evidenceOf: "notification tcb/",
+		// The bank answers for a dispatched payout under another ref: it
+		// can never settle by itself; the resolution settles it.
+		kind: outlast.ExceptionPartnerRefConflict, action: outlast.ResolveNoMoney, payout: S, evidenceOf: "notification tcb/",
 		setup: func(t *testing.T, db *store.DB, f ledgertest.Fixture) map[string][]outlast.PartnerRecord {
-			p := settled(t, db, f, "ref", 150, "ref-1", S)
+			p := ledgertest.MustPayout(t, db, f.Req("ref", 150))
+			if _, err := db.MarkDispatched(context.Background(), p.ID, "tcb", "ref-1"); err != nil {
+				t.Fatal(err)
+			}
 			report(t, db, p, "other-ref", "ref-2", S)
-			return map[string][]outlast.PartnerRecord{"tcb": {rec(p, "ref-1", 150, S)}}
+			return map[string][]outlast.PartnerRecord{"tcb": {rec(p, "ref-2", 150, S)}}
+		},
+	}, {
+		// A second payment reported by webhook, then seen in the bank's
+		// records: one fact, one exception.
+		name: "paid_twice_by_webhook_and_records", kind: outlast.ExceptionPaidTwice, claim: 350, held: 350,
+		action: outlast.ResolveBookPaid, evidenceOf: "notification tcb/",
+		moves: map[outlast.Bucket]int64{outlast.BucketHeld: -350, outlast.BucketPaidOut: 350},
+		setup: func(t *testing.T, db *store.DB, f ledgertest.Fixture) map[string][]outlast.PartnerRecord {
+			p := settled(t, db, f, "twice-hook", 350, "ref-1", S)
+			report(t, db, p, "second", "ref-2", S)
+			return map[string][]outlast.PartnerRecord{"tcb": {rec(p, "ref-1", 350, S), rec(p, "ref-2", 350, S)}}
+		},
+	}, {
+		// A late success under another ref is still a late success.
+		name: "paid_but_failed_under_another_ref", kind: outlast.ExceptionPaidButFailed, claim: 120, held: 120,
+		action: outlast.ResolveBookPaid, evidenceOf: "notification tcb/",
+		moves: map[outlast.Bucket]int64{outlast.BucketHeld: -120, outlast.BucketPaidOut: 120},
+		setup: func(t *testing.T, db *store.DB, f ledgertest.Fixture) map[string][]outlast.PartnerRecord {
+			p := settled(t, db, f, "pbf-ref", 120, "ref-1", F)
+			report(t, db, p, "late", "ref-9", S)
+			return map[string][]outlast.PartnerRecord{"tcb": {rec(p, "ref-9", 120, S)}}
 		},
 	}, {
 		kind: outlast.ExceptionUnknownPayout, action: outlast.ResolveNoMoney, evidenceOf: "records of tcb",
@@ -87,7 +116,7 @@ func TestExceptionKinds(t *testing.T) {
 		},
 	}}
 	for _, c := range cases {
-		t.Run(string(c.kind), func(t *testing.T) {
+		t.Run(cmp.Or(c.name, string(c.kind)), func(t *testing.T) {
 			testenv.EachDatabase(t, func(t *testing.T, dsn string) {
 				db, err := store.Open(context.Background(), dsn)
 				if err != nil {
@@ -122,7 +151,7 @@ func testExceptionKind(t *testing.T, db *store.DB, c exceptionCase) {
 		t.Fatalf("audit while open = %v, %v; want exactly exception %d listed", rep.Problems, err, e.ID)
 	}
 
-	got, _, err := db.ResolveException(ctx, e.ID, &outlast.Resolution{Action: c.action, Amount: c.amount,
+	got, _, err := db.ResolveException(ctx, e.ID, &outlast.Resolution{Action: c.action, Amount: c.amount, Payout: c.payout,
 		Reason: "bank statement of " + time.Now().Format(time.DateOnly) + " checked", By: "ops@example"})
 	if err != nil {
 		t.Fatalf("ResolveException: %v", err)
@@ -144,6 +173,11 @@ func testExceptionKind(t *testing.T, db *store.DB, c exceptionCase) {
 	}
 	if rep, err := db.AuditLedger(ctx); err != nil || len(rep.Problems) != 0 {
 		t.Fatalf("audit after resolving = %v, %v; want clean", rep.Problems, err)
+	}
+	if c.payout != "" {
+		if p, _, err := db.Payout(ctx, e.PayoutID); err != nil || p.Status != c.payout {
+			t.Fatalf("payout after resolving = %+v, %v; want it settled %s", p, err, c.payout)
+		}
 	}
 	for ch, rs := range records {
 		ds, err := reconcile.ComparePartner(ctx, db, ch, rs)

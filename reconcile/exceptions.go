@@ -55,15 +55,17 @@ func filing(p *outlast.Payout, id, channel, kind, detail string, rs []outlast.Pa
 			e.Claim = bank - p.Amount
 		}
 	case KindPartnerRefMissing:
-		e.Kind, e.Key = outlast.ExceptionPartnerRefConflict, outlast.ExceptionKey(outlast.ExceptionPartnerRefConflict, id, channel+"/"+paid.PartnerRef)
+		e.Kind, e.Key = outlast.ExceptionPartnerRefConflict, outlast.OtherRefKey(id, channel, paid.PartnerRef)
 	case KindManyRecords:
 		e.Kind, e.Key = outlast.ExceptionPartnerRefConflict, outlast.ExceptionKey(outlast.ExceptionPartnerRefConflict, id, channel+"/several")
 	case KindPaidTwice:
-		e.Kind, e.Key = outlast.ExceptionPaidTwice, outlast.ExceptionKey(outlast.ExceptionPaidTwice, id, channel)
-		for _, r := range rs {
+		// Keyed by the first paid record under a ref other than the
+		// ledger's, as the webhook reporting it keys it.
+		extra := extraPaid(p, rs)
+		e.Kind, e.Key = outlast.ExceptionPaidTwice, outlast.OtherRefKey(id, channel, extra[0].PartnerRef)
+		for _, r := range extra {
 			e.Claim += paidIn(p, r)
 		}
-		e.Claim -= paidIn(p, paid) // the one the ledger books
 	case KindPaidOtherChannel:
 		e.Kind, e.Key, e.Claim = outlast.ExceptionPaidByOtherChannel, outlast.ExceptionKey(outlast.ExceptionPaidByOtherChannel, id, channel),
 			paidIn(p, paid)
@@ -74,6 +76,25 @@ func filing(p *outlast.Payout, id, channel, kind, detail string, rs []outlast.Pa
 		e.Claim = 0
 	}
 	return e
+}
+
+// extraPaid are the paid records of a payout the bank paid more than once
+// beyond the one the ledger books: those under another ref than the
+// ledger's, or, when none is the ledger's, all but the first.
+func extraPaid(p *outlast.Payout, rs []outlast.PartnerRecord) []outlast.PartnerRecord {
+	var paid, other []outlast.PartnerRecord
+	for _, r := range rs {
+		if r.Status == outlast.StatusSucceeded {
+			paid = append(paid, r)
+			if p == nil || r.PartnerRef != p.PartnerRef {
+				other = append(other, r)
+			}
+		}
+	}
+	if len(other) == len(paid) {
+		return paid[1:]
+	}
+	return other
 }
 
 // paidIn is what record r says the bank paid, in p's currency: 0 when

@@ -194,11 +194,19 @@ func (db *DB) ResolveException(ctx context.Context, id int64, r *outlast.Resolut
 	var e *outlast.Exception
 	var a *outlast.Account
 	err := db.write(ctx, "resolve_exception", func(tx *sql.Tx) error {
-		// The account first (Apply's lock order: accounts before the
-		// exception rows it files), then the exception.
+		// Apply's lock order: the payout settled (if any), the account,
+		// then the exception.
 		peek, err := exceptionByID(ctx, tx, id, "")
 		if err != nil {
 			return err
+		}
+		var p *outlast.Payout
+		if r.Payout != "" {
+			if p, err = loadPayout(ctx, tx, peek.PayoutID, db.d.forUpdate); outlast.ErrorCode(err) == outlast.ENOTFOUND {
+				return outlast.Errorf(outlast.EVALIDATION, "payout %s is not in the ledger: there is nothing to settle", peek.PayoutID)
+			} else if err != nil {
+				return err
+			}
 		}
 		if peek.AccountID != "" {
 			if a, err = loadAccount(ctx, tx, peek.AccountID, db.d.forUpdate); err != nil {
@@ -214,8 +222,19 @@ func (db *DB) ResolveException(ctx context.Context, id int64, r *outlast.Resolut
 		}
 		now := db.now()
 		res.At = now
+		var settle *outlast.Notification
+		if p != nil {
+			if settle, err = outlast.SettlePayout(e, p, &res, now); err != nil {
+				return err
+			}
+		}
 		if a != nil && len(res.Moves) > 0 {
 			if err := db.moveForException(ctx, tx, a, e.Key, res.Moves, now.UnixNano()); err != nil {
+				return err
+			}
+		}
+		if settle != nil {
+			if a, err = db.settlePayout(ctx, tx, settle); err != nil {
 				return err
 			}
 		}
@@ -234,6 +253,21 @@ func (db *DB) ResolveException(ctx context.Context, id int64, r *outlast.Resolut
 		return nil, nil, err
 	}
 	return e, a, nil
+}
+
+// settlePayout applies n, a resolution's settling of its payout, through
+// the applier every notification takes, and returns the account after.
+func (db *DB) settlePayout(ctx context.Context, tx *sql.Tx, n *outlast.Notification) (*outlast.Account, error) {
+	ap := db.newApplier(tx)
+	ap.source = outlast.FromOperator
+	results, err := ap.applyAll(ctx, []*outlast.Notification{n})
+	if err != nil {
+		return nil, err
+	}
+	if results[0].Outcome != outlast.OutcomeApplied {
+		return nil, outlast.Errorf(outlast.ECONFLICT, "payout %s could not be settled: %s %s", n.PayoutID, results[0].Outcome, results[0].Reason)
+	}
+	return loadAccount(ctx, tx, results[0].Payout.AccountID, "")
 }
 
 // moveForException applies moves to a, locked, and journals them under

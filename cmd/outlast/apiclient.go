@@ -217,6 +217,7 @@ func (c *apiClient) exception(ctx context.Context, id int64) (json.RawMessage, *
 type resolution struct {
 	Action outlast.ResolveAction `json:"action"`
 	Amount int64                 `json:"amount,omitempty"`
+	Payout outlast.PayoutStatus  `json:"payout,omitempty"`
 	Reason string                `json:"reason"`
 }
 

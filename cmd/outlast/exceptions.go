@@ -16,7 +16,7 @@ import (
 const exceptionsUsage = `Usage:
   outlast exceptions [list] [--status open|resolved|all] [--kind K] [--payout ID] [--json] [flags]
   outlast exceptions show ID [--json] [flags]
-  outlast exceptions resolve ID --action book_paid|reverse_paid|no_money --reason "..." [--amount N] [flags]
+  outlast exceptions resolve ID --action book_paid|reverse_paid|no_money --reason "..." [--amount N] [--payout-status succeeded|failed] [flags]
 
 What cannot be repaired safely — a bank paid a payout that is failed here, a
 payout paid twice or by two channels, an amount or currency mismatch, a
@@ -253,11 +253,12 @@ func runExceptionsResolve(ctx context.Context, args []string, stdout, stderr io.
 	action := fs.String("action", "", "book_paid (the bank's payment stands), reverse_paid (the bank did not pay what was paid out)\nor no_money (nothing moves; any hold goes back to available)")
 	reason := fs.String("reason", "", "why: the audit trail of a decision about money (required)")
 	amount := fs.Int64("amount", 0, "minor units book_paid or reverse_paid moves; 0 takes it from the exception's claim")
+	payout := fs.String("payout-status", "", "also settle the exception's payout, still pending or dispatched here, as succeeded or failed\n(what the bank's statement shows), moving its own hold as a webhook would")
 	api, id, err := admin.parseExceptionID(fs, args)
 	if err != nil {
 		return err
 	}
-	r := resolution{Action: outlast.ResolveAction(*action), Amount: *amount, Reason: *reason}
+	r := resolution{Action: outlast.ResolveAction(*action), Amount: *amount, Payout: outlast.PayoutStatus(*payout), Reason: *reason}
 	switch {
 	case r.Action != outlast.ResolveBookPaid && r.Action != outlast.ResolveReversePaid && r.Action != outlast.ResolveNoMoney:
 		return fs.fail("--action must be book_paid, reverse_paid or no_money")
@@ -265,6 +266,8 @@ func runExceptionsResolve(ctx context.Context, args []string, stdout, stderr io.
 		return fs.fail("--reason is required: it is the audit trail of a decision about money")
 	case r.Amount < 0:
 		return fs.fail("--amount must be 0 or a positive number of minor units")
+	case r.Payout != "" && r.Payout != outlast.StatusSucceeded && r.Payout != outlast.StatusFailed:
+		return fs.fail("--payout-status must be succeeded or failed")
 	}
 	out, err := api.resolveException(ctx, id, r)
 	if err != nil {
@@ -277,6 +280,9 @@ func printResolved(w io.Writer, out *resolved) error {
 	e, r := out.Exception, out.Exception.Resolution
 	fmt.Fprintf(w, "resolved exception %d (%s, payout %s) as %s by %s\n", e.ID, e.Kind, e.PayoutID, r.Action, r.By)
 	fmt.Fprintf(w, "moved: %s\n", outlast.DescribeMoves(r.Moves))
+	if r.Payout != "" {
+		fmt.Fprintf(w, "payout %s settled as %s\n", e.PayoutID, r.Payout)
+	}
 	if r.Advanced > 0 {
 		fmt.Fprintf(w, "advanced: %s (neither the hold nor available covered it: the client owes it)\n", money(r.Advanced, e.Currency))
 	}

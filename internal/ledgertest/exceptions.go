@@ -189,23 +189,37 @@ func testExceptionReversePaid(t *testing.T, h *Harness) {
 	wantCleanAudit(t, h)
 }
 
-// testExceptionPartnerRef: a report under another partner ref files an
-// exception that claims nothing; resolving it with no_money moves
-// nothing and settles the audit. A success reported by another channel
-// files one that holds its claim until no_money releases it. An exception about a payout Outlast
-// does not know has no account and resolves the same way.
+// testExceptionPartnerRef: a success under another partner ref of a
+// dispatched payout files an exception that claims nothing, and the
+// payout never settles by itself; resolving it with no_money and the
+// bank's status settles the payout (its own hold paid out) and the
+// audit. The same report about a payout already paid is a second
+// payment: it holds its amount until booked. A success reported by
+// another channel holds its claim until no_money releases it. An
+// exception about a payout Outlast does not know has no account and
+// resolves with no_money alone.
 func testExceptionPartnerRef(t *testing.T, h *Harness) {
 	ctx := context.Background()
 	l := h.Ledger
 	f := Seed(t, l, "xp", 1000)
 	p := MustPayout(t, l, f.Req("k1", 300))
-	WantOutcomes(t, Apply(t, l, Note(p, outlast.StatusSucceeded)), outlast.OutcomeApplied)
+	WantOutcomes(t, Apply(t, l, Note(p, outlast.StatusDispatched)), outlast.OutcomeApplied)
 	other := Note(p, outlast.StatusSucceeded)
 	other.PartnerRef = "ref-other"
 	rs := Apply(t, l, other)
 	e := rs[0].Filed
 	if e == nil || e.Kind != outlast.ExceptionPartnerRefConflict || e.Claim != 0 || !strings.Contains(e.Summary, "ref-other") {
 		t.Fatalf("filed %+v, want a partner_ref_conflict naming ref-other that claims nothing", e)
+	}
+	twice := MustPayout(t, l, f.Req("k3", 50))
+	WantOutcomes(t, Apply(t, l, Note(twice, outlast.StatusSucceeded)), outlast.OutcomeApplied)
+	second := Note(twice, outlast.StatusSucceeded)
+	second.PartnerRef = "ref-second"
+	rs = Apply(t, l, second)
+	if d := rs[0].Filed; d == nil || d.Kind != outlast.ExceptionPaidTwice || d.Claim != 50 || d.Held != 50 {
+		t.Fatalf("a second success under another ref filed %+v, want paid_twice holding 50", d)
+	} else {
+		resolve(t, l, d.ID, outlast.ResolveBookPaid, 0)
 	}
 	unknown, filed, err := l.FileException(ctx, &outlast.Exception{
 		Key: outlast.ExceptionKey(outlast.ExceptionUnknownPayout, "ghost-1", "tcb"), Kind: outlast.ExceptionUnknownPayout,
@@ -233,15 +247,24 @@ func testExceptionPartnerRef(t *testing.T, h *Harness) {
 	if rs = Apply(t, l, byOther); rs[0].Filed != nil {
 		t.Fatalf("the same report again filed %+v", rs[0].Filed)
 	}
-	WantBalances(t, l, f.Account, 500, 200, 300)
+	WantBalances(t, l, f.Account, 400, 500, 100)
 	resolve(t, l, o.ID, outlast.ResolveNoMoney, 0)
-	for _, id := range []int64{e.ID, unknown.ID} {
-		got, _ := resolve(t, l, id, outlast.ResolveNoMoney, 0)
-		if len(got.Resolution.Moves) != 0 {
-			t.Fatalf("no_money moved %+v", got.Resolution.Moves)
-		}
+	_, _, err = l.ResolveException(ctx, unknown.ID, &outlast.Resolution{Action: outlast.ResolveNoMoney, Payout: outlast.StatusFailed,
+		Reason: "r", By: "ops"})
+	WantCode(t, "settling a payout Outlast does not know", err, outlast.EVALIDATION)
+	got, a, err := l.ResolveException(ctx, e.ID, &outlast.Resolution{Action: outlast.ResolveNoMoney, Payout: outlast.StatusSucceeded,
+		Reason: "the bank's statement shows it paid under ref-other", By: "ops@example"})
+	if err != nil || got.Resolution.Payout != outlast.StatusSucceeded || len(got.Resolution.Moves) != 0 || a.PaidOut != 400 {
+		t.Fatalf("resolving with the payout settled = %+v, %+v, %v; want it succeeded, paid_out 400, no exception moves", got, a, err)
 	}
-	WantBalances(t, l, f.Account, 600, 100, 300)
+	if settled, _, _ := l.Payout(ctx, p.ID); settled.Status != outlast.StatusSucceeded || settled.PartnerRef != dispatchedRef(p) {
+		t.Fatalf("payout after the resolution = %+v, want succeeded under its recorded ref", settled)
+	}
+	got, _ = resolve(t, l, unknown.ID, outlast.ResolveNoMoney, 0)
+	if len(got.Resolution.Moves) != 0 {
+		t.Fatalf("no_money moved %+v", got.Resolution.Moves)
+	}
+	WantBalances(t, l, f.Account, 500, 100, 400)
 	wantCleanAudit(t, h)
 }
 

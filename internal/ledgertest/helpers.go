@@ -116,6 +116,9 @@ func Note(p *outlast.Payout, status outlast.PayoutStatus) *outlast.Notification 
 	}
 }
 
+// dispatchedRef is the partner ref Note gives p's reports.
+func dispatchedRef(p *outlast.Payout) string { return Note(p, outlast.StatusDispatched).PartnerRef }
+
 // Apply applies ns from the log and fails t on an error or a result count
 // that does not line up with ns.
 func Apply(t testing.TB, l outlast.Ledger, ns ...*outlast.Notification) []outlast.ApplyResult {

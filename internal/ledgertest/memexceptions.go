@@ -2,6 +2,7 @@ package ledgertest
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"time"
 
@@ -102,9 +103,28 @@ func (m *Memory) ResolveException(_ context.Context, id int64, r *outlast.Resolu
 	}
 	now := m.now()
 	res.At = now
+	var settle *outlast.Notification
+	if res.Payout != "" {
+		p := m.payouts[e.PayoutID]
+		if p == nil {
+			return nil, nil, outlast.Errorf(outlast.EVALIDATION, "payout %s is not in the ledger: there is nothing to settle", e.PayoutID)
+		}
+		n, err := outlast.SettlePayout(e, p, &res, now)
+		if err != nil {
+			return nil, nil, err
+		}
+		settle = n
+	}
 	if a != nil && len(res.Moves) > 0 {
 		outlast.ApplyMoves(a, res.Moves)
 		m.changed(a, now)
+	}
+	if settle != nil {
+		var moves []move
+		if got := m.applyOne(settle, now, &moves); got.Outcome != outlast.OutcomeApplied {
+			panic(fmt.Sprintf("ledgertest: settling payout %s: %s (%s)", e.PayoutID, got.Outcome, got.Reason))
+		}
+		m.settle(moves...)
 	}
 	e.Resolution = &res
 	var acc *outlast.Account
