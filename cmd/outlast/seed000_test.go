@@ -254,20 +254,30 @@ func (p *seed000Progress) notFinal(ctx context.Context) (pending, dispatched int
 // statusQueries reads the status queries made to partners so far from
 // outlast_partner_requests_total.
 func statusQueries(g prometheus.Gatherer) (float64, error) {
+	return counterSum(g, "outlast_partner_requests_total", map[string]string{"op": "status"})
+}
+
+// counterSum sums the counter name over the series whose labels include
+// every label of want.
+func counterSum(g prometheus.Gatherer, name string, want map[string]string) (float64, error) {
 	mfs, err := g.Gather()
 	if err != nil {
 		return 0, err
 	}
 	n := 0.0
 	for _, mf := range mfs {
-		if mf.GetName() != "outlast_partner_requests_total" {
+		if mf.GetName() != name {
 			continue
 		}
 		for _, m := range mf.GetMetric() {
+			matched := 0
 			for _, l := range m.GetLabel() {
-				if l.GetName() == "op" && l.GetValue() == "status" {
-					n += m.GetCounter().GetValue()
+				if v, ok := want[l.GetName()]; ok && v == l.GetValue() {
+					matched++
 				}
+			}
+			if matched == len(want) {
+				n += m.GetCounter().GetValue()
 			}
 		}
 	}
