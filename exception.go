@@ -33,12 +33,15 @@ const (
 	ExceptionPartnerRefConflict ExceptionKind = "partner_ref_conflict"
 	// ExceptionUnknownPayout: the bank has a payout Outlast never made.
 	ExceptionUnknownPayout ExceptionKind = "unknown_payout"
+	// ExceptionUnknownToBank: a payout dispatched here (the bank accepted
+	// it) that the bank, asked for long, says it has no record of.
+	ExceptionUnknownToBank ExceptionKind = "unknown_to_bank"
 )
 
 // ExceptionKinds lists every kind, for metrics and listings.
 var ExceptionKinds = []ExceptionKind{
 	ExceptionPaidButFailed, ExceptionSucceededNotPaid, ExceptionPaidTwice, ExceptionPaidByOtherChannel,
-	ExceptionAmountMismatch, ExceptionPartnerRefConflict, ExceptionUnknownPayout,
+	ExceptionAmountMismatch, ExceptionPartnerRefConflict, ExceptionUnknownPayout, ExceptionUnknownToBank,
 }
 
 // Valid reports whether k is one of ExceptionKinds.
@@ -202,6 +205,21 @@ func OtherChannelException(p *Payout, n *Notification, source Source) *Exception
 			n.Channel, p.ID, p.Channel, p.Status),
 		Evidence: []Evidence{LedgerEvidence(p), {Source: fmt.Sprintf("notification %s/%s", n.Channel, n.EventID),
 			Says: fmt.Sprintf("%s under partner ref %q", n.Status, n.PartnerRef), At: n.OccurredAt}},
+	}
+}
+
+// UnknownToBankException is what the reconciler files for p, dispatched
+// since p.UpdatedAt, whose bank answered at "no such payout": the ledger
+// holds its amount, and nothing will ever settle it by itself. A human
+// finds out what the bank did and settles the payout with the resolution.
+func UnknownToBankException(p *Payout, at time.Time) *Exception {
+	return &Exception{
+		Key:  ExceptionKey(ExceptionUnknownToBank, p.ID, p.Channel),
+		Kind: ExceptionUnknownToBank, PayoutID: p.ID, AccountID: p.AccountID, Channel: p.Channel, Currency: p.Currency,
+		FiledBy: string(FromReconciler),
+		Summary: fmt.Sprintf("%s accepted payout %s (ref %s) but, asked since, says it has no such payout: %d %s held since %s",
+			p.Channel, p.ID, p.PartnerRef, p.Amount, p.Currency, p.UpdatedAt.UTC().Format(time.RFC3339)),
+		Evidence: []Evidence{LedgerEvidence(p), {Source: "status of " + p.Channel, Says: "no such payout", At: at}},
 	}
 }
 

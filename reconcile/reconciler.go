@@ -15,6 +15,7 @@ import (
 // Defaults for Config fields left at their zero value.
 const (
 	AfterDefault          = time.Minute
+	LostAfterDefault      = time.Hour
 	EveryDefault          = 10 * time.Second
 	BatchDefault          = 100
 	QueryRateDefault      = 20.0
@@ -34,6 +35,7 @@ type Answer struct {
 type Ledger interface {
 	outlast.StaleService
 	OpenExceptions(ctx context.Context) (map[outlast.ExceptionKind]int, error)
+	FileException(ctx context.Context, e *outlast.Exception) (*outlast.Exception, bool, error)
 	Payout(ctx context.Context, id string) (*outlast.Payout, outlast.Freshness, error)
 	Apply(ctx context.Context, source outlast.Source, ns []*outlast.Notification) ([]outlast.ApplyResult, error)
 }
@@ -51,6 +53,11 @@ type Config struct {
 	// After is how long a payout stays dispatched with no final
 	// notification before its partner is asked. If <= 0, AfterDefault.
 	After time.Duration
+	// LostAfter is how long a payout stays dispatched, its bank saying it
+	// has no such payout, before it is filed as an unknown_to_bank
+	// exception (it is asked about every cycle meanwhile: a bank may be
+	// slow to show what it accepted). If <= 0, LostAfterDefault.
+	LostAfter time.Duration
 	// Every is the time between cycles, give or take a fifth (jitter,
 	// so that instances do not ask in step). If <= 0, EveryDefault.
 	Every time.Duration
@@ -97,6 +104,9 @@ func New(cfg Config) (*Reconciler, error) {
 	}
 	if cfg.After <= 0 {
 		cfg.After = AfterDefault
+	}
+	if cfg.LostAfter <= 0 {
+		cfg.LostAfter = LostAfterDefault
 	}
 	if cfg.Every <= 0 {
 		cfg.Every = EveryDefault
@@ -239,8 +249,14 @@ func (r *Reconciler) ask(ctx context.Context, ps []*outlast.Payout, rep *Report)
 		switch {
 		case outlast.ErrorCode(err) == outlast.ENOTFOUND:
 			r.count(rep, RepairNotFound)
-			r.cfg.Logger.Warn("partner has no record of a dispatched payout; asking again next cycle",
-				"payout", p.ID, "channel", p.Channel, "dispatched_since", p.UpdatedAt)
+			if r.cfg.Now().Sub(p.UpdatedAt) < r.cfg.LostAfter {
+				r.cfg.Logger.Warn("partner has no record of a dispatched payout; asking again next cycle",
+					"payout", p.ID, "channel", p.Channel, "dispatched_since", p.UpdatedAt)
+				break
+			}
+			if err := r.fileLost(ctx, p); err != nil {
+				return nil, err
+			}
 		case err != nil:
 			r.count(rep, RepairError)
 			r.cfg.Logger.Debug("status query failed", "payout", p.ID, "channel", p.Channel, "err", err)
@@ -251,6 +267,20 @@ func (r *Reconciler) ask(ctx context.Context, ps []*outlast.Payout, rep *Report)
 		}
 	}
 	return ns, nil
+}
+
+// fileLost files p, whose bank has said for LostAfter that it has no such
+// payout, as an exception for a human (once: later cycles find it filed).
+func (r *Reconciler) fileLost(ctx context.Context, p *outlast.Payout) error {
+	e, filed, err := r.cfg.Ledger.FileException(ctx, outlast.UnknownToBankException(p, r.cfg.Now()))
+	if err != nil {
+		return err
+	}
+	if filed {
+		r.cfg.Logger.Warn("partner has had no record of a dispatched payout for too long: filed an exception for a human",
+			"payout", p.ID, "channel", p.Channel, "dispatched_since", p.UpdatedAt, "exception", e.ID)
+	}
+	return nil
 }
 
 // query makes the status queries of ask: paced to a schedule, so that the

@@ -64,7 +64,9 @@ func TestReconcilerStore(t *testing.T) {
 // oldest first, at most Batch a cycle; final answers apply once however
 // many reconcilers race; a "dispatched" answer, an unknown payout and a
 // failed query change nothing and are asked about again; an answer
-// under another partner ref is a conflict, never applied.
+// under another partner ref is a conflict, never applied; a payout the
+// bank has not known for LostAfter is filed for a human; a human's
+// resolution settles both.
 func testReconciler(t *testing.T, l outlast.Ledger, clock *testenv.Clock) {
 	ctx := context.Background()
 	f := ledgertest.Seed(t, l, "rec", 1000)
@@ -161,10 +163,44 @@ func testReconciler(t *testing.T, l outlast.Ledger, clock *testenv.Clock) {
 		t.Fatalf("third cycle asked about %v, want %v (paying, unknown, broken, otherref)", rep.Payouts, wantAsked)
 	}
 	// The conflicting answer is the audit's to show a human; nothing else.
-	if auditor, ok := l.(outlast.Auditor); ok {
+	auditor, _ := l.(outlast.Auditor)
+	if auditor != nil {
 		r, err := auditor.AuditLedger(ctx)
 		if err != nil || len(r.Problems) != 1 || !strings.Contains(r.Problems[0], ps["otherref"].ID) {
 			t.Fatalf("AuditLedger = %v, %v; want one problem, the conflict on %s", r, err, ps["otherref"].ID)
+		}
+	}
+
+	// A bank that has said "no such payout" for LostAfter (an hour) about
+	// a payout it accepted gets it filed for a human, once.
+	clock.Advance(reconcile.LostAfterDefault)
+	for range 2 {
+		if _, err := newRec(0).Cycle(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	lost, err := l.Exceptions(ctx, outlast.ExceptionFilter{Kind: outlast.ExceptionUnknownToBank})
+	if err != nil || len(lost) != 1 || lost[0].PayoutID != ps["unknown"].ID || lost[0].FiledBy != string(outlast.FromReconciler) {
+		t.Fatalf("unknown_to_bank exceptions = %+v, %v; want one, about %s", lost, err, ps["unknown"].ID)
+	}
+	// Each is settled by a human, the payout with it: the bank's statement
+	// shows the unknown one never paid, the other paid under its ref.
+	conflict, err := l.Exceptions(ctx, outlast.ExceptionFilter{PayoutID: ps["otherref"].ID})
+	if err != nil || len(conflict) != 1 {
+		t.Fatalf("exceptions of %s = %+v, %v; want the conflict's", ps["otherref"].ID, conflict, err)
+	}
+	for e, status := range map[*outlast.Exception]outlast.PayoutStatus{lost[0]: outlast.StatusFailed, conflict[0]: outlast.StatusSucceeded} {
+		if _, _, err := l.ResolveException(ctx, e.ID, &outlast.Resolution{Action: outlast.ResolveNoMoney, Payout: status,
+			Reason: "per the bank's statement", By: "ops"}); err != nil {
+			t.Fatalf("ResolveException(%d): %v", e.ID, err)
+		}
+	}
+	// funded 1000: paid, otherref and recent (now older than After) paid,
+	// refused and unknown released, paying and broken still held.
+	ledgertest.WantBalances(t, l, f.Account, 500, 200, 300)
+	if auditor != nil {
+		if r, err := auditor.AuditLedger(ctx); err != nil || len(r.Problems) != 0 {
+			t.Fatalf("AuditLedger after resolving = %v, %v; want clean", r, err)
 		}
 	}
 }

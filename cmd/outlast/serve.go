@@ -91,6 +91,10 @@ type Config struct {
 	// ReconcileRate bounds the reconciler's status queries per second;
 	// if <= 0, reconcile.QueryRateDefault.
 	ReconcileRate float64
+	// ReconcileLostAfter is how long a dispatched payout's bank may say it
+	// has no such payout before an exception is filed; if <= 0,
+	// reconcile.LostAfterDefault.
+	ReconcileLostAfter time.Duration
 	// DiscrepancyEvery is the time between periodic discrepancy reports
 	// (every payout against every bank record, repairing what is safe
 	// and filing the rest as exceptions); if 0,
@@ -212,6 +216,8 @@ func (m *Main) registerFlags(fs *flag.FlagSet) {
 		fmt.Sprintf("time between the reconciler's cycles (jittered by a fifth); 0 for %s", reconcile.EveryDefault))
 	fs.Float64Var(&c.ReconcileRate, "reconcile-rate", c.ReconcileRate,
 		fmt.Sprintf("the reconciler's status queries per second, at most, on this instance; 0 for %g", reconcile.QueryRateDefault))
+	fs.DurationVar(&c.ReconcileLostAfter, "reconcile-lost-after", c.ReconcileLostAfter,
+		fmt.Sprintf("how long a payout may stay dispatched while its bank says it has no such payout before it is filed as an exception (unknown_to_bank) for a human; 0 for %s", reconcile.LostAfterDefault))
 	fs.DurationVar(&c.DiscrepancyEvery, "discrepancy-every", c.DiscrepancyEvery,
 		fmt.Sprintf("time between discrepancy reports, each comparing every payout with every record of each bank (as outlast reconcile does), repairing what is safe and filing the rest as exceptions; 0 for %s, negative for none", reconcile.ReportEveryDefault))
 	fs.IntVar(&c.RejectDeliveriesMax, "reject-deliveries-max", c.RejectDeliveriesMax,
@@ -341,7 +347,8 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		Ledger: m.Ledger, Status: m.partnerStatus,
 		DeadLetters: []outlast.DeadLetters{m.Log, m.DB},
 		After:       m.Config.ReconcileAfter, Every: m.Config.ReconcileEvery, QueryRate: m.Config.ReconcileRate,
-		Logger: m.Logger.With("component", "reconciler"),
+		LostAfter: m.Config.ReconcileLostAfter,
+		Logger:    m.Logger.With("component", "reconciler"),
 	})
 	if err != nil {
 		return err
