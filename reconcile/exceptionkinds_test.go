@@ -31,8 +31,9 @@ type exceptionCase struct {
 }
 
 // TestExceptionKinds files one exception of each kind on the real store
-// (SQLite and PostgreSQL) the way it arises — a late webhook, or the
-// discrepancy report against the bank's records — and checks that it
+// (SQLite and PostgreSQL) the way it arises — a late webhook, the
+// discrepancy report against the bank's records, the reconciler — and
+// checks that it
 // carries its evidence and claim, that the audit lists it while open,
 // that resolving it with a reason writes journal rows under its key
 // that are exactly its hold and its resolution's moves, and that
@@ -108,6 +109,21 @@ func TestExceptionKinds(t *testing.T) {
 			p := settled(t, db, f, "pbf-ref", 120, "ref-1", F)
 			report(t, db, p, "late", "ref-9", S)
 			return map[string][]outlast.PartnerRecord{"tcb": {rec(p, "ref-9", 120, S)}}
+		},
+	}, {
+		// The reconciler files it (TestReconcilerStore); here its filing
+		// is the reconciler's call, and the bank's records confirm it.
+		kind: outlast.ExceptionUnknownToBank, action: outlast.ResolveNoMoney, payout: F, evidenceOf: "status of tcb",
+		setup: func(t *testing.T, db *store.DB, f ledgertest.Fixture) map[string][]outlast.PartnerRecord {
+			p := ledgertest.MustPayout(t, db, f.Req("lost", 180))
+			p, err := db.MarkDispatched(context.Background(), p.ID, "tcb", "ref-1")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, _, err := db.FileException(context.Background(), outlast.UnknownToBankException(p, time.Now())); err != nil {
+				t.Fatal(err)
+			}
+			return map[string][]outlast.PartnerRecord{"tcb": {}}
 		},
 	}, {
 		kind: outlast.ExceptionUnknownPayout, action: outlast.ResolveNoMoney, evidenceOf: "records of tcb",
