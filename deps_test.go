@@ -77,6 +77,9 @@ var badDeps = map[string]rule{
 		bad: map[string]string{"outlast/...": "a private nats-server is a process to supervise, not a log; it must not need the jetstream adapter it is used to test"},
 		ok:  map[string]string{"outlast/internal/proc": "it is a nats-server under the one process supervisor"},
 	},
+	"outlast/chaos/faultproxy": {
+		bad: map[string]string{"outlast/...": "a TCP fault proxy knows nothing of Outlast: tests, benchmarks and the chaos lab put it in front of any dependency"},
+	},
 	"outlast/internal/load": {
 		bad: map[string]string{"outlast/...": "an open-loop schedule and its latency histogram know nothing of what is sent; the benchmarks and the demo supply the request"},
 	},
