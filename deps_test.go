@@ -77,6 +77,10 @@ var badDeps = map[string]rule{
 		bad: map[string]string{"outlast/...": "a private nats-server is a process to supervise, not a log; it must not need the jetstream adapter it is used to test"},
 		ok:  map[string]string{"outlast/internal/proc": "it is a nats-server under the one process supervisor"},
 	},
+	"outlast/internal/browsertest": {
+		bad: map[string]string{"outlast/...": "driving a headless browser needs nothing of Outlast; the console's and the lab report's tests share it"},
+		ok:  map[string]string{"outlast/internal/testenv": "a missing chromium skips on a laptop and fails under CI, as every missing server does"},
+	},
 	"outlast/chaos/faultproxy": {
 		bad: map[string]string{"outlast/...": "a TCP fault proxy knows nothing of Outlast: tests, benchmarks and the chaos lab put it in front of any dependency"},
 	},

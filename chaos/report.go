@@ -212,36 +212,60 @@ func (rep *Report) WriteHTML(w io.Writer) error {
 	return reportPage.Execute(w, view)
 }
 
-// measure is a per-second value plotted for every scenario.
+// measure is a per-second value plotted for every scenario; ok false
+// means the second has no value (no request succeeded, so it has no
+// latency), and the line breaks there rather than dropping to zero.
 type measure struct {
 	title, unit string
-	value       func(Second) float64
+	value       func(Second) (v float64, ok bool)
 }
 
 var plotted = []measure{
-	{"Successful requests", "per second", func(s Second) float64 {
-		n := s.Requests
-		for _, e := range s.Errors {
-			n -= e
-		}
-		return float64(n)
+	{"Successful requests", "per second", func(s Second) (float64, bool) {
+		return float64(s.Requests - failed(s)), true
 	}},
-	{"Failed requests", "per second", func(s Second) float64 {
-		n := 0
-		for _, e := range s.Errors {
-			n += e
-		}
-		return float64(n)
+	{"Failed requests", "per second", func(s Second) (float64, bool) { return float64(failed(s)), true }},
+	{"Latency p99 of successful requests", "ms", func(s Second) (float64, bool) {
+		return s.P99MS, s.Requests > failed(s)
 	}},
-	{"Latency p99", "ms", func(s Second) float64 { return s.P99MS }},
+}
+
+// failed counts a second's failed requests.
+func failed(s Second) int {
+	n := 0
+	for _, e := range s.Errors {
+		n += e
+	}
+	return n
 }
 
 // Colours of the designs, and of a fault window's shading.
 var (
 	colourOutlast = color.RGBA{R: 0x1f, G: 0x77, B: 0xb4, A: 0xff}
 	colourNaive   = color.RGBA{R: 0xd6, G: 0x27, B: 0x28, A: 0xff}
-	colourWindow  = color.RGBA{R: 0xff, G: 0xa5, B: 0x00, A: 0x40}
+	colourWindow  = color.NRGBA{R: 0xff, G: 0xa5, B: 0x00, A: 0x50}
 )
+
+// segments are the runs of consecutive seconds that have a value of m:
+// one line each, so a second without one is a gap, not a zero.
+func segments(secs []Second, m measure) []plotter.XYs {
+	var out []plotter.XYs
+	var cur plotter.XYs
+	for _, s := range secs {
+		v, ok := m.value(s)
+		if !ok {
+			if len(cur) > 0 {
+				out, cur = append(out, cur), nil
+			}
+			continue
+		}
+		cur = append(cur, plotter.XY{X: float64(s.T), Y: v})
+	}
+	if len(cur) > 0 {
+		out = append(out, cur)
+	}
+	return out
+}
 
 // plotSVG draws m over time for both designs, with the fault windows of
 // either shaded behind them.
@@ -257,14 +281,21 @@ func plotSVG(scenario string, m measure, runs ...*Result) (string, error) {
 			continue
 		}
 		for _, s := range r.Seconds {
-			yMax = max(yMax, m.value(s))
+			if v, ok := m.value(s); ok {
+				yMax = max(yMax, v)
+			}
 		}
 	}
+	var shaded []Window
 	for _, r := range runs {
 		if r == nil {
 			continue
 		}
 		for _, win := range r.Windows {
+			if slices.Contains(shaded, win) { // both designs' same fault: once
+				continue
+			}
+			shaded = append(shaded, win)
 			box, err := plotter.NewPolygon(plotter.XYs{
 				{X: win.From.Seconds(), Y: 0}, {X: win.To.Seconds(), Y: 0},
 				{X: win.To.Seconds(), Y: yMax * 1.05}, {X: win.From.Seconds(), Y: yMax * 1.05},
@@ -277,27 +308,27 @@ func plotSVG(scenario string, m measure, runs ...*Result) (string, error) {
 		}
 	}
 	for _, r := range runs {
-		if r == nil || len(r.Seconds) == 0 {
+		if r == nil {
 			continue
 		}
-		xys := make(plotter.XYs, len(r.Seconds))
-		for i, s := range r.Seconds {
-			xys[i] = plotter.XY{X: float64(s.T), Y: m.value(s)}
-		}
-		line, err := plotter.NewLine(xys)
-		if err != nil {
-			return "", err
-		}
-		line.Color = colourOutlast
+		colour := colourOutlast
 		if r.Design == DesignNaive {
-			line.Color = colourNaive
+			colour = colourNaive
 		}
-		line.Width = vg.Points(1.5)
-		p.Add(line)
-		p.Legend.Add(r.Design, line)
+		for i, seg := range segments(r.Seconds, m) {
+			line, err := plotter.NewLine(seg)
+			if err != nil {
+				return "", err
+			}
+			line.Color, line.Width = colour, vg.Points(1.5)
+			p.Add(line)
+			if i == 0 {
+				p.Legend.Add(r.Design, line)
+			}
+		}
 	}
 	p.Y.Min, p.Y.Max = 0, yMax*1.05
-	wt, err := p.WriterTo(7*vg.Inch, 2.6*vg.Inch, "svg")
+	wt, err := p.WriterTo(10*vg.Inch, 2.8*vg.Inch, "svg")
 	if err != nil {
 		return "", err
 	}

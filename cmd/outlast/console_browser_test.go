@@ -3,15 +3,13 @@ package main
 import (
 	"context"
 	"fmt"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strconv"
 	"testing"
 	"time"
 
 	"github.com/chromedp/chromedp"
 
+	"github.com/outlast/outlast/internal/browsertest"
 	"github.com/outlast/outlast/internal/natsproc"
 	"github.com/outlast/outlast/internal/redisproc"
 	"github.com/outlast/outlast/internal/testenv"
@@ -34,7 +32,7 @@ type consoleNode struct {
 // with every instance's Redis and NATS killed. Each time new payouts are
 // refused on every instance, and a screenshot is kept.
 func TestConsoleInBrowser(t *testing.T) {
-	chromium := requireChromium(t)
+	chromium := browsertest.Chromium(t)
 	nodes := startConsoleCluster(t, 3)
 	key, accounts, err := demoSetup(context.Background(), nodes[0].admin, "console-client", 1)
 	if err != nil {
@@ -44,7 +42,7 @@ func TestConsoleInBrowser(t *testing.T) {
 		_, status, _ := newAPIClient(n.admin.BaseURL, key).createPayout(context.Background(), k, payoutBody{accounts[0], 100, "USD", "dest"})
 		return status
 	}
-	b := newBrowser(t, chromium)
+	b := browsertest.New(t, chromium)
 	browse(t, b, 0, chromedp.Navigate(nodes[0].admin.BaseURL+"/admin/"))
 	browse(t, b, browserWait,
 		chromedp.SendKeys(chromedp.ID("token"), "test-admin"),
@@ -127,20 +125,8 @@ func pressMaintenance(t *testing.T, b context.Context, id string, version int, s
 	if shot == "" {
 		return
 	}
-	png, err := chromedp.Run(b, chromedp.FullScreenshot(100))
-	if err != nil {
-		t.Fatalf("screenshot: %v", err)
-	}
-	path := filepath.Join(t.ArtifactDir(), "console-"+shot+".png")
-	if err := os.WriteFile(path, png, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	path := browsertest.Screenshot(t, b, "console-"+shot+".png")
 	t.Logf("screenshot of the console, maintenance on at version %d (%s): %s", version, shot, path)
-	if dir := os.Getenv("OUTLAST_ARTIFACTS"); dir != "" {
-		if err := os.WriteFile(filepath.Join(dir, filepath.Base(path)), png, 0o644); err != nil {
-			t.Errorf("copy the screenshot to OUTLAST_ARTIFACTS: %v", err)
-		}
-	}
 }
 
 // poll waits until expression is true in the page.
@@ -166,40 +152,6 @@ func browse(t *testing.T, b context.Context, timeout time.Duration, steps ...chr
 		html, _ := chromedp.Run(b, chromedp.OuterHTML("body"))
 		t.Fatalf("browser: %v\npage body:\n%s", err, firstLines(html, 80))
 	}
-}
-
-// requireChromium returns Debian's chromium, or skips (fails under CI).
-func requireChromium(t *testing.T) string {
-	t.Helper()
-	path, err := exec.LookPath("chromium")
-	if err != nil {
-		testenv.Missing(t, "chromium (apt-get install chromium)", err)
-	}
-	return path
-}
-
-// newBrowser starts headless Chromium with an empty profile; it is
-// stopped when the test ends.
-func newBrowser(t *testing.T, chromium string) context.Context {
-	t.Helper()
-	opts := append(chromedp.DefaultExecAllocatorOptions[:],
-		chromedp.ExecPath(chromium),
-		chromedp.UserDataDir(t.TempDir()),
-		chromedp.NoSandbox,
-		chromedp.DisableGPU,
-		chromedp.WindowSize(1400, 1100),
-		// The machine has no internet: without these Chromium waits on
-		// refused connections of its own.
-		chromedp.Flag("disable-quic", true),
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-	)
-	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
-	bctx, cancelBrowser := chromedp.NewContext(actx)
-	t.Cleanup(cancelAlloc)
-	t.Cleanup(cancelBrowser) // runs first: the tab, then the process
-	return bctx
 }
 
 // startConsoleCluster starts n instances on one fresh PostgreSQL
