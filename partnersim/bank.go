@@ -167,6 +167,7 @@ type Bank struct {
 	// live counts deliveries queued, in flight or chained behind another.
 	live    int
 	dropped []string
+	acks    []Ack // acknowledged webhook deliveries, in order
 	stats   Stats
 }
 
@@ -265,6 +266,23 @@ func (b *Bank) DroppedPayouts() []string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return slices.Clone(b.dropped)
+}
+
+// Ack is a webhook delivery the receiver acknowledged (answered 2xx): from
+// then on the bank considers it told, and never sends it again.
+type Ack struct {
+	EventID  string
+	PayoutID string
+	Status   outlast.PayoutStatus
+}
+
+// Acknowledged returns every acknowledged webhook delivery, in order
+// (a duplicate delivered twice is there twice): what the chaos lab holds
+// the receiver to — an acknowledged notification must never be lost.
+func (b *Bank) Acknowledged() []Ack {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return slices.Clone(b.acks)
 }
 
 // Records returns what /records serves: every settled payout, by id.

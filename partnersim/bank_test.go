@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -344,6 +345,18 @@ func TestDuplicateWebhooksRepeatEventID(t *testing.T) {
 		if n != 2 {
 			t.Errorf("event %s delivered %d times, want 2", id, n)
 		}
+	}
+	// Acknowledged lists each delivery the receiver answered, duplicates
+	// included, with what it reported.
+	acked := map[string]int{}
+	for _, a := range h.bank.Acknowledged() {
+		acked[a.EventID]++
+		if count[a.EventID] == 0 || (a.Status != outlast.StatusDispatched && a.Status != outlast.StatusSucceeded) {
+			t.Errorf("acknowledged %+v, which was not delivered as such", a)
+		}
+	}
+	if len(acked) != 10 || slices.ContainsFunc(slices.Collect(maps.Values(acked)), func(n int) bool { return n != 2 }) {
+		t.Errorf("acknowledged %v, want the 10 events twice each", acked)
 	}
 }
 

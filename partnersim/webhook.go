@@ -41,6 +41,7 @@ type event struct {
 // "dispatched"); they count in Bank.live from the moment they exist.
 type delivery struct {
 	payoutID string
+	ack      Ack // what acknowledging it tells the receiver
 	body     []byte
 	attempts int
 	at       time.Time
@@ -77,10 +78,11 @@ func (b *Bank) newDeliveryLocked(p *payout, status string, occurredAt time.Time,
 	if err != nil {
 		panic(fmt.Sprintf("partnersim: marshal event: %v", err)) // plain strings and a time: cannot fail
 	}
-	d := &delivery{payoutID: p.id, body: body}
+	ack := Ack{EventID: ev.EventID, PayoutID: p.id, Status: outlast.PayoutStatus(status)}
+	d := &delivery{payoutID: p.id, ack: ack, body: body}
 	b.live++
 	if b.chance(f.DuplicateRate) {
-		d.then = append(d.then, &delivery{payoutID: p.id, body: body})
+		d.then = append(d.then, &delivery{payoutID: p.id, ack: ack, body: body})
 		b.live++
 		b.stats.WebhooksDuplicated++
 	}
@@ -178,6 +180,7 @@ func (b *Bank) finish(d *delivery, err error, stopping bool) {
 		d.acked = true
 		b.live--
 		b.stats.WebhooksSent++
+		b.acks = append(b.acks, d.ack)
 		for _, next := range d.then {
 			b.pushLocked(next, now)
 		}
