@@ -54,7 +54,17 @@ var badDeps = map[string]rule{
 	"outlast/reconcile":  adapter("reconcile"),
 	"outlast/control":    adapter("control"),
 	"outlast/admission":  adapter("admission"),
-	"outlast/client":     adapter("client"),
+	// The Go client of the API is imported by other services: it speaks
+	// the domain's types and errors and brings nothing else along.
+	"outlast/client": {
+		bad: map[string]string{
+			"...": "other Go services import the client: with the domain and the standard library alone it drags no adapter, driver or server into their builds",
+		},
+		ok: map[string]string{
+			"outlast": "the domain types and *outlast.Error are what the API's JSON decodes into",
+			"std":     "net/http and encoding/json are all a client of a JSON API needs",
+		},
+	},
 	// The lab holds both designs to what the banks did, from outside:
 	// their APIs and the simulated banks' records, never a database.
 	"outlast/chaos": {
