@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/outlast/outlast"
+	"github.com/outlast/outlast/client"
 )
 
 const adminUsage = `Usage:
@@ -74,7 +75,7 @@ func (c *changeFlags) register(fs *flag.FlagSet) {
 
 // change runs one config change: edit applied to the current document,
 // written back, then waited for.
-func (c *changeFlags) change(ctx context.Context, api *apiClient, stdout io.Writer, what string, edit configEdit) error {
+func (c *changeFlags) change(ctx context.Context, api *client.Client, stdout io.Writer, what string, edit configEdit) error {
 	reason := c.reason
 	if reason == "" {
 		reason = "outlast admin " + what
@@ -98,7 +99,7 @@ type configEdit func(c *outlast.ControlConfig) (changed bool, err error)
 
 // configChanger reads, edits and writes the config document.
 type configChanger struct {
-	api *apiClient
+	api *client.Client
 	out io.Writer
 	// beforePut, if set, runs between the read and the write of each
 	// attempt: the test seam for a concurrent change.
@@ -112,7 +113,7 @@ type configChanger struct {
 // this change made it.
 func (ch *configChanger) change(ctx context.Context, reason string, edit configEdit) (*outlast.ControlConfig, bool, error) {
 	for attempt := 1; ; attempt++ {
-		cur, err := ch.api.controlConfig(ctx)
+		cur, err := ch.api.Config(ctx)
 		if err != nil {
 			return nil, false, explain(ch.api, "read the config", err)
 		}
@@ -123,9 +124,8 @@ func (ch *configChanger) change(ctx context.Context, reason string, edit configE
 		if ch.beforePut != nil {
 			ch.beforePut(attempt)
 		}
-		next, err := ch.api.putControlConfig(ctx, cur, cur.Version, reason)
-		var ae *apiError
-		if errors.As(err, &ae) && ae.Status == 412 && attempt < configPutAttemptsMax {
+		next, err := ch.api.PutConfig(ctx, cur, cur.Version, reason)
+		if client.Status(err) == 412 && attempt < configPutAttemptsMax {
 			fmt.Fprintf(ch.out, "the config changed since version %d was read (another operator); applying this change to the new version\n", cur.Version)
 			continue
 		}
@@ -138,46 +138,23 @@ func (ch *configChanger) change(ctx context.Context, reason string, edit configE
 
 // explain turns an API or network failure into what the operator can do
 // about it.
-func explain(api *apiClient, doing string, err error) error {
-	var ae *apiError
+func explain(api *client.Client, doing string, err error) error {
 	var ue *url.Error
-	switch {
-	case errors.As(err, &ae) && ae.Status == 401:
-		return fmt.Errorf("could not %s: the admin token was refused (%s): give the service's token with --admin-token or --admin-token-file", doing, ae.Message)
-	case errors.As(err, &ae) && ae.Status == 412:
+	switch client.Status(err) {
+	case 401:
+		return fmt.Errorf("could not %s: the admin token was refused (%s): give the service's token with --admin-token or --admin-token-file", doing, outlast.ErrorMessage(err))
+	case 412:
 		return fmt.Errorf("could not %s: other changes kept winning (%d attempts); run the command again", doing, configPutAttemptsMax)
-	case errors.As(err, &ae) && ae.Status == 503:
+	case 503:
 		return fmt.Errorf("could not %s: the service cannot reach its database (%s).\n"+
 			"The config cannot change until it can. To stop payouts now without the database, switch each instance:\n"+
 			"  outlast admin maintenance on --local --url http://INSTANCE\n"+
-			"or create the file given to its serve --override-file", doing, ae.Message)
-	case errors.As(err, &ae):
-		return fmt.Errorf("could not %s: %w", doing, err)
-	case errors.As(err, &ue):
-		return fmt.Errorf("could not %s: no answer from %s (%v): is the service running there? (--url)", doing, api.BaseURL, ue.Err)
+			"or create the file given to its serve --override-file", doing, outlast.ErrorMessage(err))
+	}
+	if errors.As(err, &ue) {
+		return fmt.Errorf("could not %s: no answer from %s (%v): is the service running there? (--url)", doing, api.BaseURL(), ue.Err)
 	}
 	return fmt.Errorf("could not %s: %w", doing, err)
-}
-
-// instanceView is one instance of GET /admin/v1/instances.
-type instanceView struct {
-	outlast.InstanceStatus
-	Stale          bool    `json:"stale"`
-	Applied        bool    `json:"applied"`
-	SeenAgoSeconds float64 `json:"seen_ago_seconds"`
-}
-
-// instancesView is GET /admin/v1/instances.
-type instancesView struct {
-	ConfigVersion int64          `json:"config_version"`
-	Instances     []instanceView `json:"instances"`
-}
-
-func (in *instanceView) name() string {
-	if in.Addr == "" || in.Addr == in.ID {
-		return in.ID
-	}
-	return in.ID + " (" + in.Addr + ")"
 }
 
 // waitApplied waits up to wait for every instance seen recently to run
@@ -192,9 +169,9 @@ func (ch *configChanger) waitApplied(ctx context.Context, version int64, wait ti
 	t := time.NewTicker(applyPollInterval)
 	defer t.Stop()
 	said := map[string]bool{}
-	var last instancesView
+	var last client.Instances
 	for {
-		list, err := ch.api.instances(ctx)
+		list, err := ch.api.Instances(ctx)
 		if err == nil {
 			last = *list
 			if pending := ch.reportApplied(*list, version, said); pending == 0 {
@@ -215,7 +192,7 @@ func (ch *configChanger) waitApplied(ctx context.Context, version int64, wait ti
 // reportApplied prints, once each, the instances that run version and
 // those skipped as not seen recently; it returns how many live instances
 // do not run it yet.
-func (ch *configChanger) reportApplied(list instancesView, version int64, said map[string]bool) (pending int) {
+func (ch *configChanger) reportApplied(list client.Instances, version int64, said map[string]bool) (pending int) {
 	live := 0
 	for _, in := range list.Instances {
 		switch {
@@ -225,11 +202,11 @@ func (ch *configChanger) reportApplied(list instancesView, version int64, said m
 			}
 		case in.Stale:
 			said[in.ID] = true
-			fmt.Fprintf(ch.out, "  skipped %s: not seen for %s (it may be gone)\n", in.name(), seconds(in.SeenAgoSeconds))
+			fmt.Fprintf(ch.out, "  skipped %s: not seen for %s (it may be gone)\n", in.Name(), seconds(in.SeenAgoSeconds))
 		case in.AppliedVersion >= version:
 			said[in.ID] = true
 			live++
-			fmt.Fprintf(ch.out, "  applied by %s%s\n", in.name(), overrideNote(&in.InstanceStatus))
+			fmt.Fprintf(ch.out, "  applied by %s%s\n", in.Name(), overrideNote(&in.InstanceStatus))
 		default:
 			live++
 			pending++
@@ -263,12 +240,12 @@ func overrideNote(in *outlast.InstanceStatus) string {
 }
 
 // notApplied lists the live instances that did not run version in time.
-func (ch *configChanger) notApplied(list instancesView, version int64, wait time.Duration) error {
+func (ch *configChanger) notApplied(list client.Instances, version int64, wait time.Duration) error {
 	n := 0
 	for _, in := range list.Instances {
 		if !in.Stale && in.AppliedVersion < version {
 			n++
-			fmt.Fprintf(ch.out, "  NOT applied by %s: still at version %d (seen %s ago)\n", in.name(), in.AppliedVersion, seconds(in.SeenAgoSeconds))
+			fmt.Fprintf(ch.out, "  NOT applied by %s: still at version %d (seen %s ago)\n", in.Name(), in.AppliedVersion, seconds(in.SeenAgoSeconds))
 		}
 	}
 	return fmt.Errorf("%s did not apply version %d within %s: see 'outlast admin status' (is its database reachable?)", plural(n, "instance"), version, wait)
@@ -327,35 +304,32 @@ func runAdminMaintenance(ctx context.Context, args []string, stdout, stderr io.W
 }
 
 // localMaintenance switches the break-glass maintenance of one instance.
-func localMaintenance(ctx context.Context, api *apiClient, stdout io.Writer, on bool, message string) error {
-	var st outlast.ControlStatus
-	hdr, _, err := api.exchange(ctx, "POST", "/admin/v1/local/maintenance", nil,
-		map[string]any{"on": on, "message": message}, &st)
+func localMaintenance(ctx context.Context, api *client.Client, stdout io.Writer, on bool, message string) error {
+	st, warning, err := api.SetLocalMaintenance(ctx, on, message)
 	if err != nil {
 		return explainLocal(api, err)
 	}
-	who := st.InstanceID + " at " + api.BaseURL
+	who := st.InstanceID + " at " + api.BaseURL()
 	switch {
 	case on:
-		fmt.Fprintf(stdout, "instance %s: maintenance on (local switch): it refuses new payouts until\n  outlast admin maintenance off --local --url %s\n", who, api.BaseURL)
+		fmt.Fprintf(stdout, "instance %s: maintenance on (local switch): it refuses new payouts until\n  outlast admin maintenance off --local --url %s\n", who, api.BaseURL())
 		fmt.Fprintln(stdout, "Only this instance is switched: switch the others too, or use the config once the database is back.")
 	case st.Maintenance:
 		fmt.Fprintf(stdout, "instance %s: local switch cleared, but still in maintenance by the %s\n", who, sourceName(st.Source))
 	default:
 		fmt.Fprintf(stdout, "instance %s: local switch cleared; it takes new payouts\n", who)
 	}
-	if w := hdr.Get("Warning"); w != "" {
-		fmt.Fprintf(stdout, "warning from the instance: %s\n", w)
+	if warning != "" {
+		fmt.Fprintf(stdout, "warning from the instance: %s\n", warning)
 	}
 	return nil
 }
 
 // explainLocal is explain for the break-glass endpoint, which needs no
 // database.
-func explainLocal(api *apiClient, err error) error {
-	var ae *apiError
-	if errors.As(err, &ae) && ae.Status == 404 {
-		return fmt.Errorf("the service at %s has no break-glass endpoint (%s): is it an outlast serve?", api.BaseURL, ae.Message)
+func explainLocal(api *client.Client, err error) error {
+	if client.Status(err) == 404 {
+		return fmt.Errorf("the service at %s has no break-glass endpoint (%s): is it an outlast serve?", api.BaseURL(), outlast.ErrorMessage(err))
 	}
 	return explain(api, "switch the instance", err)
 }
@@ -493,12 +467,12 @@ func setChannel(c *outlast.ControlConfig, name string, enabled bool) {
 
 // freshInstances returns the heartbeats of the instances seen recently,
 // or none if they cannot be read.
-func freshInstances(ctx context.Context, api *apiClient) []*outlast.InstanceStatus {
-	list, err := api.instances(ctx)
+func freshInstances(ctx context.Context, api *client.Client) []*outlast.InstanceStatus {
+	list, err := api.Instances(ctx)
 	if err != nil {
 		return nil
 	}
-	return list.fresh()
+	return list.Fresh()
 }
 
 // servedSomewhere refuses a channel that none of the instances seen

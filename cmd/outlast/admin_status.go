@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"maps"
@@ -14,24 +12,9 @@ import (
 	"time"
 
 	"github.com/outlast/outlast"
+	"github.com/outlast/outlast/client"
 	ohttp "github.com/outlast/outlast/http"
 )
-
-// localStatusView is GET /admin/v1/local/status.
-type localStatusView struct {
-	Control  outlast.ControlStatus   `json:"control"`
-	Instance *outlast.InstanceStatus `json:"instance"`
-}
-
-// configHistory reads GET /admin/v1/config/history, whose fields are
-// outlast.ConfigChange's names in lower case.
-func (c *apiClient) configHistory(ctx context.Context, limit int) ([]outlast.ConfigChange, error) {
-	var out struct {
-		Changes []outlast.ConfigChange `json:"changes"`
-	}
-	_, err := c.do(ctx, "GET", "/admin/v1/config/history?limit="+strconv.Itoa(limit), nil, nil, &out)
-	return out.Changes, err
-}
 
 func runAdminStatus(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("admin status", "The config version and its last change, and every instance: the version it runs, when it\n"+
@@ -45,8 +28,7 @@ func runAdminStatus(ctx context.Context, args []string, stdout, stderr io.Writer
 	if err != nil {
 		return err
 	}
-	var raw json.RawMessage
-	_, err = api.do(ctx, "GET", "/admin/v1/instances", nil, nil, &raw)
+	list, err := api.Instances(ctx)
 	if databaseDown(err) {
 		return localStatus(ctx, api, stdout, stderr, *asJSON, err)
 	}
@@ -54,42 +36,26 @@ func runAdminStatus(ctx context.Context, args []string, stdout, stderr io.Writer
 		return explain(api, "list the instances", err)
 	}
 	if *asJSON {
-		return printJSON(stdout, raw)
+		return printJSON(stdout, list.Raw)
 	}
-	var list instancesView
-	if err := json.Unmarshal(raw, &list); err != nil {
-		return fmt.Errorf("decode the instances: %w", err)
-	}
-	cfg, err := api.controlConfig(ctx)
+	cfg, err := api.Config(ctx)
 	if err != nil {
 		return explain(api, "read the config", err)
 	}
-	changes, err := api.configHistory(ctx, 1)
+	changes, err := api.ConfigHistory(ctx, 1)
 	if err != nil {
 		return explain(api, "read the config history", err)
 	}
-	current := outlast.AgreedChannel(list.fresh())
+	current := outlast.AgreedChannel(list.Fresh())
 	printConfig(stdout, cfg, changes, current)
 	fmt.Fprintln(stdout)
-	return printInstances(stdout, list, cfg.Order(current))
-}
-
-// fresh returns the heartbeats of the instances seen recently.
-func (l *instancesView) fresh() []*outlast.InstanceStatus {
-	var out []*outlast.InstanceStatus
-	for i := range l.Instances {
-		if !l.Instances[i].Stale {
-			out = append(out, &l.Instances[i].InstanceStatus)
-		}
-	}
-	return out
+	return printInstances(stdout, *list, cfg.Order(current))
 }
 
 // databaseDown says the admin API answered that its database is
 // unreachable.
 func databaseDown(err error) bool {
-	var ae *apiError
-	return errors.As(err, &ae) && ae.Status == 503
+	return client.Status(err) == 503
 }
 
 // printConfig says which config is in force and who changed it last;
@@ -150,7 +116,7 @@ func channelsText(c *outlast.ControlConfig, current string) string {
 
 // printInstances is the table of every instance, then the dependency
 // problems in full. expected is the channel order the config makes.
-func printInstances(w io.Writer, list instancesView, expected []string) error {
+func printInstances(w io.Writer, list client.Instances, expected []string) error {
 	if len(list.Instances) == 0 {
 		_, err := fmt.Fprintln(w, "no instance has sent a heartbeat")
 		return err
@@ -264,22 +230,18 @@ func dependenciesText(deps []outlast.DependencyHealth) string {
 
 // localStatus shows what the instance at --url sees of itself, when the
 // database (and so every other instance's heartbeat) cannot be read.
-func localStatus(ctx context.Context, api *apiClient, stdout, stderr io.Writer, asJSON bool, cause error) error {
-	var raw json.RawMessage
-	if _, err := api.do(ctx, "GET", "/admin/v1/local/status", nil, nil, &raw); err != nil {
+func localStatus(ctx context.Context, api *client.Client, stdout, stderr io.Writer, asJSON bool, cause error) error {
+	st, err := api.LocalStatus(ctx)
+	if err != nil {
 		return explainLocal(api, err)
 	}
 	fmt.Fprintf(stderr, "The database cannot be read (%s): ONLY THE INSTANCE AT %s IS SHOWN, as it sees itself.\n"+
-		"Run this command with --url of each other instance to see it.\n", outlast.ErrorMessage(cause), api.BaseURL)
+		"Run this command with --url of each other instance to see it.\n", outlast.ErrorMessage(cause), api.BaseURL())
 	if asJSON {
-		return printJSON(stdout, raw)
-	}
-	var st localStatusView
-	if err := json.Unmarshal(raw, &st); err != nil {
-		return fmt.Errorf("decode the local status: %w", err)
+		return printJSON(stdout, st.Raw)
 	}
 	c := st.Control
-	fmt.Fprintf(stdout, "instance %s at %s (only this one: the database is down)\n", c.InstanceID, api.BaseURL)
+	fmt.Fprintf(stdout, "instance %s at %s (only this one: the database is down)\n", c.InstanceID, api.BaseURL())
 	fmt.Fprintf(stdout, "  config: version %d", c.AppliedVersion)
 	if c.Stale {
 		fmt.Fprintf(stdout, ", last confirmed %s ago: STALE, running on the last good config", seconds(c.AgeSeconds))
@@ -318,7 +280,7 @@ func runAdminHistory(ctx context.Context, args []string, stdout, stderr io.Write
 	if *limit < 1 || *limit > outlast.ControlHistoryMax {
 		return fs.fail("--limit %d: want 1 to %d", *limit, outlast.ControlHistoryMax)
 	}
-	changes, err := api.configHistory(ctx, *limit)
+	changes, err := api.ConfigHistory(ctx, *limit)
 	if err != nil {
 		return explain(api, "read the config history", err)
 	}

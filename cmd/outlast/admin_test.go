@@ -13,12 +13,13 @@ import (
 	"time"
 
 	"github.com/outlast/outlast"
+	"github.com/outlast/outlast/client"
 	"github.com/outlast/outlast/internal/testenv"
 )
 
 // adminArgs are the flags that point a command at s's admin API.
 func (s *testService) adminArgs(args ...string) []string {
-	return append(args, "--url", s.admin.BaseURL, "--admin-token", "test-admin")
+	return append(args, "--url", s.admin.BaseURL(), "--admin-token", "test-admin")
 }
 
 // mustCLI runs outlast with args and fails t unless it exits with code.
@@ -44,12 +45,12 @@ func wantIn(t *testing.T, what, got string, wants ...string) {
 // any, and Retry-After.
 func tryPayout(t *testing.T, url, key, idemKey, account string) (status int, message, retryAfter string) {
 	t.Helper()
-	hdr, status, err := newAPIClient(url, key).exchange(context.Background(), "POST", "/v1/payouts",
-		map[string]string{"Idempotency-Key": idemKey}, payoutBody{account, 100, "USD", "dest"}, nil)
-	var ae *apiError
+	_, status, err := client.New(url, key).CreatePayout(context.Background(), idemKey,
+		client.PayoutRequest{AccountID: account, Amount: 100, Currency: "USD", Destination: "dest"})
+	var se *client.StatusError
 	switch {
-	case errors.As(err, &ae):
-		return status, ae.Message, hdr.Get("Retry-After")
+	case errors.As(err, &se):
+		return status, se.Err.Message, se.Header.Get("Retry-After")
 	case err != nil:
 		t.Fatalf("POST /v1/payouts: %v", err)
 	}
@@ -70,7 +71,7 @@ func TestAdminMaintenance(t *testing.T) {
 	out, _ := mustCLI(t, 0, s.adminArgs("admin", "maintenance", "on", "--message", "bank cut-over", "--retry-after", "2m", "--reason", "cut-over at 14:00")...)
 	wantIn(t, "maintenance on", out, "config version 1: maintenance on", "applied by "+id, "every live instance (1) runs version 1")
 	// The command waited: the instance runs it already.
-	if st, msg, ra := tryPayout(t, s.admin.BaseURL, key, "k1", accounts[0]); st != 503 || msg != "bank cut-over" || ra != "120" {
+	if st, msg, ra := tryPayout(t, s.admin.BaseURL(), key, "k1", accounts[0]); st != 503 || msg != "bank cut-over" || ra != "120" {
 		t.Errorf("payout during maintenance = %d %q Retry-After %q, want 503 \"bank cut-over\" 120", st, msg, ra)
 	}
 
@@ -79,7 +80,7 @@ func TestAdminMaintenance(t *testing.T) {
 		`maintenance: ON: new payouts refused with "bank cut-over", Retry-After 2m0s`,
 		id, "1 (current)", "on (config)", "database ok", "log ok", "channel:tcb closed", "1 instance\n")
 	out, _ = mustCLI(t, 0, s.adminArgs("admin", "status", "--json")...)
-	var list instancesView
+	var list client.Instances
 	if err := json.Unmarshal([]byte(out), &list); err != nil || list.ConfigVersion != 1 || len(list.Instances) != 1 ||
 		!list.Instances[0].Maintenance || list.Instances[0].ID != id {
 		t.Errorf("admin status --json = %s (%v), want the API's instances: %s at version 1 in maintenance", out, err, id)
@@ -87,7 +88,7 @@ func TestAdminMaintenance(t *testing.T) {
 
 	out, _ = mustCLI(t, 0, s.adminArgs("admin", "maintenance", "off")...)
 	wantIn(t, "maintenance off", out, "config version 2: maintenance off", "applied by "+id)
-	if st, msg, _ := tryPayout(t, s.admin.BaseURL, key, "k1", accounts[0]); st != 201 {
+	if st, msg, _ := tryPayout(t, s.admin.BaseURL(), key, "k1", accounts[0]); st != 201 {
 		t.Errorf("payout after maintenance off = %d %q, want 201", st, msg)
 	}
 	out, _ = mustCLI(t, 0, s.adminArgs("admin", "maintenance", "off", "--wait", "0")...)
@@ -109,7 +110,7 @@ func TestAdminMaintenance(t *testing.T) {
 		_, errOut := mustCLI(t, 2, s.adminArgs(bad...)...)
 		wantIn(t, strings.Join(bad, " "), errOut, "Run 'outlast admin ")
 	}
-	_, errOut := mustCLI(t, 1, "admin", "status", "--url", s.admin.BaseURL, "--admin-token", "wrong")
+	_, errOut := mustCLI(t, 1, "admin", "status", "--url", s.admin.BaseURL(), "--admin-token", "wrong")
 	wantIn(t, "admin status with a wrong token", errOut, "the admin token was refused", "--admin-token-file")
 }
 
@@ -324,13 +325,13 @@ func TestAdminWithDatabaseDown(t *testing.T) {
 	wantIn(t, "maintenance on with the database down", errOut, "cannot reach its database",
 		"outlast admin maintenance on --local --url http://INSTANCE", "--override-file")
 	out, errOut := mustCLI(t, 0, s.adminArgs("admin", "status")...)
-	wantIn(t, "status with the database down (stderr)", errOut, "ONLY THE INSTANCE AT "+s.admin.BaseURL+" IS SHOWN")
+	wantIn(t, "status with the database down (stderr)", errOut, "ONLY THE INSTANCE AT "+s.admin.BaseURL()+" IS SHOWN")
 	wantIn(t, "status with the database down", out, "instance "+id, "only this one: the database is down", "maintenance: off",
 		"channel order: tcb\n", "database DOWN")
 
 	out, _ = mustCLI(t, 0, s.adminArgs("admin", "maintenance", "on", "--local", "--message", "database down: paused")...)
-	wantIn(t, "maintenance on --local", out, "instance "+id, "maintenance on (local switch)", "maintenance off --local --url "+s.admin.BaseURL)
-	if st, msg, ra := tryPayout(t, s.admin.BaseURL, key, "k1", accounts[0]); st != 503 || msg != "database down: paused" || ra == "" {
+	wantIn(t, "maintenance on --local", out, "instance "+id, "maintenance on (local switch)", "maintenance off --local --url "+s.admin.BaseURL())
+	if st, msg, ra := tryPayout(t, s.admin.BaseURL(), key, "k1", accounts[0]); st != 503 || msg != "database down: paused" || ra == "" {
 		t.Errorf("payout = %d %q Retry-After %q, want 503 with the local switch's message and Retry-After", st, msg, ra)
 	}
 	testenv.WaitFor(t, 20*time.Second, "status to show the local switch and the stale config", func() bool {
@@ -338,14 +339,14 @@ func TestAdminWithDatabaseDown(t *testing.T) {
 		return strings.Contains(out, `maintenance: on (local switch): "database down: paused"`) && strings.Contains(out, "STALE")
 	})
 	out, _ = mustCLI(t, 0, s.adminArgs("admin", "status", "--json")...)
-	var st localStatusView
+	var st client.LocalStatus
 	if err := json.Unmarshal([]byte(out), &st); err != nil || !st.Control.Maintenance || st.Control.Source != outlast.OverrideLocal {
 		t.Errorf("status --json = %s (%v), want the local status in maintenance by the local switch", out, err)
 	}
 
 	out, _ = mustCLI(t, 0, s.adminArgs("admin", "maintenance", "off", "--local")...)
 	wantIn(t, "maintenance off --local", out, "local switch cleared; it takes new payouts")
-	if st, msg, _ := tryPayout(t, s.admin.BaseURL, key, "k1", accounts[0]); st != 503 || msg == "database down: paused" {
+	if st, msg, _ := tryPayout(t, s.admin.BaseURL(), key, "k1", accounts[0]); st != 503 || msg == "database down: paused" {
 		t.Errorf("payout = %d %q, want the database's 503, not maintenance", st, msg)
 	}
 }
@@ -362,7 +363,7 @@ func TestAdvertiseAddr(t *testing.T) {
 		_, port, _ := net.SplitHostPort(m.Config.Addr)
 		m.Config.Addr = ":" + port
 	})
-	_, port, _ := net.SplitHostPort(strings.TrimPrefix(s.admin.BaseURL, "http://"))
+	_, port, _ := net.SplitHostPort(strings.TrimPrefix(s.admin.BaseURL(), "http://"))
 	if hb := s.Control.Heartbeat(context.Background()); hb.Addr != net.JoinHostPort(host, port) || hb.ID != hb.Addr {
 		t.Errorf("heartbeat of an instance on :%s: id %q addr %q, want both %s", port, hb.ID, hb.Addr, net.JoinHostPort(host, port))
 	}

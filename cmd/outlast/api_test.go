@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/outlast/outlast"
+	"github.com/outlast/outlast/client"
 	"github.com/outlast/outlast/internal/testenv"
 	"github.com/outlast/outlast/ledger"
 	"github.com/outlast/outlast/partnersim"
@@ -28,7 +29,7 @@ import (
 // simulated bank, "tcb".
 type testService struct {
 	*Main
-	admin   *apiClient
+	admin   *client.Client
 	bank    *partnersim.Bank
 	bankURL string
 	secret  []byte
@@ -77,7 +78,7 @@ func startTestServiceWithBank(t *testing.T, dsn string, bankCfg partnersim.Confi
 		cancel()
 		wg.Wait()
 	})
-	return &testService{Main: m, admin: newAPIClient(url, "test-admin"), bank: bank, bankURL: bankSrv.URL, secret: secret}
+	return &testService{Main: m, admin: client.New(url, "test-admin"), bank: bank, bankURL: bankSrv.URL, secret: secret}
 }
 
 // ledgerSnapshot is everything a bad request must leave unchanged.
@@ -160,16 +161,16 @@ func testBadInput(t *testing.T, dsn string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a, b := newAPIClient(s.admin.BaseURL, keyA), newAPIClient(s.admin.BaseURL, keyB)
-	good := payoutBody{AccountID: accounts[0], Amount: 500, Currency: "USD", Destination: "DE89370400440532013000"}
-	p, status, err := a.createPayout(ctx, "key-1", good)
+	a, b := client.New(s.admin.BaseURL(), keyA), client.New(s.admin.BaseURL(), keyB)
+	good := client.PayoutRequest{AccountID: accounts[0], Amount: 500, Currency: "USD", Destination: "DE89370400440532013000"}
+	p, status, err := a.CreatePayout(ctx, "key-1", good)
 	if err != nil || status != 201 {
 		t.Fatalf("createPayout = %d, %v; want 201", status, err)
 	}
 	// The bank's webhook for it, applied once.
 	event, _ := json.Marshal(map[string]any{"event_id": "ev-1", "payout_id": p.ID,
 		"status": "succeeded", "occurred_at": time.Now().UTC().Format(time.RFC3339Nano)})
-	hookURL := s.admin.BaseURL + "/v1/partners/tcb/notifications"
+	hookURL := s.admin.BaseURL() + "/v1/partners/tcb/notifications"
 	if st, code := raw(t, "POST", hookURL, signedHeaders(s.secret, time.Now(), event), event); st != 200 {
 		t.Fatalf("valid webhook = %d %s, want 200", st, code)
 	}
@@ -180,7 +181,7 @@ func testBadInput(t *testing.T, dsn string) {
 	before := s.snapshot(t, accounts[0], accountsB[0])
 	dupsBefore := appliedCount("", outlast.OutcomeDuplicate)
 
-	payoutURL := s.admin.BaseURL + "/v1/payouts"
+	payoutURL := s.admin.BaseURL() + "/v1/payouts"
 	authA := map[string]string{"Authorization": "Bearer " + keyA, "Idempotency-Key": "fresh-key"}
 	jsonBody := func(v any) []byte { out, _ := json.Marshal(v); return out }
 	withKey := func(k string) map[string]string {
@@ -211,13 +212,13 @@ func testBadInput(t *testing.T, dsn string) {
 			return raw(t, "POST", payoutURL, authA, []byte(big))
 		}, 413, outlast.ETOOLARGE},
 		{"negative amount", func() (int, string) {
-			return raw(t, "POST", payoutURL, authA, jsonBody(payoutBody{accounts[0], -5, "USD", "x"}))
+			return raw(t, "POST", payoutURL, authA, jsonBody(client.PayoutRequest{AccountID: accounts[0], Amount: -5, Currency: "USD", Destination: "x"}))
 		}, 422, outlast.EVALIDATION},
 		{"zero amount", func() (int, string) {
-			return raw(t, "POST", payoutURL, authA, jsonBody(payoutBody{accounts[0], 0, "USD", "x"}))
+			return raw(t, "POST", payoutURL, authA, jsonBody(client.PayoutRequest{AccountID: accounts[0], Amount: 0, Currency: "USD", Destination: "x"}))
 		}, 422, outlast.EVALIDATION},
 		{"unknown currency", func() (int, string) {
-			return raw(t, "POST", payoutURL, authA, jsonBody(payoutBody{accounts[0], 5, "XQZ", "x"}))
+			return raw(t, "POST", payoutURL, authA, jsonBody(client.PayoutRequest{AccountID: accounts[0], Amount: 5, Currency: "XQZ", Destination: "x"}))
 		}, 422, outlast.EVALIDATION},
 		{"key reuse with a different body", func() (int, string) {
 			changed := good
@@ -225,10 +226,10 @@ func testBadInput(t *testing.T, dsn string) {
 			return raw(t, "POST", payoutURL, withKey("key-1"), jsonBody(changed))
 		}, 422, outlast.EIDEMPOTENCY},
 		{"unknown account", func() (int, string) {
-			return raw(t, "POST", payoutURL, authA, jsonBody(payoutBody{"no-such-account", 5, "USD", "x"}))
+			return raw(t, "POST", payoutURL, authA, jsonBody(client.PayoutRequest{AccountID: "no-such-account", Amount: 5, Currency: "USD", Destination: "x"}))
 		}, 422, outlast.EVALIDATION},
 		{"another client's account", func() (int, string) {
-			return raw(t, "POST", payoutURL, authA, jsonBody(payoutBody{accountsB[0], 5, "USD", "x"}))
+			return raw(t, "POST", payoutURL, authA, jsonBody(client.PayoutRequest{AccountID: accountsB[0], Amount: 5, Currency: "USD", Destination: "x"}))
 		}, 422, outlast.EVALIDATION},
 		{"another client's payout", func() (int, string) {
 			return raw(t, "GET", payoutURL+"/"+p.ID, map[string]string{"Authorization": "Bearer " + keyB}, nil)
@@ -237,7 +238,7 @@ func testBadInput(t *testing.T, dsn string) {
 			return raw(t, "POST", payoutURL, map[string]string{"Idempotency-Key": "k"}, jsonBody(good))
 		}, 401, outlast.EUNAUTHORIZED},
 		{"funding without the admin token", func() (int, string) {
-			return raw(t, "POST", s.admin.BaseURL+"/v1/accounts/"+accounts[0]+"/funds", map[string]string{"Authorization": "Bearer " + keyA}, []byte(`{"amount":5}`))
+			return raw(t, "POST", s.admin.BaseURL()+"/v1/accounts/"+accounts[0]+"/funds", map[string]string{"Authorization": "Bearer " + keyA}, []byte(`{"amount":5}`))
 		}, 401, outlast.EUNAUTHORIZED},
 	}
 	for _, tt := range tests {
@@ -257,7 +258,7 @@ func testBadInput(t *testing.T, dsn string) {
 	if !reflect.DeepEqual(before, after) {
 		t.Errorf("bad input changed the ledger:\nbefore %+v\nafter  %+v", before, after)
 	}
-	if got, _ := b.payout(ctx, p.ID); got.ID != "" {
+	if got, _ := b.Payout(ctx, p.ID); got.ID != "" {
 		t.Errorf("client B could read client A's payout")
 	}
 }

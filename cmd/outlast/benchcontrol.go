@@ -16,6 +16,7 @@ import (
 	"github.com/HdrHistogram/hdrhistogram-go"
 
 	"github.com/outlast/outlast"
+	"github.com/outlast/outlast/client"
 	"github.com/outlast/outlast/control"
 	"github.com/outlast/outlast/internal/backoff"
 	"github.com/outlast/outlast/internal/load"
@@ -148,7 +149,7 @@ const benchInstances = 3
 // controlInstance is one `outlast serve` of the benchmark.
 type controlInstance struct {
 	id  string
-	api *apiClient // with the admin token
+	api *client.Client // with the admin token
 	p   *proc.Process
 	// logs receives the process's output until it is stopped.
 	logs *os.File
@@ -175,7 +176,7 @@ func (b *controlBench) runMode(ctx context.Context, mode string) (_ controlRun, 
 	}
 	run := controlRun{mode: mode, last: load.NewHistogram(), each: load.NewHistogram(), put: load.NewHistogram()}
 	api := insts[0].api
-	cfg, err := api.controlConfig(ctx)
+	cfg, err := api.Config(ctx)
 	if err != nil {
 		return controlRun{}, err
 	}
@@ -239,7 +240,7 @@ func (b *controlBench) startInstances(ctx context.Context, mode string) ([]*cont
 			logs.Close()
 			return insts, err
 		}
-		insts = append(insts, &controlInstance{id: id, api: newAPIClient(url, token), p: p, logs: logs})
+		insts = append(insts, &controlInstance{id: id, api: client.New(url, token), p: p, logs: logs})
 	}
 	return insts, nil
 }
@@ -261,11 +262,11 @@ const benchHeartbeatPoll = 5 * time.Millisecond
 // taken just before the PUT is sent. applied_at is written by the
 // instance right as it swaps the document in, on the same machine clock,
 // so how often the heartbeats are read adds nothing to the numbers.
-func (b *controlBench) change(ctx context.Context, api *apiClient, cur *outlast.ControlConfig, insts []*controlInstance, run *controlRun) (*outlast.ControlConfig, error) {
+func (b *controlBench) change(ctx context.Context, api *client.Client, cur *outlast.ControlConfig, insts []*controlInstance, run *controlRun) (*outlast.ControlConfig, error) {
 	next := cur.Clone()
 	next.Maintenance.Message = fmt.Sprintf("outlast bench control, change %d", cur.Version+1)
 	t0 := time.Now()
-	stored, err := api.putControlConfig(ctx, next, cur.Version, "outlast bench control")
+	stored, err := api.PutConfig(ctx, next, cur.Version, "outlast bench control")
 	if err != nil {
 		return nil, err
 	}
@@ -299,8 +300,8 @@ func (b *controlBench) change(ctx context.Context, api *apiClient, cur *outlast.
 
 // appliedAt returns when each instance that applied version (or a later
 // one) did, by the heartbeats.
-func appliedAt(ctx context.Context, api *apiClient, insts []*controlInstance, version int64) ([]time.Time, error) {
-	list, err := api.instances(ctx)
+func appliedAt(ctx context.Context, api *client.Client, insts []*controlInstance, version int64) ([]time.Time, error) {
+	list, err := api.Instances(ctx)
 	if err != nil {
 		return nil, err
 	}

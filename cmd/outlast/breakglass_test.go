@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/outlast/outlast"
+	"github.com/outlast/outlast/client"
 	"github.com/outlast/outlast/internal/natsproc"
 	"github.com/outlast/outlast/internal/redisproc"
 	"github.com/outlast/outlast/internal/testenv"
@@ -34,8 +35,8 @@ type breakGlassService struct {
 	pg       *testenv.Postgres
 	redis    *redisproc.Server
 	nats     *natsproc.Server
-	admin    *apiClient
-	client   *apiClient // the payout client's API key
+	admin    *client.Client
+	client   *client.Client // the payout client's API key
 	account  string
 	override string // the --override-file
 	dataDir  string
@@ -58,7 +59,7 @@ func startBreakGlassService(t *testing.T) *breakGlassService {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { logs.Close() })
-	s := &breakGlassService{t: t, pg: pg, redis: r, nats: ns, admin: newAPIClient(url, token), override: override, dataDir: dataDir,
+	s := &breakGlassService{t: t, pg: pg, redis: r, nats: ns, admin: client.New(url, token), override: override, dataDir: dataDir,
 		serviceProc: &serviceProc{t: t, url: url, logs: logs, args: []string{"serve", "--addr", fmt.Sprintf("127.0.0.1:%d", port),
 			"--data-dir", dataDir, "--db", pg.DSN(), "--nats", ns.URL(), "--redis", r.URL(), "--admin-token", token, "--instance-id", "bg-1",
 			"--channel", "tcb=" + bank.URL, "--channel-secret", "tcb=tcb-secret", "--override-file", override, "--log-level", "warn"}}}
@@ -67,7 +68,7 @@ func startBreakGlassService(t *testing.T) *breakGlassService {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.client, s.account = newAPIClient(url, key), accounts[0]
+	s.client, s.account = client.New(url, key), accounts[0]
 	return s
 }
 
@@ -76,7 +77,7 @@ func startBreakGlassService(t *testing.T) *breakGlassService {
 func (s *breakGlassService) payout() (status int, message, retryAfter string) {
 	s.t.Helper()
 	s.payouts++
-	return tryPayout(s.t, s.client.BaseURL, s.client.Token, fmt.Sprintf("bg-%d", s.payouts), s.account)
+	return tryPayout(s.t, s.client.BaseURL(), s.client.Key(), fmt.Sprintf("bg-%d", s.payouts), s.account)
 }
 
 // wantPayoutRefused checks that a payout is refused for maintenance with
@@ -91,23 +92,22 @@ func (s *breakGlassService) wantPayoutRefused(what, message string) {
 // readyz returns /readyz's status and, on 503, its message.
 func (s *breakGlassService) readyz() (int, string) {
 	s.t.Helper()
-	st, err := s.admin.do(context.Background(), "GET", "/readyz", nil, nil, nil)
-	var ae *apiError
-	if errors.As(err, &ae) {
-		return st, ae.Message
+	err := s.admin.Ready(context.Background())
+	if st := client.Status(err); st != 0 {
+		return st, outlast.ErrorMessage(err)
 	}
 	if err != nil {
 		s.t.Fatalf("GET /readyz: %v", err)
 	}
-	return st, ""
+	return 200, ""
 }
 
 // localStatus is GET /admin/v1/local/status, which must answer whatever
 // is down.
 func (s *breakGlassService) localStatus() outlast.ControlStatus {
 	s.t.Helper()
-	var st localStatusView
-	if _, err := s.admin.do(context.Background(), "GET", "/admin/v1/local/status", nil, nil, &st); err != nil {
+	st, err := s.admin.LocalStatus(context.Background())
+	if err != nil {
 		s.t.Fatalf("GET /admin/v1/local/status: %v", err)
 	}
 	return st.Control
@@ -115,9 +115,8 @@ func (s *breakGlassService) localStatus() outlast.ControlStatus {
 
 func (s *breakGlassService) setLocal(on bool, message string) {
 	s.t.Helper()
-	var st outlast.ControlStatus
-	if _, err := s.admin.do(context.Background(), "POST", "/admin/v1/local/maintenance", nil,
-		map[string]any{"on": on, "message": message}, &st); err != nil {
+	st, _, err := s.admin.SetLocalMaintenance(context.Background(), on, message)
+	if err != nil {
 		s.t.Fatalf("POST /admin/v1/local/maintenance on=%t: %v", on, err)
 	}
 	if st.Maintenance != on {
@@ -145,8 +144,8 @@ func (s *breakGlassService) removeOverride() time.Time {
 // /admin/v1/local/status, by name: whether each is up.
 func (s *breakGlassService) localHealth() map[string]bool {
 	s.t.Helper()
-	var st localStatusView
-	if _, err := s.admin.do(context.Background(), "GET", "/admin/v1/local/status", nil, nil, &st); err != nil {
+	st, err := s.admin.LocalStatus(context.Background())
+	if err != nil {
 		s.t.Fatalf("GET /admin/v1/local/status: %v", err)
 	}
 	if st.Instance == nil {
@@ -293,13 +292,13 @@ func (s *breakGlassService) checkInstancesShowOverride() {
 	s.writeOverride("")
 	// The heartbeat is written again within a beat of the database's
 	// return (the one before the stop may not have been).
-	instance := func() instanceView {
-		var list instancesView
-		if _, err := s.admin.do(context.Background(), "GET", "/admin/v1/instances", nil, nil, &list); err != nil || len(list.Instances) > 1 {
+	instance := func() client.Instance {
+		list, err := s.admin.Instances(context.Background())
+		if err != nil || len(list.Instances) > 1 {
 			t.Fatalf("GET /admin/v1/instances = %+v, %v; want bg-1 alone", list, err)
 		}
 		if len(list.Instances) == 0 {
-			return instanceView{}
+			return client.Instance{}
 		}
 		return list.Instances[0]
 	}
@@ -308,7 +307,7 @@ func (s *breakGlassService) checkInstancesShowOverride() {
 		return in.ID == "bg-1" && in.Maintenance && len(in.Overrides) == 1 && in.Overrides[0].Source == outlast.OverrideFile && in.Overrides[0].Actor == s.override
 	})
 	s.wantPayoutRefused("empty override file", outlast.ErrorMessage(outlast.MaintenanceError("", 0)))
-	out, _ := mustCLI(t, 0, "admin", "status", "--url", s.admin.BaseURL, "--admin-token", s.admin.Token)
+	out, _ := mustCLI(t, 0, "admin", "status", "--url", s.admin.BaseURL(), "--admin-token", s.admin.Key())
 	wantIn(t, "admin status with the override file", out, "bg-1", "on (file)", "database ok")
 	s.removeOverride()
 	testenv.WaitFor(t, 10*time.Second, "/admin/v1/instances to show the override cleared", func() bool {

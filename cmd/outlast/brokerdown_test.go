@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 
 	"github.com/outlast/outlast"
+	"github.com/outlast/outlast/client"
 	"github.com/outlast/outlast/internal/testenv"
 )
 
@@ -25,12 +26,12 @@ func TestServeStartsWithBrokerDown(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	api := newAPIClient(s.admin.BaseURL, key)
+	api := client.New(s.admin.BaseURL(), key)
 	notify := func(p *outlast.Payout, event string) {
 		t.Helper()
 		body, _ := json.Marshal(map[string]any{"event_id": event, "payout_id": p.ID,
 			"status": "succeeded", "occurred_at": time.Now().UTC().Format(time.RFC3339Nano)})
-		if st, code := raw(t, "POST", s.admin.BaseURL+"/v1/partners/tcb/notifications", signedHeaders(s.secret, time.Now(), body), body); st != 200 {
+		if st, code := raw(t, "POST", s.admin.BaseURL()+"/v1/partners/tcb/notifications", signedHeaders(s.secret, time.Now(), body), body); st != 200 {
 			t.Fatalf("webhook = %d %s, want 200", st, code)
 		}
 		testenv.WaitFor(t, 20*time.Second, "payout "+p.ID+" to succeed", func() bool {
@@ -38,7 +39,7 @@ func TestServeStartsWithBrokerDown(t *testing.T) {
 			return err == nil && got.Status == outlast.StatusSucceeded
 		})
 	}
-	p1, _, err := api.createPayout(ctx, "k1", payoutBody{accounts[0], 100, "USD", "dest"})
+	p1, _, err := api.CreatePayout(ctx, "k1", client.PayoutRequest{AccountID: accounts[0], Amount: 100, Currency: "USD", Destination: "dest"})
 	if err != nil {
 		t.Fatalf("createPayout with the broker down: %v", err)
 	}
@@ -59,7 +60,7 @@ func TestServeStartsWithBrokerDown(t *testing.T) {
 	}
 	testenv.WaitFor(t, 30*time.Second, "the log to connect", func() bool { return s.Log.Log() != nil })
 	before := appliedCount(outlast.FromLog, outlast.OutcomeApplied)
-	p2, _, err := api.createPayout(ctx, "k2", payoutBody{accounts[0], 100, "USD", "dest"})
+	p2, _, err := api.CreatePayout(ctx, "k2", client.PayoutRequest{AccountID: accounts[0], Amount: 100, Currency: "USD", Destination: "dest"})
 	if err != nil {
 		t.Fatal(err)
 	}

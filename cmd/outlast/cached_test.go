@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/outlast/outlast/client"
 	"github.com/outlast/outlast/internal/testenv"
 )
 
@@ -19,17 +20,12 @@ func TestReadsThroughCache(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	api := newAPIClient(s.admin.BaseURL, key)
+	api := client.New(s.admin.BaseURL(), key)
 	get := func(path string) (source, age string) {
 		t.Helper()
-		req, _ := newRequest(ctx, "GET", s.admin.BaseURL+path, key, nil)
-		resp, err := api.HTTP.Do(req)
+		resp, err := api.Do(ctx, "GET", path, nil, nil, nil)
 		if err != nil {
 			t.Fatalf("GET %s: %v", path, err)
-		}
-		resp.Body.Close()
-		if resp.StatusCode != 200 {
-			t.Fatalf("GET %s = %d", path, resp.StatusCode)
 		}
 		return resp.Header.Get("Outlast-Source"), resp.Header.Get("Age")
 	}
@@ -37,16 +33,16 @@ func TestReadsThroughCache(t *testing.T) {
 	if src, _ := get("/v1/accounts/" + accounts[0]); src != "memory" {
 		t.Errorf("second account read: Outlast-Source = %q, want memory", src)
 	}
-	before, err := api.account(ctx, accounts[0])
+	before, err := api.Account(ctx, accounts[0])
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, _, err := api.createPayout(ctx, "k1", payoutBody{accounts[0], 700, "USD", "dest"})
+	p, _, err := api.CreatePayout(ctx, "k1", client.PayoutRequest{AccountID: accounts[0], Amount: 700, Currency: "USD", Destination: "dest"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	// The payout's hold must show at once: the write invalidated the account.
-	after, err := api.account(ctx, accounts[0])
+	after, err := api.Account(ctx, accounts[0])
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -59,7 +55,7 @@ func TestReadsThroughCache(t *testing.T) {
 	}
 	// The dispatcher's hand-over is written through too.
 	testenv.WaitFor(t, 10*time.Second, "the cached payout to show dispatched", func() bool {
-		got, err := api.payout(ctx, p.ID)
+		got, err := api.Payout(ctx, p.ID)
 		return err == nil && got.Status == "dispatched"
 	})
 }

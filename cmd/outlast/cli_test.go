@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/outlast/outlast"
+	"github.com/outlast/outlast/client"
 	"github.com/outlast/outlast/internal/ledgertest"
 	"github.com/outlast/outlast/internal/testenv"
 	"github.com/outlast/outlast/store"
@@ -335,7 +336,7 @@ func TestSecretsFromFiles(t *testing.T) {
 		t.Errorf("serve printed %q; want it to name the token file", out.String())
 	}
 	url := "http://" + addr
-	if _, err := newAPIClient(url, "token-from-file").createClient(context.Background(), "c1"); err != nil {
+	if _, err := client.New(url, "token-from-file").CreateClient(context.Background(), "c1"); err != nil {
 		t.Errorf("admin call with the file's token: %v", err)
 	}
 	body := []byte(`{"event_id":"e1","payout_id":"p1","partner_ref":"r1","status":"succeeded","occurred_at":"2025-01-01T00:00:00Z"}`)

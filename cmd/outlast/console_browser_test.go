@@ -9,6 +9,7 @@ import (
 
 	"github.com/chromedp/chromedp"
 
+	"github.com/outlast/outlast/client"
 	"github.com/outlast/outlast/internal/browsertest"
 	"github.com/outlast/outlast/internal/natsproc"
 	"github.com/outlast/outlast/internal/redisproc"
@@ -39,11 +40,11 @@ func TestConsoleInBrowser(t *testing.T) {
 		t.Fatal(err)
 	}
 	payout := func(n consoleNode, k string) int {
-		_, status, _ := newAPIClient(n.admin.BaseURL, key).createPayout(context.Background(), k, payoutBody{accounts[0], 100, "USD", "dest"})
+		_, status, _ := client.New(n.admin.BaseURL(), key).CreatePayout(context.Background(), k, client.PayoutRequest{AccountID: accounts[0], Amount: 100, Currency: "USD", Destination: "dest"})
 		return status
 	}
 	b := browsertest.New(t, chromium)
-	browse(t, b, 0, chromedp.Navigate(nodes[0].admin.BaseURL+"/admin/"))
+	browse(t, b, 0, chromedp.Navigate(nodes[0].admin.BaseURL()+"/admin/"))
 	browse(t, b, browserWait,
 		chromedp.SendKeys(chromedp.ID("token"), "test-admin"),
 		chromedp.Click(chromedp.ID("login")),

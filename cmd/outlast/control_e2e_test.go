@@ -4,9 +4,7 @@ import (
 	"bytes"
 	"context"
 	"database/sql"
-	"encoding/json"
 	"fmt"
-	"io"
 	nethttp "net/http"
 	"net/http/httptest"
 	"os"
@@ -20,6 +18,7 @@ import (
 	"time"
 
 	"github.com/outlast/outlast"
+	"github.com/outlast/outlast/client"
 	"github.com/outlast/outlast/control"
 	"github.com/outlast/outlast/internal/natsproc"
 	"github.com/outlast/outlast/internal/proc"
@@ -75,7 +74,7 @@ func TestControlPlaneWithDependenciesDead(t *testing.T) {
 	// maintenance refusal later is the control plane's doing).
 	for _, n := range c.nodes {
 		testenv.WaitFor(t, 30*time.Second, n.id+" to take a payout with Redis and NATS dead", func() bool {
-			_, status, _ := n.api.createPayout(ctx, "dead-deps-"+randomHex(6), c.payoutBody())
+			_, status, _ := n.api.CreatePayout(ctx, "dead-deps-"+randomHex(6), c.payoutBody())
 			return status == nethttp.StatusCreated
 		})
 	}
@@ -91,15 +90,15 @@ type controlCluster struct {
 	dsn     string
 	nodes   []*controlNode
 	banks   map[string]*partnersim.Bank
-	admin   *apiClient // through the first instance
+	admin   *client.Client // through the first instance
 	account string
 }
 
 // controlNode is one `outlast serve` with its private Redis and NATS.
 type controlNode struct {
 	id, url string
-	admin   *apiClient
-	api     *apiClient // the test client's API key
+	admin   *client.Client
+	api     *client.Client // the test client's API key
 	redis   *redisproc.Server
 	nats    *natsproc.Server
 	logs    string // the serve process's output
@@ -156,7 +155,7 @@ func startControlCluster(t *testing.T) *controlCluster {
 	}
 	c.account = accounts[0]
 	for _, n := range c.nodes {
-		n.api = newAPIClient(n.url, key)
+		n.api = client.New(n.url, key)
 	}
 	return c
 }
@@ -178,7 +177,7 @@ func (c *controlCluster) startNode(t *testing.T, id string, bankArgs []string) *
 	r, ns := startDataPlane(t, dir)
 	port := testenv.FreePort(t)
 	n := &controlNode{id: id, url: fmt.Sprintf("http://127.0.0.1:%d", port), redis: r, nats: ns, logs: filepath.Join(dir, "serve.log")}
-	n.admin = newAPIClient(n.url, controlAdminToken)
+	n.admin = client.New(n.url, controlAdminToken)
 	logs, err := os.Create(n.logs)
 	if err != nil {
 		t.Fatal(err)
@@ -211,15 +210,15 @@ func stopAndCheckRace(t *testing.T, p *proc.Process, logs string) {
 	}
 }
 
-func (c *controlCluster) payoutBody() payoutBody {
-	return payoutBody{AccountID: c.account, Amount: 100, Currency: "USD", Destination: "DE000000000000000001"}
+func (c *controlCluster) payoutBody() client.PayoutRequest {
+	return client.PayoutRequest{AccountID: c.account, Amount: 100, Currency: "USD", Destination: "DE000000000000000001"}
 }
 
 // payout creates one payout through n and checks that it was bound to
 // channel; it returns nil after reporting the error.
 func (c *controlCluster) payout(t *testing.T, n *controlNode, channel string) *outlast.Payout {
 	t.Helper()
-	p, _, err := n.api.createPayout(context.Background(), "ctl-"+randomHex(8), c.payoutBody())
+	p, _, err := n.api.CreatePayout(context.Background(), "ctl-"+randomHex(8), c.payoutBody())
 	if err != nil {
 		t.Errorf("%s: POST /v1/payouts = %v, want 201", n.id, err)
 		return nil
@@ -235,12 +234,12 @@ func (c *controlCluster) payout(t *testing.T, n *controlNode, channel string) *o
 func (c *controlCluster) put(t *testing.T, change func(*outlast.ControlConfig)) int64 {
 	t.Helper()
 	ctx := context.Background()
-	cur, err := c.admin.controlConfig(ctx)
+	cur, err := c.admin.Config(ctx)
 	if err != nil {
 		t.Fatalf("GET /admin/v1/config: %v", err)
 	}
 	change(cur)
-	next, err := c.admin.putControlConfig(ctx, cur, cur.Version, "control e2e test")
+	next, err := c.admin.PutConfig(ctx, cur, cur.Version, "control e2e test")
 	if err != nil {
 		t.Fatalf("PUT /admin/v1/config: %v", err)
 	}
@@ -250,14 +249,14 @@ func (c *controlCluster) put(t *testing.T, change func(*outlast.ControlConfig)) 
 // waitApplied waits until every instance runs the current version.
 func (c *controlCluster) waitApplied(t *testing.T) {
 	t.Helper()
-	cur, err := c.admin.controlConfig(context.Background())
+	cur, err := c.admin.Config(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, n := range c.nodes {
 		testenv.WaitFor(t, 30*time.Second, fmt.Sprintf("%s to apply config version %d", n.id, cur.Version), func() bool {
-			st, err := n.admin.localStatus(context.Background())
-			return err == nil && st.AppliedVersion >= cur.Version
+			st, err := n.admin.LocalStatus(context.Background())
+			return err == nil && st.Control.AppliedVersion >= cur.Version
 		})
 	}
 }
@@ -271,8 +270,8 @@ func (c *controlCluster) cutListen(t *testing.T) {
 	ctx := context.Background()
 	for _, n := range c.nodes {
 		testenv.WaitFor(t, 30*time.Second, n.id+" to listen", func() bool {
-			st, err := n.admin.localStatus(ctx)
-			return err == nil && st.Listening
+			st, err := n.admin.LocalStatus(ctx)
+			return err == nil && st.Control.Listening
 		})
 	}
 	db, err := sql.Open("pgx", c.dsn)
@@ -291,8 +290,8 @@ func (c *controlCluster) cutListen(t *testing.T) {
 	}
 	for _, n := range c.nodes {
 		testenv.WaitFor(t, 10*time.Second, n.id+" to see its LISTEN connection gone", func() bool {
-			st, err := n.admin.localStatus(ctx)
-			return err == nil && !st.Listening
+			st, err := n.admin.LocalStatus(ctx)
+			return err == nil && !st.Control.Listening
 		})
 	}
 }
@@ -377,11 +376,11 @@ func (c *controlCluster) maintenance(t *testing.T, cut bool) {
 	}, func(ctx context.Context, n *controlNode) (bool, error) {
 		// The same key every time: before the change it is taken once and
 		// then replayed (200), so the loop does not pile up payouts.
-		status, retryAfter, body, err := c.postPayout(ctx, n, keys[n.id])
-		if err != nil || status == nethttp.StatusCreated || status == nethttp.StatusOK {
+		_, status, err := n.api.CreatePayout(ctx, keys[n.id], c.payoutBody())
+		if status == 0 || status == nethttp.StatusCreated || status == nethttp.StatusOK {
 			return false, nil
 		}
-		return true, wantMaintenance(status, retryAfter, body, msg)
+		return true, wantMaintenance(err, msg)
 	})
 	reportProbe(t, "refused new payouts for maintenance", on)
 	if cut {
@@ -390,47 +389,27 @@ func (c *controlCluster) maintenance(t *testing.T, cut bool) {
 	off := c.probe(t, func() {
 		c.put(t, func(cfg *outlast.ControlConfig) { cfg.Maintenance = outlast.Maintenance{} })
 	}, func(ctx context.Context, n *controlNode) (bool, error) {
-		status, retryAfter, body, err := c.postPayout(ctx, n, "ctl-off-"+randomHex(8))
+		_, status, err := n.api.CreatePayout(ctx, "ctl-off-"+randomHex(8), c.payoutBody())
 		switch {
-		case err != nil:
+		case status == 0:
 			return false, nil
 		case status == nethttp.StatusServiceUnavailable:
-			return false, wantMaintenance(status, retryAfter, body, msg)
+			return false, wantMaintenance(err, msg)
 		case status != nethttp.StatusCreated:
-			return true, fmt.Errorf("POST /v1/payouts = %d %s, want 201 or the maintenance 503", status, body)
+			return true, fmt.Errorf("POST /v1/payouts = %d %v, want 201 or the maintenance 503", status, err)
 		}
 		return true, nil
 	})
 	reportProbe(t, "took new payouts again", off)
 }
 
-// postPayout sends one payout with key and returns the raw answer.
-func (c *controlCluster) postPayout(ctx context.Context, n *controlNode, key string) (status int, retryAfter string, body []byte, err error) {
-	b, _ := json.Marshal(c.payoutBody())
-	req, err := newRequest(ctx, "POST", n.url+"/v1/payouts", n.api.Token, bytes.NewReader(b))
-	if err != nil {
-		return 0, "", nil, err
-	}
-	req.Header.Set("Idempotency-Key", key)
-	resp, err := n.api.HTTP.Do(req)
-	if err != nil {
-		return 0, "", nil, err
-	}
-	defer resp.Body.Close()
-	body, err = io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	return resp.StatusCode, resp.Header.Get("Retry-After"), body, err
-}
-
 // wantMaintenance checks a refusal is the maintenance the test set: 503,
 // its Retry-After and its message.
-func wantMaintenance(status int, retryAfter string, body []byte, msg string) error {
-	var e struct {
-		Error struct{ Code, Message string } `json:"error"`
-	}
-	_ = json.Unmarshal(body, &e)
-	if status != nethttp.StatusServiceUnavailable || retryAfter != fmt.Sprint(maintenanceRetryAfter) || e.Error.Message != msg {
-		return fmt.Errorf("POST /v1/payouts = %d, Retry-After %q, %s; want 503, Retry-After %d, message %q",
-			status, retryAfter, body, maintenanceRetryAfter, msg)
+func wantMaintenance(err error, msg string) error {
+	ra := outlast.ErrorRetryAfter(err)
+	if client.Status(err) != nethttp.StatusServiceUnavailable || ra != maintenanceRetryAfter*time.Second || outlast.ErrorMessage(err) != msg {
+		return fmt.Errorf("POST /v1/payouts: %v, Retry-After %v; want 503, Retry-After %ds, message %q",
+			err, ra, maintenanceRetryAfter, msg)
 	}
 	return nil
 }
@@ -445,7 +424,7 @@ func (c *controlCluster) channelSwitch(t *testing.T, cut bool) {
 		if cut {
 			c.cutListen(t)
 		}
-		cur, err := c.admin.controlConfig(context.Background())
+		cur, err := c.admin.Config(context.Background())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -458,11 +437,11 @@ func (c *controlCluster) channelSwitch(t *testing.T, cut bool) {
 				t.Fatalf("the switch to %s made version %d, want %d: another change raced it", to, got, v)
 			}
 		}, func(ctx context.Context, n *controlNode) (bool, error) {
-			st, err := n.admin.localStatus(ctx)
-			if err != nil || st.AppliedVersion < v {
+			st, err := n.admin.LocalStatus(ctx)
+			if err != nil || st.Control.AppliedVersion < v {
 				return false, nil
 			}
-			p, _, err := n.api.createPayout(ctx, "ctl-switch-"+randomHex(8), c.payoutBody())
+			p, _, err := n.api.CreatePayout(ctx, "ctl-switch-"+randomHex(8), c.payoutBody())
 			if err != nil {
 				return true, fmt.Errorf("POST /v1/payouts after version %d = %v, want 201", v, err)
 			}

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/outlast/outlast"
+	"github.com/outlast/outlast/client"
 )
 
 const deadLettersUsage = `Usage:
@@ -50,7 +51,7 @@ func (a *adminFlags) register(fs *flag.FlagSet) {
 
 // parseNoArgs parses the flags of a command that takes no arguments and
 // returns its admin API client; an error has been reported (exit 2).
-func (a *adminFlags) parseNoArgs(fs *flagSet, args []string) (*apiClient, error) {
+func (a *adminFlags) parseNoArgs(fs *flagSet, args []string) (*client.Client, error) {
 	if err := fs.parse(args); err != nil {
 		return nil, err
 	}
@@ -66,7 +67,7 @@ func (a *adminFlags) parseNoArgs(fs *flagSet, args []string) (*apiClient, error)
 
 // client returns the admin API client, reading the token serve generated
 // in embedded mode when none was given.
-func (a *adminFlags) client() (*apiClient, error) {
+func (a *adminFlags) client() (*client.Client, error) {
 	token, err := secret("admin-token", a.token, a.tokenFile)
 	if err != nil {
 		return nil, err
@@ -78,7 +79,7 @@ func (a *adminFlags) client() (*apiClient, error) {
 		}
 		token = strings.TrimSpace(string(b))
 	}
-	return newAPIClient(strings.TrimRight(a.url, "/"), token), nil
+	return client.New(strings.TrimRight(a.url, "/"), token), nil
 }
 
 func runDeadLettersList(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -91,13 +92,13 @@ func runDeadLettersList(ctx context.Context, args []string, stdout, stderr io.Wr
 	if err != nil {
 		return err
 	}
-	raw, page, err := api.deadLetters(ctx, *limit)
+	page, err := api.DeadLetters(ctx, *limit)
 	if err != nil {
 		return err
 	}
 	warnUnavailable(stderr, page.Unavailable)
 	if *asJSON {
-		return printJSON(stdout, raw)
+		return printJSON(stdout, page.Raw)
 	}
 	return printDeadLetters(stdout, page.DeadLetters)
 }
@@ -115,7 +116,7 @@ func printJSON(w io.Writer, raw json.RawMessage) error {
 // reasonRunesMax bounds a reason in the table; --json shows it whole.
 const reasonRunesMax = 60
 
-func printDeadLetters(w io.Writer, dls []deadLetter) error {
+func printDeadLetters(w io.Writer, dls []client.DeadLetter) error {
 	if len(dls) == 0 {
 		_, err := fmt.Fprintln(w, "no dead letters")
 		return err
@@ -175,7 +176,7 @@ func runDeadLettersReplay(ctx context.Context, args []string, stdout, stderr io.
 	if *all {
 		return replayAll(ctx, api, stdout, stderr)
 	}
-	n, err := api.replayDeadLetters(ctx, ids)
+	n, err := api.ReplayDeadLetters(ctx, ids)
 	if err != nil {
 		return err
 	}
@@ -204,8 +205,8 @@ func parseInterleaved(fs *flagSet, args []string) ([]string, error) {
 
 // replayAll replays what one listing shows: bounded, since a replayed
 // notification that is still rejected comes back as a new dead letter.
-func replayAll(ctx context.Context, api *apiClient, stdout, stderr io.Writer) error {
-	_, page, err := api.deadLetters(ctx, outlast.DeadLettersMax)
+func replayAll(ctx context.Context, api *client.Client, stdout, stderr io.Writer) error {
+	page, err := api.DeadLetters(ctx, outlast.DeadLettersMax)
 	if err != nil {
 		return err
 	}
@@ -220,7 +221,7 @@ func replayAll(ctx context.Context, api *apiClient, stdout, stderr io.Writer) er
 	}
 	n := 0
 	if len(ids) > 0 {
-		if n, err = api.replayDeadLetters(ctx, ids); err != nil {
+		if n, err = api.ReplayDeadLetters(ctx, ids); err != nil {
 			return err
 		}
 	}

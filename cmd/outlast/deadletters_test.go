@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/outlast/outlast"
+	"github.com/outlast/outlast/client"
 	"github.com/outlast/outlast/internal/testenv"
 	"github.com/outlast/outlast/store"
 )
@@ -51,7 +52,7 @@ func testDeadLetterReplay(t *testing.T, source outlast.Source, opt func(*Main)) 
 	}
 	body, _ := json.Marshal(map[string]any{"event_id": "ev-early", "payout_id": payoutID,
 		"status": "succeeded", "occurred_at": time.Now().UTC().Format(time.RFC3339Nano)})
-	if st, code := raw(t, "POST", s.admin.BaseURL+"/v1/partners/tcb/notifications", signedHeaders(s.secret, time.Now(), body), body); st != 200 {
+	if st, code := raw(t, "POST", s.admin.BaseURL()+"/v1/partners/tcb/notifications", signedHeaders(s.secret, time.Now(), body), body); st != 200 {
 		t.Fatalf("webhook = %d %s, want 200", st, code)
 	}
 	dl := waitDeadLetter(t, s)
@@ -60,7 +61,7 @@ func testDeadLetterReplay(t *testing.T, source outlast.Source, opt func(*Main)) 
 		t.Fatalf("dead letter = %+v, want ev-early from the %s, unknown payout, after 2 deliveries", dl, source)
 	}
 
-	admin := []string{"--url", s.admin.BaseURL, "--admin-token", "test-admin"}
+	admin := []string{"--url", s.admin.BaseURL(), "--admin-token", "test-admin"}
 	out, errOut := cli(t, append([]string{"deadletters", "list"}, admin...)...)
 	for _, want := range []string{dl.ID, "ev-early", payoutID, "unknown payout", "1 dead letter\n"} {
 		if !strings.Contains(out, want) {
@@ -71,13 +72,13 @@ func testDeadLetterReplay(t *testing.T, source outlast.Source, opt func(*Main)) 
 		t.Errorf("deadletters list warned %q; want a warning about the log exactly when the broker is down", errOut)
 	}
 	out, _ = cli(t, append([]string{"deadletters", "list", "--json", "--limit", "5"}, admin...)...)
-	var page deadLetterPage
+	var page client.DeadLetterPage
 	if err := json.Unmarshal([]byte(out), &page); err != nil || len(page.DeadLetters) != 1 || page.DeadLetters[0].ID != dl.ID {
 		t.Errorf("deadletters list --json = %s (%v), want the API's page with %s", out, err, dl.ID)
 	}
 
 	// Mend the cause: the payout exists now. Then replay.
-	p, _, err := newAPIClient(s.admin.BaseURL, key).createPayout(ctx, "k1", payoutBody{accounts[0], 100, "USD", "dest"})
+	p, _, err := client.New(s.admin.BaseURL(), key).CreatePayout(ctx, "k1", client.PayoutRequest{AccountID: accounts[0], Amount: 100, Currency: "USD", Destination: "dest"})
 	if err != nil || p.ID != payoutID {
 		t.Fatalf("createPayout = %+v, %v; want payout %s", p, err, payoutID)
 	}
@@ -105,11 +106,11 @@ func testDeadLetterReplay(t *testing.T, source outlast.Source, opt func(*Main)) 
 }
 
 // waitDeadLetter waits until the service lists exactly one dead letter.
-func waitDeadLetter(t *testing.T, s *testService) deadLetter {
+func waitDeadLetter(t *testing.T, s *testService) client.DeadLetter {
 	t.Helper()
-	var dl deadLetter
+	var dl client.DeadLetter
 	testenv.WaitFor(t, 30*time.Second, "the notification to be dead-lettered", func() bool {
-		_, page, err := s.admin.deadLetters(context.Background(), 10)
+		page, err := s.admin.DeadLetters(context.Background(), 10)
 		if err != nil || len(page.DeadLetters) != 1 {
 			return false
 		}

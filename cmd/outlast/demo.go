@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/outlast/outlast"
+	"github.com/outlast/outlast/client"
 	"github.com/outlast/outlast/internal/load"
 	"github.com/outlast/outlast/partnersim"
 )
@@ -143,7 +144,7 @@ func demo(ctx context.Context, cfg demoConfig, stdout, stderr io.Writer) error {
 		})
 	}
 
-	admin := newAPIClient(m.HTTP.URL(), m.Config.AdminToken)
+	admin := client.New(m.HTTP.URL(), m.Config.AdminToken)
 	clientID := "demo-" + randomHex(4)
 	apiKey, accounts, err := demoSetup(ctx, admin, clientID, cfg.Accounts)
 	if err != nil {
@@ -237,7 +238,7 @@ func demoTraffic(ctx context.Context, cfg demoConfig, m *Main, banks []*demoBank
 	fmt.Fprint(w, statusLegend)
 	fmt.Fprintf(w, "%5s  %7s  %7s  %10s  %9s  %6s  %7s  %7s  %10s  %6s  %6s\n",
 		"t", "created", "pending", "dispatched", "succeeded", "failed", "to "+banks[0].name, "to "+banks[1].name, "webhooks/s", "p99 ms", "errors")
-	gen := &trafficGen{api: newAPIClient(m.HTTP.URL(), apiKey), accounts: accounts, rate: cfg.Rate}
+	gen := &trafficGen{api: client.New(m.HTTP.URL(), apiKey), accounts: accounts, rate: cfg.Rate}
 	var notifiedBefore int64 // only the status goroutine touches it
 	if err := gen.run(runCtx, func(elapsed time.Duration) { printStatus(ctx, w, m, gen, banks, elapsed, &notifiedBefore) }); err != nil {
 		return nil, fmt.Errorf("demo traffic: %w", err)
@@ -295,17 +296,17 @@ func printBanks(w io.Writer, banks []*demoBank) {
 }
 
 // demoSetup creates the demo's client and funded accounts.
-func demoSetup(ctx context.Context, admin *apiClient, clientID string, n int) (apiKey string, accounts []string, err error) {
-	apiKey, err = admin.createClient(ctx, clientID)
+func demoSetup(ctx context.Context, admin *client.Client, clientID string, n int) (apiKey string, accounts []string, err error) {
+	apiKey, err = admin.CreateClient(ctx, clientID)
 	if err != nil {
 		return "", nil, err
 	}
 	for i := 0; i < n; i++ {
 		id := fmt.Sprintf("%s-acct-%d", clientID, i)
-		if err := admin.createAccount(ctx, id, clientID, "USD"); err != nil {
+		if _, err := admin.CreateAccount(ctx, id, clientID, "USD"); err != nil {
 			return "", nil, err
 		}
-		if err := admin.fund(ctx, id, 1_000_000_000_00, "initial-"+id); err != nil {
+		if _, err := admin.Fund(ctx, id, 1_000_000_000_00, "initial-"+id); err != nil {
 			return "", nil, err
 		}
 		accounts = append(accounts, id)
@@ -317,7 +318,7 @@ func demoSetup(ctx context.Context, admin *apiClient, clientID string, n int) (a
 // creation latency from each request's intended send time, so a stall shows
 // up in the numbers instead of silently slowing the sender down.
 type trafficGen struct {
-	api      *apiClient
+	api      *client.Client
 	accounts []string
 	rate     int
 
@@ -367,7 +368,7 @@ func tickEverySecond(ctx context.Context, start time.Time, f func(elapsed time.D
 }
 
 func (g *trafficGen) send(ctx context.Context, seq int) error {
-	body := payoutBody{
+	body := client.PayoutRequest{
 		AccountID:   g.accounts[seq%len(g.accounts)],
 		Amount:      int64(100 + mrand.IntN(100_000)),
 		Currency:    "USD",
@@ -376,7 +377,7 @@ func (g *trafficGen) send(ctx context.Context, seq int) error {
 	// A request already sent finishes even when the traffic stops, so the
 	// count printed at the end matches what the ledger holds; the client's
 	// timeout bounds it.
-	_, _, err := g.api.createPayout(context.WithoutCancel(ctx), "demo-"+randomHex(12), body)
+	_, _, err := g.api.CreatePayout(context.WithoutCancel(ctx), "demo-"+randomHex(12), body)
 	return err
 }
 

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/outlast/outlast"
+	"github.com/outlast/outlast/client"
 	"github.com/outlast/outlast/internal/proc"
 	"github.com/outlast/outlast/internal/testenv"
 	"github.com/outlast/outlast/partnersim"
@@ -97,12 +98,12 @@ type ackedPayout struct {
 // acknowledged (201/200). A request that got no answer is retried with the
 // same Idempotency-Key, as a careful client would, until acknowledged.
 type loadGen struct {
-	api      *apiClient
+	api      *client.Client
 	accounts []string
 
 	mu      sync.Mutex
-	acked   map[string]ackedPayout // idempotency key → payout
-	unacked map[string]payoutBody  // keys sent without an answer yet
+	acked   map[string]ackedPayout          // idempotency key → payout
+	unacked map[string]client.PayoutRequest // keys sent without an answer yet
 }
 
 func (g *loadGen) ackedCount() int {
@@ -111,8 +112,8 @@ func (g *loadGen) ackedCount() int {
 	return len(g.acked)
 }
 
-func (g *loadGen) try(ctx context.Context, key string, body payoutBody) bool {
-	p, _, err := g.api.createPayout(ctx, key, body)
+func (g *loadGen) try(ctx context.Context, key string, body client.PayoutRequest) bool {
+	p, _, err := g.api.CreatePayout(ctx, key, body)
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if err != nil {
@@ -135,7 +136,7 @@ func (g *loadGen) run(ctx context.Context, workers int) {
 			defer wg.Done()
 			for i := 0; ctx.Err() == nil; i++ {
 				key := fmt.Sprintf("e2e-%d-%d", w, i)
-				body := payoutBody{AccountID: g.accounts[rand.IntN(len(g.accounts))], Amount: int64(1 + rand.IntN(10_000)),
+				body := client.PayoutRequest{AccountID: g.accounts[rand.IntN(len(g.accounts))], Amount: int64(1 + rand.IntN(10_000)),
 					Currency: "USD", Destination: fmt.Sprintf("DE%018d", rand.Int64N(1e17))}
 				if !g.try(ctx, key, body) {
 					// Down: pause briefly so a dead service is not spun on.
@@ -229,13 +230,13 @@ func testKillRestart(t *testing.T, dsn string, faults partnersim.Faults) {
 	svc := &serviceProc{t: t, args: args, url: svcURL, logs: logs}
 	svc.start()
 
-	admin := newAPIClient(svcURL, adminToken)
+	admin := client.New(svcURL, adminToken)
 	apiKey, accounts, err := demoSetup(ctx, admin, "e2e", 4)
 	if err != nil {
 		t.Fatalf("set-up: %v", err)
 	}
-	gen := &loadGen{api: newAPIClient(svcURL, apiKey), accounts: accounts,
-		acked: map[string]ackedPayout{}, unacked: map[string]payoutBody{}}
+	gen := &loadGen{api: client.New(svcURL, apiKey), accounts: accounts,
+		acked: map[string]ackedPayout{}, unacked: map[string]client.PayoutRequest{}}
 	loadCtx, stopLoad := context.WithCancel(ctx)
 	loadDone := make(chan struct{})
 	go func() { defer close(loadDone); gen.run(loadCtx, 8) }()
@@ -257,7 +258,7 @@ func testKillRestart(t *testing.T, dsn string, faults partnersim.Faults) {
 	// Every request that got no answer is retried with its key until
 	// acknowledged: the idempotency key must make this exactly-once.
 	gen.mu.Lock()
-	pending := make(map[string]payoutBody, len(gen.unacked))
+	pending := make(map[string]client.PayoutRequest, len(gen.unacked))
 	for k, b := range gen.unacked {
 		pending[k] = b
 	}
@@ -268,7 +269,7 @@ func testKillRestart(t *testing.T, dsn string, faults partnersim.Faults) {
 		}
 	}
 
-	userAPI := newAPIClient(svcURL, apiKey)
+	userAPI := client.New(svcURL, apiKey)
 	testenv.WaitFor(t, 120*time.Second, "every acknowledged payout to be terminal and banks to have delivered every webhook", func() bool {
 		for _, b := range banks {
 			if b.Stats().WebhooksPending > 0 {
@@ -278,7 +279,7 @@ func testKillRestart(t *testing.T, dsn string, faults partnersim.Faults) {
 		gen.mu.Lock()
 		defer gen.mu.Unlock()
 		for _, a := range gen.acked {
-			p, err := userAPI.payout(ctx, a.id)
+			p, err := userAPI.Payout(ctx, a.id)
 			if err != nil || !p.Status.Terminal() {
 				return false
 			}
@@ -325,7 +326,7 @@ func testKillRestart(t *testing.T, dsn string, faults partnersim.Faults) {
 // checkBalances proves nothing was applied twice or lost: each account's
 // paid_out is exactly the sum of its acknowledged payouts the bank paid, and
 // nothing is left held.
-func checkBalances(t *testing.T, ctx context.Context, admin *apiClient, gen *loadGen, banks map[string]*partnersim.Bank) {
+func checkBalances(t *testing.T, ctx context.Context, admin *client.Client, gen *loadGen, banks map[string]*partnersim.Bank) {
 	t.Helper()
 	paidByBank := map[string]outlast.PartnerRecord{}
 	for _, b := range banks {
@@ -347,7 +348,7 @@ func checkBalances(t *testing.T, ctx context.Context, admin *apiClient, gen *loa
 		t.Errorf("banks paid %d payouts, but only %d were acknowledged to the client", len(paidByBank), len(gen.acked))
 	}
 	for _, id := range gen.accounts {
-		a, err := admin.account(ctx, id)
+		a, err := admin.Account(ctx, id)
 		if err != nil {
 			t.Fatalf("account %s: %v", id, err)
 		}

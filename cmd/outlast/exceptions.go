@@ -4,13 +4,13 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net/url"
 	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/outlast/outlast"
+	"github.com/outlast/outlast/client"
 )
 
 const exceptionsUsage = `Usage:
@@ -70,21 +70,13 @@ func runExceptionsList(ctx context.Context, args []string, stdout, stderr io.Wri
 	case *limit < 1 || *limit > outlast.ExceptionsMax:
 		return fs.fail("--limit must be 1 to %d", outlast.ExceptionsMax)
 	}
-	q := url.Values{"status": {*status}, "limit": {strconv.Itoa(*limit)}}
-	for name, v := range map[string]string{"kind": *kind, "payout_id": *payout, "account_id": *account} {
-		if v != "" {
-			q.Set(name, v)
-		}
-	}
-	if *before > 0 {
-		q.Set("before", strconv.FormatInt(*before, 10))
-	}
-	raw, page, err := api.exceptions(ctx, q)
+	page, err := api.Exceptions(ctx, client.ExceptionQuery{Status: *status, Kind: outlast.ExceptionKind(*kind),
+		PayoutID: *payout, AccountID: *account, Before: *before, Limit: *limit})
 	if err != nil {
 		return err
 	}
 	if *asJSON {
-		return printJSON(stdout, raw)
+		return printJSON(stdout, page.Raw)
 	}
 	return printExceptions(stdout, page, time.Now())
 }
@@ -100,7 +92,7 @@ func kindNames() string {
 // summaryRunesMax bounds a summary in the table; show prints it whole.
 const summaryRunesMax = 70
 
-func printExceptions(w io.Writer, page *exceptionPage, now time.Time) error {
+func printExceptions(w io.Writer, page *client.ExceptionPage, now time.Time) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	if len(page.Exceptions) == 0 {
 		fmt.Fprintln(tw, "no exceptions listed")
@@ -161,20 +153,20 @@ func runExceptionsShow(ctx context.Context, args []string, stdout, stderr io.Wri
 	if err != nil {
 		return err
 	}
-	raw, e, err := api.exception(ctx, id)
+	d, err := api.Exception(ctx, id)
 	if err != nil {
 		return err
 	}
 	if *asJSON {
-		return printJSON(stdout, raw)
+		return printJSON(stdout, d.Raw)
 	}
-	return printException(stdout, e, time.Now())
+	return printException(stdout, d.Exception, time.Now())
 }
 
 // parseExceptionID parses the flags of a command about one exception,
 // given as its one argument, and returns the admin API client and the
 // id; an error has been reported (exit 2).
-func (a *adminFlags) parseExceptionID(fs *flagSet, args []string) (*apiClient, int64, error) {
+func (a *adminFlags) parseExceptionID(fs *flagSet, args []string) (*client.Client, int64, error) {
 	pos, err := parseInterleaved(fs, args)
 	if err != nil {
 		return nil, 0, err
@@ -258,7 +250,7 @@ func runExceptionsResolve(ctx context.Context, args []string, stdout, stderr io.
 	if err != nil {
 		return err
 	}
-	r := resolution{Action: outlast.ResolveAction(*action), Amount: *amount, Payout: outlast.PayoutStatus(*payout), Reason: *reason}
+	r := client.Resolution{Action: outlast.ResolveAction(*action), Amount: *amount, Payout: outlast.PayoutStatus(*payout), Reason: *reason}
 	switch {
 	case r.Action != outlast.ResolveBookPaid && r.Action != outlast.ResolveReversePaid && r.Action != outlast.ResolveNoMoney:
 		return fs.fail("--action must be book_paid, reverse_paid or no_money")
@@ -269,14 +261,14 @@ func runExceptionsResolve(ctx context.Context, args []string, stdout, stderr io.
 	case r.Payout != "" && r.Payout != outlast.StatusSucceeded && r.Payout != outlast.StatusFailed:
 		return fs.fail("--payout-status must be succeeded or failed")
 	}
-	out, err := api.resolveException(ctx, id, r)
+	out, err := api.ResolveException(ctx, id, r)
 	if err != nil {
 		return err
 	}
 	return printResolved(stdout, out)
 }
 
-func printResolved(w io.Writer, out *resolved) error {
+func printResolved(w io.Writer, out *client.Resolved) error {
 	e, r := out.Exception, out.Exception.Resolution
 	fmt.Fprintf(w, "resolved exception %d (%s, payout %s) as %s by %s\n", e.ID, e.Kind, e.PayoutID, r.Action, r.By)
 	fmt.Fprintf(w, "moved: %s\n", outlast.DescribeMoves(r.Moves))

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/outlast/outlast"
+	"github.com/outlast/outlast/client"
 	"github.com/outlast/outlast/internal/testenv"
 )
 
@@ -26,7 +27,7 @@ func TestExceptionsCLI(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, _, err := newAPIClient(s.admin.BaseURL, key).createPayout(ctx, "k1", payoutBody{accounts[0], 2500, "USD", "dest"})
+	p, _, err := client.New(s.admin.BaseURL(), key).CreatePayout(ctx, "k1", client.PayoutRequest{AccountID: accounts[0], Amount: 2500, Currency: "USD", Destination: "dest"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -38,7 +39,7 @@ func TestExceptionsCLI(t *testing.T) {
 	s.webhook(t, "ev-late", p.ID, outlast.StatusSucceeded)
 	var e *outlast.Exception
 	testenv.WaitFor(t, 30*time.Second, "the late success to file an exception", func() bool {
-		_, page, err := s.admin.exceptions(ctx, nil)
+		page, err := s.admin.Exceptions(ctx, client.ExceptionQuery{})
 		if err != nil || len(page.Exceptions) != 1 {
 			return false
 		}
@@ -58,7 +59,7 @@ func TestExceptionsCLI(t *testing.T) {
 	out, _ = mustCLI(t, 0, s.adminArgs("exceptions", "list", "--status", "resolved")...)
 	wantIn(t, "exceptions list --status resolved", out, "no exceptions listed", "open: 1 paid_but_failed")
 	out, _ = mustCLI(t, 0, s.adminArgs("exceptions", "list", "--json", "--payout", p.ID)...)
-	var page exceptionPage
+	var page client.ExceptionPage
 	if err := json.Unmarshal([]byte(out), &page); err != nil || len(page.Exceptions) != 1 || page.Exceptions[0].ID != e.ID {
 		t.Errorf("exceptions list --json = %s (%v), want the API's page with exception %d", out, err, e.ID)
 	}
@@ -86,7 +87,7 @@ func (s *testService) webhook(t *testing.T, event, payout string, status outlast
 	t.Helper()
 	body, _ := json.Marshal(map[string]any{"event_id": event, "payout_id": payout, "status": status,
 		"occurred_at": time.Now().UTC().Format(time.RFC3339Nano)})
-	if st, code := raw(t, "POST", s.admin.BaseURL+"/v1/partners/tcb/notifications", signedHeaders(s.secret, time.Now(), body), body); st != 200 {
+	if st, code := raw(t, "POST", s.admin.BaseURL()+"/v1/partners/tcb/notifications", signedHeaders(s.secret, time.Now(), body), body); st != 200 {
 		t.Fatalf("webhook %s = %d %s, want 200", event, st, code)
 	}
 }

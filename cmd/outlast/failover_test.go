@@ -16,6 +16,7 @@ import (
 
 	"github.com/outlast/outlast"
 	"github.com/outlast/outlast/channel"
+	"github.com/outlast/outlast/client"
 	"github.com/outlast/outlast/internal/testenv"
 	"github.com/outlast/outlast/partnersim"
 )
@@ -59,7 +60,7 @@ type sentPayout struct {
 // send webhooks, and steady payout traffic.
 type failoverRig struct {
 	m       *Main
-	admin   *apiClient
+	admin   *client.Client
 	banks   map[string]*partnersim.Bank
 	hang    *hangSwitch
 	clients map[string]*channel.Client // to ask the banks' status as an auditor would
@@ -120,13 +121,13 @@ func startFailoverRig(t *testing.T) *failoverRig {
 		cancel()
 		wg.Wait()
 	})
-	g.m, g.admin = m, newAPIClient(url, "test-admin")
+	g.m, g.admin = m, client.New(url, "test-admin")
 	return g
 }
 
 // traffic creates one payout every interval until ctx is done, one at a
 // time, so the rate is bounded whatever the service does.
-func (g *failoverRig) traffic(ctx context.Context, api *apiClient, account string, interval time.Duration) {
+func (g *failoverRig) traffic(ctx context.Context, api *client.Client, account string, interval time.Duration) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for n := 0; ; n++ {
@@ -136,7 +137,7 @@ func (g *failoverRig) traffic(ctx context.Context, api *apiClient, account strin
 		case <-t.C:
 		}
 		st, _ := g.m.Router.State(foActive)
-		p, status, err := api.createPayout(ctx, fmt.Sprintf("fo-%d", n), payoutBody{account, 100 + int64(n), "USD", "DE89370400440532013000"})
+		p, status, err := api.CreatePayout(ctx, fmt.Sprintf("fo-%d", n), client.PayoutRequest{AccountID: account, Amount: 100 + int64(n), Currency: "USD", Destination: "DE89370400440532013000"})
 		g.mu.Lock()
 		switch {
 		case ctx.Err() != nil:
@@ -189,13 +190,13 @@ func TestFailoverUnderFailingActiveChannel(t *testing.T) {
 	g := startFailoverRig(t)
 	ctx := context.Background()
 	on := outlast.ChannelConfig{Enabled: true}
-	cur, err := g.admin.controlConfig(ctx)
+	cur, err := g.admin.Config(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
 	cur.Channels = map[string]outlast.ChannelConfig{foActive: on, foFallback: on}
 	cur.ActiveChannel, cur.Fallback = foActive, []string{foFallback}
-	if _, err := g.admin.putControlConfig(ctx, cur, cur.Version, "failover test"); err != nil {
+	if _, err := g.admin.PutConfig(ctx, cur, cur.Version, "failover test"); err != nil {
 		t.Fatalf("PUT /admin/v1/config: %v", err)
 	}
 	testenv.WaitFor(t, 10*time.Second, "the fallback order to apply", func() bool {
@@ -207,7 +208,7 @@ func TestFailoverUnderFailingActiveChannel(t *testing.T) {
 	}
 	tctx, stopTraffic := context.WithCancel(ctx)
 	var wg sync.WaitGroup
-	wg.Go(func() { g.traffic(tctx, newAPIClient(g.admin.BaseURL, key), accounts[0], 40*time.Millisecond) })
+	wg.Go(func() { g.traffic(tctx, client.New(g.admin.BaseURL(), key), accounts[0], 40*time.Millisecond) })
 	defer func() { stopTraffic(); wg.Wait() }()
 
 	testenv.WaitFor(t, 10*time.Second, "payouts to go to the active channel", func() bool { return g.lastAllOn(0, 5, foActive) })
@@ -260,7 +261,7 @@ func (g *failoverRig) waitHeartbeatEjected(t *testing.T) {
 	t.Helper()
 	var last string
 	testenv.WaitFor(t, 6*time.Second, "the heartbeat to show the active channel ejected", func() bool {
-		list, err := g.admin.instances(context.Background())
+		list, err := g.admin.Instances(context.Background())
 		if err != nil || len(list.Instances) != 1 {
 			return false
 		}

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/outlast/outlast"
+	"github.com/outlast/outlast/client"
 	"github.com/outlast/outlast/internal/testenv"
 	"github.com/outlast/outlast/partnersim"
 )
@@ -25,7 +26,7 @@ func TestMaintenanceKeepsAcceptedPayoutsMoving(t *testing.T) {
 			t.Fatal(err)
 		}
 		s.bank.SetFaults(partnersim.Faults{Down: true}) // the payout waits before its bank
-		p, status, err := newAPIClient(s.admin.BaseURL, key).createPayout(ctx, "before", payoutBody{accounts[0], 100, "USD", "dest"})
+		p, status, err := client.New(s.admin.BaseURL(), key).CreatePayout(ctx, "before", client.PayoutRequest{AccountID: accounts[0], Amount: 100, Currency: "USD", Destination: "dest"})
 		if err != nil || status != 201 || p.Status != outlast.StatusPending {
 			t.Fatalf("payout before maintenance = %+v, %d, %v; want 201 pending", p, status, err)
 		}
@@ -40,7 +41,7 @@ func TestMaintenanceKeepsAcceptedPayoutsMoving(t *testing.T) {
 		}
 		refused := func(what string) {
 			t.Helper()
-			if st, msg, _ := tryPayout(t, s.admin.BaseURL, key, "during-"+what, accounts[0]); st != 503 || msg != "paused for the test" {
+			if st, msg, _ := tryPayout(t, s.admin.BaseURL(), key, "during-"+what, accounts[0]); st != 503 || msg != "paused for the test" {
 				t.Fatalf("new payout %s = %d %q, want the maintenance 503", what, st, msg)
 			}
 		}
@@ -50,7 +51,7 @@ func TestMaintenanceKeepsAcceptedPayoutsMoving(t *testing.T) {
 		s.bank.SetFaults(partnersim.Faults{}) // the bank is back
 		var ref string
 		testenv.WaitFor(t, 30*time.Second, "the accepted payout dispatched during maintenance", func() bool {
-			got, err := s.admin.payout(ctx, p.ID)
+			got, err := s.admin.Payout(ctx, p.ID)
 			if err == nil {
 				ref = got.PartnerRef
 			}
@@ -58,11 +59,11 @@ func TestMaintenanceKeepsAcceptedPayoutsMoving(t *testing.T) {
 		})
 		event, _ := json.Marshal(map[string]any{"event_id": "ev-" + p.ID, "payout_id": p.ID, "partner_ref": ref,
 			"status": "succeeded", "occurred_at": time.Now().UTC().Format(time.RFC3339)})
-		if st, body := raw(t, "POST", s.admin.BaseURL+"/v1/partners/tcb/notifications", signedHeaders(s.secret, time.Now(), event), event); st != 200 {
+		if st, body := raw(t, "POST", s.admin.BaseURL()+"/v1/partners/tcb/notifications", signedHeaders(s.secret, time.Now(), event), event); st != 200 {
 			t.Fatalf("webhook during maintenance = %d %s, want 200", st, body)
 		}
 		testenv.WaitFor(t, 30*time.Second, "the notification applied during maintenance", func() bool {
-			got, err := s.admin.payout(ctx, p.ID)
+			got, err := s.admin.Payout(ctx, p.ID)
 			return err == nil && got.Status == outlast.StatusSucceeded
 		})
 		refused("after the payout settled")

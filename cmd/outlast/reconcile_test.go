@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/outlast/outlast"
+	"github.com/outlast/outlast/client"
 	"github.com/outlast/outlast/internal/testenv"
 	"github.com/outlast/outlast/partnersim"
 )
@@ -46,13 +47,13 @@ func testLostWebhooksReconciled(t *testing.T, dsn string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	api := newAPIClient(s.admin.BaseURL, key)
+	api := client.New(s.admin.BaseURL(), key)
 	var ids []string
 	create := func(n int) {
 		t.Helper()
 		for i := 0; i < n; i++ {
-			p, _, err := api.createPayout(ctx, fmt.Sprintf("lost-%d", len(ids)),
-				payoutBody{accounts[len(ids)%2], int64(100 + len(ids)), "USD", fmt.Sprintf("DE%018d", len(ids))})
+			p, _, err := api.CreatePayout(ctx, fmt.Sprintf("lost-%d", len(ids)),
+				client.PayoutRequest{AccountID: accounts[len(ids)%2], Amount: int64(100 + len(ids)), Currency: "USD", Destination: fmt.Sprintf("DE%018d", len(ids))})
 			if err != nil {
 				t.Fatalf("create payout %d: %v", len(ids), err)
 			}
@@ -96,11 +97,11 @@ func testLostWebhooksReconciled(t *testing.T, dsn string) {
 }
 
 // finalCount counts the payouts of ids that are succeeded or failed.
-func finalCount(t *testing.T, api *apiClient, ids []string) int {
+func finalCount(t *testing.T, api *client.Client, ids []string) int {
 	t.Helper()
 	n := 0
 	for _, id := range ids {
-		p, err := api.payout(context.Background(), id)
+		p, err := api.Payout(context.Background(), id)
 		if err != nil {
 			t.Fatalf("GET payout %s: %v", id, err)
 		}

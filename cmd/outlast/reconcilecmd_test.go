@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/outlast/outlast"
+	"github.com/outlast/outlast/client"
 	"github.com/outlast/outlast/internal/ledgertest"
 	"github.com/outlast/outlast/internal/testenv"
 	"github.com/outlast/outlast/partnersim"
@@ -44,10 +45,10 @@ func testReconcileCommand(t *testing.T, dsn string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	api := newAPIClient(s.admin.BaseURL, key)
+	api := client.New(s.admin.BaseURL(), key)
 	var ids []string
 	for i := 0; i < payouts; i++ {
-		p, _, err := api.createPayout(ctx, fmt.Sprintf("rec-%d", i), payoutBody{accounts[0], int64(100 + i), "USD", fmt.Sprintf("DE%018d", i)})
+		p, _, err := api.CreatePayout(ctx, fmt.Sprintf("rec-%d", i), client.PayoutRequest{AccountID: accounts[0], Amount: int64(100 + i), Currency: "USD", Destination: fmt.Sprintf("DE%018d", i)})
 		if err != nil {
 			t.Fatalf("create payout %d: %v", i, err)
 		}

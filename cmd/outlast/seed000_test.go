@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/outlast/outlast"
+	"github.com/outlast/outlast/client"
 	"github.com/outlast/outlast/internal/backoff"
 	"github.com/outlast/outlast/internal/testenv"
 	"github.com/outlast/outlast/partnersim"
@@ -79,8 +80,8 @@ func testSeed000LostNotifications(t *testing.T, dsn string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	gen := &loadGen{api: newAPIClient(s.admin.BaseURL, key), accounts: accounts,
-		acked: map[string]ackedPayout{}, unacked: map[string]payoutBody{}}
+	gen := &loadGen{api: client.New(s.admin.BaseURL(), key), accounts: accounts,
+		acked: map[string]ackedPayout{}, unacked: map[string]client.PayoutRequest{}}
 	prog := &seed000Progress{t: t, s: s, gen: gen}
 	stopProgress := testenv.Start(t, "progress", prog.run)
 
@@ -136,7 +137,7 @@ func createPayouts(t *testing.T, gen *loadGen, n, workers int) {
 			retry := backoff.New(backoff.Policy{})
 			for i := int(next.Add(1) - 1); i < n; i = int(next.Add(1) - 1) {
 				key := fmt.Sprintf("seed000-%d", i)
-				body := payoutBody{AccountID: gen.accounts[i%len(gen.accounts)], Amount: int64(1 + rand.IntN(100_000)),
+				body := client.PayoutRequest{AccountID: gen.accounts[i%len(gen.accounts)], Amount: int64(1 + rand.IntN(100_000)),
 					Currency: "USD", Destination: fmt.Sprintf("DE%018d", i)}
 				for !gen.try(ctx, key, body) {
 					if !retry.Wait(ctx) {

@@ -8,6 +8,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/outlast/outlast/client"
 	"github.com/outlast/outlast/internal/proc"
 )
 
@@ -23,14 +24,13 @@ func startServeProcess(ctx context.Context, bin string, args []string, baseURL s
 	if err != nil {
 		return nil, fmt.Errorf("start outlast serve: %w", err)
 	}
-	api := newAPIClient(baseURL, "")
+	api := client.New(baseURL, "")
 	ctx, cancel := context.WithTimeout(ctx, serveReadyTimeout)
 	defer cancel()
 	err = p.WaitReady(ctx, func(ctx context.Context) bool {
 		ctx, cancel := context.WithTimeout(ctx, time.Second)
 		defer cancel()
-		_, err := api.do(ctx, "GET", "/readyz", nil, nil, nil)
-		return err == nil
+		return api.Ready(ctx) == nil
 	})
 	if err != nil {
 		out := p.Output()
