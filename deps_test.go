@@ -105,6 +105,13 @@ var badDeps = map[string]rule{
 		bad: map[string]string{"outlast/...": "driving a headless browser needs nothing of Outlast; the console's and the lab report's tests share it"},
 		ok:  map[string]string{"outlast/internal/testenv": "a missing chromium skips on a laptop and fails under CI, as every missing server does"},
 	},
+	// The seeds' design, the lab's baseline: built from the domain alone,
+	// as the team of seeds 000 and 002 would have, with its own SQL, Pub/Sub
+	// and cache-aside.
+	"outlast/chaos/naive": {
+		bad: map[string]string{"outlast/...": "the baseline must not borrow Outlast's durability: store's inbox, jetstream's log, ledger's and cache's tiers and breakers, channel's router, control's poller or reconcile would make it a different design than the one the lab measures"},
+		ok:  map[string]string{"outlast": "the domain types, validation, state machine and webhook signature are the contract both designs speak"},
+	},
 	"outlast/chaos/faultproxy": {
 		bad: map[string]string{"outlast/...": "a TCP fault proxy knows nothing of Outlast: tests, benchmarks and the chaos lab put it in front of any dependency"},
 	},
