@@ -11,6 +11,9 @@ import (
 	"testing"
 	"time"
 
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/outlast/outlast/chaos/faultproxy"
 	"github.com/outlast/outlast/chaos/naive"
 	"github.com/outlast/outlast/internal/redisproc"
 	"github.com/outlast/outlast/internal/testenv"
@@ -201,24 +204,37 @@ func TestAcknowledgedWebhookLost(t *testing.T) {
 	if got != 201 {
 		t.Fatalf("create payout = %d, want 201", got)
 	}
-	testenv.WaitFor(t, 10*time.Second, "the bank to pay and be acknowledged", func() bool {
-		st := l.bank.Stats()
-		return st.Succeeded == 1 && st.WebhooksSent >= 1 && st.WebhooksPending == 0
-	})
-	if st := l.bank.Stats(); st.WebhooksRetried != 0 {
-		t.Fatalf("bank retried %d webhooks, want 0: every one was acknowledged", st.WebhooksRetried)
-	}
+	l.waitAcknowledged(t, 1)
 	l.start(func(c *naive.Config) { c.NoDispatcher = true }, false) // the committer comes back
 	p2, got := createPayout(t, api, key, "k2", 50)
 	if got != 201 {
 		t.Fatalf("create payout = %d, want 201", got)
 	}
-	// The second payout's webhook reaches the committer: it is listening.
-	testenv.WaitFor(t, 10*time.Second, "the second payout to succeed", func() bool { return payoutStatus(t, api, key, p2.ID) == "succeeded" })
-	if got := payoutStatus(t, api, key, p.ID); got != "dispatched" {
+	assertLost(t, api, key, p.ID, p2.ID, account{Funded: 1000, Available: 850, Held: 100, PaidOut: 50})
+}
+
+// waitAcknowledged waits until the bank has paid succeeded payouts and
+// every webhook was acknowledged at the first attempt.
+func (l *lab) waitAcknowledged(t *testing.T, succeeded int64) {
+	t.Helper()
+	testenv.WaitFor(t, 10*time.Second, "the bank to pay and be acknowledged", func() bool {
+		st := l.bank.Stats()
+		return st.Succeeded == succeeded && st.WebhooksPending == 0
+	})
+	if st := l.bank.Stats(); st.WebhooksRetried != 0 {
+		t.Fatalf("bank retried %d webhooks, want 0: every one was acknowledged", st.WebhooksRetried)
+	}
+}
+
+// assertLost checks that the payout lost, paid by the bank, stays
+// dispatched while the later payout next, committed by a listening
+// committer, succeeds; and that the account holds what was lost.
+func assertLost(t *testing.T, api, key, lost, next string, want account) {
+	t.Helper()
+	testenv.WaitFor(t, 10*time.Second, "the later payout to succeed", func() bool { return payoutStatus(t, api, key, next) == "succeeded" })
+	if got := payoutStatus(t, api, key, lost); got != "dispatched" {
 		t.Errorf("paid payout status = %s, want dispatched (its acknowledged webhook lost)", got)
 	}
-	want := account{Funded: 1000, Available: 850, Held: 100, PaidOut: 50}
 	testenv.WaitFor(t, 5*time.Second, "balances with the loss", func() bool { return getAccount(t, api) == want })
 }
 
@@ -259,4 +275,62 @@ func TestMaintenanceLostWithRedis(t *testing.T) {
 		_, got := createPayout(t, api, key, fmt.Sprintf("k-%d", time.Now().UnixNano()), 1)
 		return got == 503
 	})
+}
+
+// subscribers counts the subscribers of the naive design's notification
+// channel on the lab's Redis.
+func (l *lab) subscribers(t *testing.T) int64 {
+	t.Helper()
+	rdb := goredis.NewClient(&goredis.Options{Addr: l.redis.Addr()})
+	defer rdb.Close()
+	n, err := rdb.PubSubNumSub(context.Background(), "naive:notifications").Result()
+	if err != nil {
+		t.Fatalf("PUBSUB NUMSUB: %v", err)
+	}
+	return n["naive:notifications"]
+}
+
+// TestSubscribersCutOff is seed 000 as it happened: Redis stays up for
+// the API, which publishes and acknowledges, while the committer's and the
+// control subscriber's connections are cut. The webhook acknowledged
+// meanwhile is never committed, and the maintenance switch, answered 200,
+// never reaches the instance that was cut off, even after it reconnects.
+func TestSubscribersCutOff(t *testing.T) {
+	l := newLab(t)
+	api := l.start(func(c *naive.Config) { c.NoCommitter = true }, true)
+	proxy, err := faultproxy.Start("redis", l.redis.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(proxy.Close)
+	cut := l.start(func(c *naive.Config) { c.RedisAddr, c.NoDispatcher = proxy.Addr(), true }, false)
+	key := setUp(t, api, 1000)
+	testenv.WaitFor(t, 10*time.Second, "the committer to subscribe", func() bool { return l.subscribers(t) == 1 })
+	p1, _ := createPayout(t, api, key, "k1", 100)
+	testenv.WaitFor(t, 10*time.Second, "the first payout to succeed", func() bool { return payoutStatus(t, api, key, p1.ID) == "succeeded" })
+
+	if err := proxy.Partition(); err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitFor(t, 10*time.Second, "the committer to be cut off", func() bool { return l.subscribers(t) == 0 })
+	p2, _ := createPayout(t, api, key, "k2", 100)
+	l.waitAcknowledged(t, 2)
+	doc := map[string]any{"maintenance": map[string]any{"on": true, "message": "investigating"}}
+	if got := call(t, "PUT", api+"/admin/v1/config", adminToken, "", doc, nil); got != 200 {
+		t.Fatalf("PUT config = %d, want 200 (published)", got)
+	}
+
+	if err := proxy.Heal(); err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitFor(t, 10*time.Second, "the committer to resubscribe", func() bool { return l.subscribers(t) == 1 })
+	testenv.WaitFor(t, 10*time.Second, "maintenance on the connected instance", func() bool {
+		_, got := createPayout(t, api, key, "k-api", 1)
+		return got == 503
+	})
+	p3, got := createPayout(t, cut, key, "k3", 100)
+	if got != 201 {
+		t.Fatalf("create payout on the cut-off instance = %d, want 201: its switch was lost", got)
+	}
+	assertLost(t, api, key, p2.ID, p3.ID, account{Funded: 1000, Available: 700, Held: 100, PaidOut: 200})
 }

@@ -60,7 +60,9 @@ func (s *Server) commit(payload string) {
 		s.log.Error("naive: notification not committed and lost", "channel", n.Channel, "event_id", n.EventID, "err", err)
 		return
 	}
-	if res.Outcome != outlast.OutcomeApplied && res.Outcome != outlast.OutcomeDuplicate {
+	// Stale and duplicate reports are routine (a late "dispatched"); only
+	// what a human would want to know about is logged.
+	if res.Outcome == outlast.OutcomeRejected || res.Outcome == outlast.OutcomeConflict {
 		s.log.Warn("naive: notification not applied", "channel", n.Channel, "event_id", n.EventID,
 			"outcome", res.Outcome, "reason", res.Reason)
 	}
