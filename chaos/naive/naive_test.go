@@ -334,3 +334,52 @@ func TestSubscribersCutOff(t *testing.T) {
 	}
 	assertLost(t, api, key, p2.ID, p3.ID, account{Funded: 1000, Available: 700, Held: 100, PaidOut: 200})
 }
+
+// TestReadsFallThroughToDatabase is seed 002's cache-aside: with Redis
+// gone every read is answered from the database, and with Redis hung
+// every read first waits out go-redis's default timeouts.
+func TestReadsFallThroughToDatabase(t *testing.T) {
+	l := newLab(t)
+	api := l.start(func(c *naive.Config) { c.NoDispatcher = true }, true)
+	key := setUp(t, api, 1000)
+	source := func() string {
+		req, _ := http.NewRequest("GET", api+"/v1/accounts/a1", nil)
+		req.Header.Set("Authorization", "Bearer "+key)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Fatalf("GET account = %d, want 200", resp.StatusCode)
+		}
+		return resp.Header.Get("Outlast-Source")
+	}
+	source()
+	if got := source(); got != "cache" {
+		t.Fatalf("second read from %q, want cache", got)
+	}
+	if err := l.redis.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	if got := source(); got != "database" {
+		t.Errorf("read with Redis down from %q, want database", got)
+	}
+	if err := l.redis.Restart(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	source() // a fresh connection, and the account cached again
+	if err := l.redis.Pause(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = l.redis.Resume() }()
+	start := time.Now()
+	if got := source(); got != "database" {
+		t.Errorf("read with Redis hung from %q, want database", got)
+	}
+	if took := time.Since(start); took < 3*time.Second {
+		t.Errorf("read with Redis hung took %s, want at least go-redis's 3 s read timeout", took)
+	} else {
+		t.Logf("read with Redis hung took %s", took)
+	}
+}
