@@ -112,6 +112,13 @@ var badDeps = map[string]rule{
 		bad: map[string]string{"outlast/...": "the baseline must not borrow Outlast's durability: store's inbox, jetstream's log, ledger's and cache's tiers and breakers, channel's router, control's poller or reconcile would make it a different design than the one the lab measures"},
 		ok:  map[string]string{"outlast": "the domain types, validation, state machine and webhook signature are the contract both designs speak"},
 	},
+	"outlast/chaos/naive/cmd/naive": {
+		bad: map[string]string{"outlast/...": "the baseline's binary only parses flags and runs package naive; anything else of Outlast would reach the baseline through it"},
+		ok: map[string]string{
+			"outlast/chaos/naive": "the design it runs as a process",
+			"outlast":             "the domain, which package naive is built on",
+		},
+	},
 	"outlast/chaos/faultproxy": {
 		bad: map[string]string{"outlast/...": "a TCP fault proxy knows nothing of Outlast: tests, benchmarks and the chaos lab put it in front of any dependency"},
 	},
