@@ -281,7 +281,10 @@ func (s *Server) createPayout(w http.ResponseWriter, r *http.Request) {
 
 // notify verifies a partner's webhook, publishes it and answers 200 at
 // once: the seed's "acknowledged" means "published", which is not
-// "committed", and with no subscriber listening not even "received".
+// "committed", and with no subscriber listening not even "received". With
+// Redis unreachable the PUBLISH fails and the partner gets a 500 and
+// retries, so that path loses nothing; the loss is the PUBLISH that
+// succeeds while no committer listens.
 func (s *Server) notify(w http.ResponseWriter, r *http.Request) {
 	n, err := s.readNotification(w, r)
 	if err == nil {

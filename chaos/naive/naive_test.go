@@ -122,7 +122,7 @@ type account struct {
 }
 
 type payout struct {
-	ID, Status string
+	ID, Status, Channel string
 }
 
 // setUp makes a client with a funded account through api and returns the
@@ -173,7 +173,11 @@ func getAccount(t *testing.T, api string) account {
 // published and committed, and the balances settle.
 func TestHappyPath(t *testing.T) {
 	l := newLab(t)
-	api := l.start(func(c *naive.Config) { c.CacheTTL = 50 * time.Millisecond }, true)
+	api := l.start(func(c *naive.Config) {
+		c.CacheTTL = 50 * time.Millisecond
+		c.Channels["acb"] = "http://127.0.0.1:1" // a bank that never answers
+		c.DefaultChannel = channel
+	}, true)
 	key := setUp(t, api, 1000)
 	p, got := createPayout(t, api, key, "k1", 100)
 	if got != 201 {
@@ -189,6 +193,17 @@ func TestHappyPath(t *testing.T) {
 	testenv.WaitFor(t, 10*time.Second, "payout succeeded", func() bool { return payoutStatus(t, api, key, p.ID) == "succeeded" })
 	want := account{Funded: 1000, Available: 900, Held: 0, PaidOut: 100}
 	testenv.WaitFor(t, 5*time.Second, "balances settled", func() bool { return getAccount(t, api) == want })
+
+	// The channel switch is a published config document too.
+	doc := map[string]any{"channels": map[string]any{"tcb": map[string]bool{"enabled": true}, "acb": map[string]bool{"enabled": true}},
+		"active_channel": "acb"}
+	if got := call(t, "PUT", api+"/admin/v1/config", adminToken, "", doc, nil); got != 200 {
+		t.Fatalf("PUT config = %d, want 200", got)
+	}
+	testenv.WaitFor(t, 5*time.Second, "new payouts on acb", func() bool {
+		p, _ := createPayout(t, api, key, fmt.Sprintf("k-%d", time.Now().UnixNano()), 1)
+		return p.Channel == "acb"
+	})
 }
 
 // TestAcknowledgedWebhookLost reproduces seed 000: while no committer is

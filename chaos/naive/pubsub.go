@@ -25,9 +25,12 @@ func (s *Server) publishNotification(ctx context.Context, n *outlast.Notificatio
 	return s.rdb.Publish(ctx, notificationsChannel, b).Err()
 }
 
-// subscribe hands every message published on channel to handle until ctx
-// ends. go-redis reconnects and resubscribes by itself after a connection
-// drops; what was published in between never arrives.
+// subscribe hands every message published on channel to handle, one at
+// a time, until ctx ends. go-redis reconnects and resubscribes by itself
+// after a connection drops; what was published in between never arrives.
+// Its defaults also bound the buffer at 100 messages and drop a message
+// that waits a minute for room: a committer slower than the webhooks
+// loses notifications too.
 func (s *Server) subscribe(ctx context.Context, channel string, handle func(payload string)) {
 	sub := s.rdb.Subscribe(ctx, channel)
 	defer sub.Close()
