@@ -1,9 +1,11 @@
 // Package proc supervises one child process: it starts it, signals it by
 // its own handle (never by a name or a reused pid), waits for it to be
 // ready or to exit with a deadline, and keeps the tail of its output for
-// diagnostics. It is Outlast's one process supervisor: the private
-// redis-server of tests and benchmarks (internal/redisproc) and the
-// `outlast serve` of the end-to-end tests both run on it.
+// diagnostics. Server builds on it a restartable, faultable server on a
+// port of its own. It is Outlast's one process supervisor: the private
+// redis-server, Sentinels, nats-server and PostgreSQL of tests and
+// benchmarks (internal/redisproc, natsproc, pgproc) and the `outlast
+// serve` of the end-to-end tests and benchmarks all run on it.
 package proc
 
 import (
@@ -40,6 +42,9 @@ type Options struct {
 	// OutputBytesMax is how much of the output's tail Output() keeps; if
 	// <= 0, DefaultOutputBytesMax.
 	OutputBytesMax int
+	// Credential, if set, runs the process as another user (PostgreSQL
+	// refuses to run as root).
+	Credential *syscall.Credential
 }
 
 // Process is one started child process. Its methods are safe for
@@ -73,7 +78,9 @@ func Start(o Options) (*Process, error) {
 	}
 	p.cmd.Dir, p.cmd.Stdout, p.cmd.Stderr = o.Dir, w, w
 	p.cmd.WaitDelay = pipeDrainTimeout
-	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	// Go sets the death signal after the credential change, which would
+	// otherwise clear it.
+	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Credential: o.Credential}
 	if err := p.cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %s: %w", o.Path, err)
 	}
