@@ -9,6 +9,7 @@
 package proc
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -144,6 +145,45 @@ func (p *Process) Stop(sig os.Signal, timeout time.Duration) error {
 	case <-t.C:
 		return fmt.Errorf("%s (pid %d) still running %s after %v", p.name, p.Pid(), timeout, sig)
 	}
+}
+
+// waitStopped waits up to timeout until every thread of the process is
+// stopped (by SIGSTOP): a signal is delivered asynchronously, and a
+// thread still running could answer one more request. It reads
+// /proc/PID/task/*/stat (Linux).
+func (p *Process) waitStopped(timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for !p.allStopped() {
+		if p.Exited() {
+			return fmt.Errorf("%s (pid %d) exited instead of stopping: %v", p.name, p.Pid(), p.err)
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s (pid %d) not stopped %v after SIGSTOP", p.name, p.Pid(), timeout)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	return nil
+}
+
+// allStopped reports whether every thread's state is T (stopped).
+func (p *Process) allStopped() bool {
+	tasks, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/stat", p.Pid()))
+	if err != nil || len(tasks) == 0 {
+		return false
+	}
+	for _, path := range tasks {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return false
+		}
+		// The state follows the command name, which is in parentheses and
+		// may itself hold ") ".
+		i := bytes.LastIndexByte(b, ')')
+		if i < 0 || i+2 >= len(b) || b[i+2] != 'T' {
+			return false
+		}
+	}
+	return true
 }
 
 // WaitReady calls ready every 10 ms until it returns true, and returns an

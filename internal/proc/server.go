@@ -214,9 +214,15 @@ func (s *Server) terminate(sig os.Signal, timeout time.Duration) error {
 	return s.p.Stop(sig, timeout)
 }
 
-// Pause sends SIGSTOP: the kernel still accepts connections and buffers
-// requests, but nothing answers — a hang, like a kernel panic.
-func (s *Server) Pause() error { return s.Signal(syscall.SIGSTOP) }
+// Pause sends SIGSTOP and waits until every thread has stopped: the
+// kernel still accepts connections and buffers requests, but nothing
+// answers — a hang, like a kernel panic.
+func (s *Server) Pause() error {
+	if err := s.Signal(syscall.SIGSTOP); err != nil {
+		return err
+	}
+	return s.p.waitStopped(killTimeout)
+}
 
 // Resume sends SIGCONT after Pause.
 func (s *Server) Resume() error { return s.Signal(syscall.SIGCONT) }
