@@ -10,7 +10,6 @@ package redisproc
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -19,7 +18,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/outlast/outlast/internal/proc"
@@ -29,10 +27,7 @@ const (
 	// DefaultBinary is the redis-server run when Options.Binary is "".
 	DefaultBinary = "redis-server"
 	// DefaultReadyTimeout bounds a start when Options.ReadyTimeout <= 0.
-	DefaultReadyTimeout = 10 * time.Second
-
-	exitTimeout = 5 * time.Second
-	startTries  = 3 // a free port can be taken between picking it and the bind
+	DefaultReadyTimeout = proc.DefaultReadyTimeout
 )
 
 // Options says which redis-server to run.
@@ -63,91 +58,58 @@ type Sentinel struct {
 	FailoverTimeout time.Duration // failover-timeout; if <= 0, 3 s
 }
 
-// Server is one redis-server on a port that survives Restart. Its methods
-// are not safe for concurrent use.
+// Server is one redis-server on a port that survives Restart: a
+// proc.Server that answers PING. Kill, Pause, Resume, Restart, Stop, Pid,
+// Addr, Port, Dir and Output are proc.Server's. Its methods are not safe
+// for concurrent use.
 type Server struct {
-	binary       string
-	port         int
-	addr         string // 127.0.0.1:port
-	dir          string
-	removeDir    bool // dir was made by Start, and Stop removes it
-	args         []string
-	readyTimeout time.Duration
-	log          io.Writer
-	p            *proc.Process // the latest process; nil before the first
+	*proc.Server
 }
 
 // Start runs a redis-server on a free port and waits until it answers
 // PING, for at most ReadyTimeout or until ctx ends. A plain server is
 // empty and does not persist anything.
 func Start(ctx context.Context, o Options) (*Server, error) {
-	var err error
-	for range startTries {
-		var s *Server
-		if s, err = newServer(o); err != nil {
-			return nil, err
+	args := func(port int, dir string) ([]string, error) {
+		if o.Sentinel == nil {
+			return append(plainArgs(port, dir), o.Args...), nil
 		}
-		if err = s.launch(ctx); err == nil {
-			return s, nil
-		}
-		if serr := s.Stop(); serr != nil {
-			return nil, errors.Join(err, serr)
-		}
-		if ctx.Err() != nil {
-			break
-		}
+		a, err := sentinelArgs(port, dir, *o.Sentinel)
+		return append(a, o.Args...), err
 	}
-	return nil, err
-}
-
-func newServer(o Options) (*Server, error) {
-	port, err := proc.FreePort()
-	if err != nil {
+	s := proc.NewServer(proc.Spec{Name: "redis-server", Path: orDefault(o.Binary, DefaultBinary), Args: args,
+		Ready: ping, Dir: o.Dir, ReadyTimeout: o.ReadyTimeout, Output: o.Log})
+	if err := s.Start(ctx); err != nil {
 		return nil, err
 	}
-	s := &Server{binary: o.Binary, port: port, addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)),
-		dir: o.Dir, readyTimeout: o.ReadyTimeout, log: o.Log}
-	if s.binary == "" {
-		s.binary = DefaultBinary
-	}
-	if s.readyTimeout <= 0 {
-		s.readyTimeout = DefaultReadyTimeout
-	}
-	if s.dir == "" {
-		if s.dir, err = os.MkdirTemp("", "redisproc-"); err != nil {
-			return nil, fmt.Errorf("redis-server directory: %w", err)
-		}
-		s.removeDir = true
-	}
-	if o.Sentinel == nil {
-		s.args = s.plainArgs()
-	} else if s.args, err = s.sentinelArgs(*o.Sentinel); err != nil {
-		return nil, errors.Join(err, s.Stop())
-	}
-	s.args = append(s.args, o.Args...)
-	return s, nil
+	return &Server{Server: s}, nil
+}
+
+func ping(ctx context.Context, addr string) bool {
+	reply, err := Command(ctx, addr, "PING")
+	return err == nil && reply == "PONG"
 }
 
 // plainArgs keep nothing on disk, so a restart comes back empty.
-func (s *Server) plainArgs() []string {
-	return []string{"--port", strconv.Itoa(s.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-		"--daemonize", "no", "--protected-mode", "no", "--dir", s.dir, "--logfile", ""}
+func plainArgs(port int, dir string) []string {
+	return []string{"--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+		"--daemonize", "no", "--protected-mode", "no", "--dir", dir, "--logfile", ""}
 }
 
 // sentinelArgs writes sentinel.conf, which a sentinel must be able to
 // rewrite, and returns the arguments that run it.
-func (s *Server) sentinelArgs(c Sentinel) ([]string, error) {
-	host, port, err := net.SplitHostPort(c.MasterAddr)
+func sentinelArgs(port int, dir string, c Sentinel) ([]string, error) {
+	host, masterPort, err := net.SplitHostPort(c.MasterAddr)
 	if err != nil {
 		return nil, fmt.Errorf("sentinel master address %q: %w", c.MasterAddr, err)
 	}
 	name := orDefault(c.MasterName, "mymaster")
-	conf := fmt.Sprintf("port %d\nbind 127.0.0.1\ndaemonize no\nprotected-mode no\ndir %s\nlogfile \"\"\n", s.port, s.dir) +
-		fmt.Sprintf("sentinel monitor %s %s %s %d\n", name, host, port, orDefault(c.Quorum, 2)) +
+	conf := fmt.Sprintf("port %d\nbind 127.0.0.1\ndaemonize no\nprotected-mode no\ndir %s\nlogfile \"\"\n", port, dir) +
+		fmt.Sprintf("sentinel monitor %s %s %s %d\n", name, host, masterPort, orDefault(c.Quorum, 2)) +
 		fmt.Sprintf("sentinel down-after-milliseconds %s %d\n", name, orDefault(c.DownAfter, time.Second).Milliseconds()) +
 		fmt.Sprintf("sentinel failover-timeout %s %d\n", name, orDefault(c.FailoverTimeout, 3*time.Second).Milliseconds()) +
 		fmt.Sprintf("sentinel parallel-syncs %s 1\n", name)
-	path := filepath.Join(s.dir, "sentinel.conf")
+	path := filepath.Join(dir, "sentinel.conf")
 	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
 		return nil, fmt.Errorf("write %s: %w", path, err)
 	}
@@ -163,104 +125,8 @@ func orDefault[T int | time.Duration | string](v, def T) T {
 	return v
 }
 
-// launch starts the process and waits until it answers PING; a process
-// that does not is killed.
-func (s *Server) launch(ctx context.Context) error {
-	p, err := proc.Start(proc.Options{Path: s.binary, Args: s.args, Dir: s.dir, Output: s.log})
-	if err != nil {
-		return err
-	}
-	s.p = p
-	ctx, cancel := context.WithTimeout(ctx, s.readyTimeout)
-	defer cancel()
-	err = p.WaitReady(ctx, func(ctx context.Context) bool {
-		reply, err := Command(ctx, s.addr, "PING")
-		return err == nil && reply == "PONG"
-	})
-	if err != nil {
-		return errors.Join(fmt.Errorf("redis-server on %s: %w; output:\n%s", s.addr, err, p.Output()),
-			p.Stop(syscall.SIGKILL, exitTimeout))
-	}
-	return nil
-}
-
-// Addr returns 127.0.0.1:port.
-func (s *Server) Addr() string { return s.addr }
-
-// Port returns the port, the same across restarts.
-func (s *Server) Port() int { return s.port }
-
 // URL returns redis://Addr.
-func (s *Server) URL() string { return "redis://" + s.addr }
-
-// Dir returns the working directory.
-func (s *Server) Dir() string { return s.dir }
-
-// Pid returns the process id, or 0 when not running.
-func (s *Server) Pid() int {
-	if !s.running() {
-		return 0
-	}
-	return s.p.Pid()
-}
-
-func (s *Server) running() bool { return s.p != nil && !s.p.Exited() }
-
-// Kill sends SIGKILL (which also ends a paused server) and waits for the
-// exit, so the port refuses connections from then on.
-func (s *Server) Kill() error {
-	if !s.running() {
-		return fmt.Errorf("kill redis-server %s: not running", s.addr)
-	}
-	return s.p.Stop(syscall.SIGKILL, exitTimeout)
-}
-
-// Pause sends SIGSTOP: the kernel still accepts connections and buffers
-// commands, but nothing answers — a hang, like a kernel panic.
-func (s *Server) Pause() error { return s.signal(syscall.SIGSTOP) }
-
-// Resume sends SIGCONT after Pause.
-func (s *Server) Resume() error { return s.signal(syscall.SIGCONT) }
-
-func (s *Server) signal(sig syscall.Signal) error {
-	if !s.running() {
-		return fmt.Errorf("signal %v to redis-server %s: not running", sig, s.addr)
-	}
-	return s.p.Signal(sig)
-}
-
-// Restart kills the server if it runs, paused or not, and starts it again
-// on the same port with the same arguments; a plain server comes back
-// empty.
-func (s *Server) Restart(ctx context.Context) error {
-	if s.running() {
-		if err := s.Kill(); err != nil {
-			return err
-		}
-	}
-	return s.launch(ctx)
-}
-
-// Stop kills the server if it runs and removes the directory Start made.
-// It may be called more than once.
-func (s *Server) Stop() error {
-	var err error
-	if s.p != nil {
-		err = s.p.Stop(syscall.SIGKILL, exitTimeout)
-	}
-	if s.removeDir && err == nil {
-		err = os.RemoveAll(s.dir)
-	}
-	return err
-}
-
-// Output returns the tail of the latest process's output.
-func (s *Server) Output() string {
-	if s.p == nil {
-		return ""
-	}
-	return s.p.Output()
-}
+func (s *Server) URL() string { return "redis://" + s.Addr() }
 
 // Version returns the version line of the redis-server binary ("" for
 // DefaultBinary).
