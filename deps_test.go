@@ -122,6 +122,10 @@ var badDeps = map[string]rule{
 	"outlast/chaos/faultproxy": {
 		bad: map[string]string{"outlast/...": "a TCP fault proxy knows nothing of Outlast: tests, benchmarks and the chaos lab put it in front of any dependency"},
 	},
+	"outlast/internal/pgproc": {
+		bad: map[string]string{"outlast/...": "a private PostgreSQL is a process to supervise, not a store; it must not need the store it is used to test, and testenv, under every package's tests, imports it"},
+		ok:  map[string]string{"outlast/internal/proc": "it is a postgres under the one process supervisor"},
+	},
 	"outlast/internal/load": {
 		bad: map[string]string{"outlast/...": "an open-loop schedule and its latency histogram know nothing of what is sent; the benchmarks and the demo supply the request"},
 	},
@@ -147,6 +151,10 @@ var badDeps = map[string]rule{
 	"outlast/internal/testenv": {
 		helper: true,
 		bad:    map[string]string{"outlast/...": "testenv is under every package's tests, in-package ones included: importing any package of Outlast would be an import cycle for that package's tests"},
+		ok: map[string]string{
+			"outlast/internal/pgproc": "the private PostgreSQL's supervisor; it imports only proc, whose own tests do without testenv",
+			"outlast/internal/proc":   "the one process supervisor, under pgproc; its tests do without testenv, so no cycle",
+		},
 	},
 	"outlast/internal/ledgertest": {
 		helper: true,
@@ -165,6 +173,7 @@ var badDeps = map[string]rule{
 			"outlast/internal/testenv":   "helpers build on each other; only tests import either",
 			"outlast/internal/redisproc": "the test wrapper and the benchmark share the one redis-server supervisor",
 			"outlast/internal/proc":      "the one process supervisor, under redisproc",
+			"outlast/internal/pgproc":    "testenv's private PostgreSQL comes along with the helpers redistest builds on",
 		},
 	},
 }
