@@ -10,7 +10,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/HdrHistogram/hdrhistogram-go"
@@ -150,14 +149,14 @@ const benchInstances = 3
 type controlInstance struct {
 	id  string
 	api *client.Client // with the admin token
-	p   *proc.Process
+	p   *proc.Server
 	// logs receives the process's output until it is stopped.
 	logs *os.File
 }
 
 // stop stops the instance and closes its log.
 func (in *controlInstance) stop() error {
-	err := in.p.Stop(syscall.SIGTERM, serveStopTimeout)
+	err := stopServe(in.p)
 	return errors.Join(err, in.logs.Close())
 }
 

@@ -13,7 +13,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -196,8 +195,8 @@ func (c *controlCluster) startNode(t *testing.T, id string, bankArgs []string) *
 
 // stopAndCheckRace stops serve with SIGTERM and fails t if the race
 // detector reported anything in its output.
-func stopAndCheckRace(t *testing.T, p *proc.Process, logs string) {
-	if err := p.Stop(syscall.SIGTERM, time.Minute); err != nil {
+func stopAndCheckRace(t *testing.T, p *proc.Server, logs string) {
+	if err := stopServe(p); err != nil {
 		t.Errorf("outlast serve: %v", err)
 	}
 	out, err := os.ReadFile(logs)

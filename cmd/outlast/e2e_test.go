@@ -61,11 +61,18 @@ type serviceProc struct {
 	args []string
 	url  string
 	logs *os.File // every run of serve appends here
-	p    *proc.Process
+	p    *proc.Server
 }
 
+// start starts serve, or restarts it after kill.
 func (s *serviceProc) start() {
 	s.t.Helper()
+	if s.p != nil {
+		if err := s.p.Restart(context.Background()); err != nil {
+			s.t.Fatalf("%v (logs in %s)", err, s.logs.Name())
+		}
+		return
+	}
 	// args start with "serve", as the command line would.
 	p, err := startServeProcess(context.Background(), outlastBinary(s.t), s.args[1:], s.url, s.logs)
 	if err != nil {
@@ -74,7 +81,10 @@ func (s *serviceProc) start() {
 	s.p = p
 	// A test that fails half-way must not leave the service running.
 	s.t.Cleanup(func() {
-		if err := p.Stop(syscall.SIGKILL, time.Minute); err != nil {
+		if !p.Running() {
+			return
+		}
+		if err := p.Kill(); err != nil {
 			s.t.Errorf("outlast serve: %v", err)
 		}
 	})
@@ -83,7 +93,7 @@ func (s *serviceProc) start() {
 // kill sends sig and waits for the process to be gone.
 func (s *serviceProc) kill(sig syscall.Signal) {
 	s.t.Helper()
-	if err := s.p.Stop(sig, time.Minute); err != nil {
+	if err := s.p.Terminate(sig); err != nil {
 		s.t.Fatalf("outlast serve: %v", err)
 	}
 }
