@@ -103,7 +103,11 @@ var badDeps = map[string]rule{
 	},
 	"outlast/internal/browsertest": {
 		bad: map[string]string{"outlast/...": "driving a headless browser needs nothing of Outlast; the console's and the lab report's tests share it"},
-		ok:  map[string]string{"outlast/internal/testenv": "a missing chromium skips on a laptop and fails under CI, as every missing server does"},
+		ok: map[string]string{
+			"outlast/internal/testenv": "a missing chromium skips on a laptop and fails under CI, as every missing server does",
+			"outlast/internal/pgproc":  "through testenv, which starts private servers for the tests that fault them",
+			"outlast/internal/proc":    "likewise, through testenv",
+		},
 	},
 	// The seeds' design, the lab's baseline: built from the domain alone,
 	// as the team of seeds 000 and 002 would have, with its own SQL, Pub/Sub
