@@ -237,21 +237,40 @@ func (d *Dispatcher) handle(ctx context.Context, dp *outlast.Dispatch) {
 	}
 }
 
-// askStatus asks p's channel whether it holds the payout. After an
-// attempt that may still be in the bank's hands, "no such payout" is
+// askStatus asks p's channel whether it holds the payout and acts on the
+// answer, the one way a refusal and a disabled channel are settled. After
+// an attempt that may still be in the bank's hands, "no such payout" is
 // asked again ConfirmDelay later, so an attempt the bank is still
-// processing is not taken for absent. ok is false when shutting down
-// during the wait: the lease brings the payout back.
-func (d *Dispatcher) askStatus(ctx, callCtx context.Context, dp *outlast.Dispatch) (st *Status, ok bool, err error) {
+// processing is not taken for absent. No such payout, or failed there, is
+// a definitive "not accepted": absent is called with the bank's failure
+// reason, if it gave one. Holding it (under a valid partner ref) records
+// it dispatched there, logged at level with msg and counted as outcome.
+// A status that cannot be read leaves it to be retried on its channel,
+// with cause; shutting down during the wait leaves it to its lease.
+func (d *Dispatcher) askStatus(ctx, callCtx context.Context, dp *outlast.Dispatch, cause error,
+	level slog.Level, msg, outcome string, absent func(bankReason string)) {
 	p := dp.Payout
-	st, err = d.router.Status(callCtx, p.Channel, p.ID)
+	st, err := d.router.Status(callCtx, p.Channel, p.ID)
 	if errors.Is(err, ErrNotFound) && dp.Attempts > 0 {
 		if !backoff.Sleep(ctx, d.cfg.ConfirmDelay) {
-			return nil, false, nil
+			return
 		}
 		st, err = d.router.Status(callCtx, p.Channel, p.ID)
 	}
-	return st, true, err
+	switch {
+	case errors.Is(err, ErrNotFound):
+		absent("")
+	case err != nil:
+		d.retry(ctx, dp, fmt.Errorf("%w; its status could not confirm it holds no such payout: %w", cause, err))
+	case st.Status == outlast.StatusFailed:
+		absent(st.Reason)
+	case !outlast.ValidID(st.PartnerRef):
+		d.retry(ctx, dp, fmt.Errorf("%w; yet its status says %s without a valid partner_ref", cause, st.Status))
+	default:
+		d.log.Log(ctx, level, msg, "payout_id", p.ID, "channel", p.Channel, "cause", outlast.ErrorMessage(cause),
+			"partner_status", st.Status, "partner_ref", st.PartnerRef)
+		d.mark(ctx, p, st.PartnerRef, outcome)
+	}
 }
 
 // rebind moves a payout off a channel the operators disabled to the
@@ -272,56 +291,31 @@ func (d *Dispatcher) rebind(ctx, callCtx context.Context, dp *outlast.Dispatch, 
 		d.retry(ctx, dp, cause)
 		return
 	}
-	st, ok, err := d.askStatus(ctx, callCtx, dp)
-	switch {
-	case !ok:
-	case errors.Is(err, ErrNotFound), err == nil && st.Status == outlast.StatusFailed:
-		d.reroute(ctx, dp, to, fmt.Sprintf("%s cannot take it now (%s) and holds no such payout", p.Channel, outlast.ErrorMessage(cause)))
-	case err != nil:
-		d.retry(ctx, dp, fmt.Errorf("%w; its status could not confirm it holds no such payout, so it stays: %w", cause, err))
-	case !outlast.ValidID(st.PartnerRef):
-		d.retry(ctx, dp, fmt.Errorf("%w; its status says %s without a valid partner_ref", cause, st.Status))
-	default:
-		d.log.Info("payout found at its channel, which cannot take new ones now; recording it as dispatched there",
-			"payout_id", p.ID, "channel", p.Channel, "partner_status", st.Status, "partner_ref", st.PartnerRef)
-		d.mark(ctx, p, st.PartnerRef, "found_at_channel")
-	}
+	d.askStatus(ctx, callCtx, dp, cause, slog.LevelInfo,
+		"payout found at its channel, which cannot take new ones now; recording it as dispatched there", "found_at_channel",
+		func(string) {
+			d.reroute(ctx, dp, to, fmt.Sprintf("%s cannot take it now (%s) and holds no such payout", p.Channel, outlast.ErrorMessage(cause)))
+		})
 }
 
 // confirmRejection decides what a partner's refusal means before it fails
 // anything. A refusal says only that this call was not accepted; an
 // earlier attempt whose answer was lost (a timeout, a 504, a dispatcher
 // that died mid-call) may have been, and some partners answer the retry of
-// a payout they hold with a 4xx. So the partner's status decides: no such
-// payout (or failed there) is a definitive "not accepted", and the payout
-// goes to the next channel or fails (refused); holding it marks it
-// dispatched under the partner's ref; a status that cannot be read leaves
-// it to be retried on the same channel, never sent to another.
-// The status is asked after every refusal, not only after a known
-// ambiguous attempt, because a dispatcher killed mid-call leaves no record
-// that its attempt was made (its claim's lease, a minute, had to run out
-// first, so that attempt is long answered). After a known ambiguous
-// attempt, "no such payout" is asked again ConfirmDelay later, so an
-// attempt the bank is still processing is not failed.
+// a payout they hold with a 4xx. So the partner's status decides
+// (askStatus): no such payout (or failed there) is a definitive "not
+// accepted", and the payout goes to the next channel or fails (refused);
+// holding it marks it dispatched under the partner's ref; a status that
+// cannot be read leaves it to be retried on the same channel, never sent
+// to another. The status is asked after every refusal, not only after a
+// known ambiguous attempt, because a dispatcher killed mid-call leaves no
+// record that its attempt was made (its claim's lease, a minute, had to
+// run out first, so that attempt is long answered).
 func (d *Dispatcher) confirmRejection(ctx, callCtx context.Context, dp *outlast.Dispatch, refusal error) {
-	p := dp.Payout
 	reason, _ := RejectionReason(refusal)
-	st, ok, err := d.askStatus(ctx, callCtx, dp)
-	switch {
-	case !ok:
-	case errors.Is(err, ErrNotFound):
-		d.refused(ctx, dp, reason)
-	case err != nil:
-		d.retry(ctx, dp, fmt.Errorf("%w; its status could not confirm it holds no such payout: %w", refusal, err))
-	case st.Status == outlast.StatusFailed:
-		d.refused(ctx, dp, cmp.Or(st.Reason, reason))
-	case !outlast.ValidID(st.PartnerRef):
-		d.retry(ctx, dp, fmt.Errorf("%w; yet its status says %s without a valid partner_ref", refusal, st.Status))
-	default:
-		d.log.Warn("partner refused the payout but its status says it holds it; recording it as dispatched",
-			"payout_id", p.ID, "channel", p.Channel, "refusal", reason, "partner_status", st.Status, "partner_ref", st.PartnerRef)
-		d.mark(ctx, p, st.PartnerRef, "refusal_overruled")
-	}
+	d.askStatus(ctx, callCtx, dp, refusal, slog.LevelWarn,
+		"partner refused the payout but its status says it holds it; recording it as dispatched", "refusal_overruled",
+		func(bankReason string) { d.refused(ctx, dp, cmp.Or(bankReason, reason)) })
 }
 
 // mark records that the partner accepted p under ref; outcome labels the
