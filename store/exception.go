@@ -85,12 +85,7 @@ func holdClaim(ctx context.Context, tx *sql.Tx, e *outlast.Exception, nowNanos i
 	if hold == 0 {
 		return nil
 	}
-	if _, err := tx.ExecContext(ctx, `UPDATE accounts SET available = available - $1, held = held + $1,
-		version = version + 1, updated_ns = $2 WHERE id = $3`, hold, nowNanos, a.ID); err != nil {
-		return err
-	}
-	if err := insertJournalFor(ctx, tx, nowNanos, "", e.Key, []journalRow{
-		{a.ID, outlast.BucketAvailable, -hold}, {a.ID, outlast.BucketHeld, hold}}); err != nil {
+	if err := holdAvailable(ctx, tx, a.ID, hold, nowNanos, "", e.Key); err != nil {
 		return err
 	}
 	_, err = tx.ExecContext(ctx, "UPDATE exceptions SET held = $1 WHERE fact_key = $2", hold, e.Key)

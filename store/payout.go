@@ -119,29 +119,37 @@ func (db *DB) checkPayoutAllowed(ctx context.Context, tx *sql.Tx, a *outlast.Acc
 	return a.CheckDailyLimit(today, req.Amount)
 }
 
-// holdFunds moves the payout's amount from available to held, journals it,
-// queues the payout for dispatch and re-checks the account.
+// holdFunds moves the payout's amount from available to held, journaled
+// for it, and queues the payout for dispatch.
 func (db *DB) holdFunds(ctx context.Context, tx *sql.Tx, p *outlast.Payout, nowNanos int64) error {
+	if err := holdAvailable(ctx, tx, p.AccountID, p.Amount, nowNanos, p.ID, ""); err != nil {
+		return err
+	}
+	_, err := tx.ExecContext(ctx, `INSERT INTO outbox (payout_id, attempts, next_attempt_ns, created_ns)
+		VALUES ($1, 0, $2, $2)`, p.ID, nowNanos)
+	return err
+}
+
+// holdAvailable moves amount of an account's available balance to held,
+// journaled for the payout or the exception (by key) named, and re-checks
+// the account: the one way money is held, for a payout and for an
+// exception's claim. EINSUFFICIENT if less is available.
+func holdAvailable(ctx context.Context, tx *sql.Tx, accountID string, amount, nowNanos int64, payoutID, exceptionKey string) error {
 	// The condition makes the balance check atomic with the update even
 	// without the row lock: a concurrent drain can never go negative.
 	res, err := tx.ExecContext(ctx, `UPDATE accounts SET available = available - $1, held = held + $1,
-		version = version + 1, updated_ns = $2 WHERE id = $3 AND available >= $1`, p.Amount, nowNanos, p.AccountID)
+		version = version + 1, updated_ns = $2 WHERE id = $3 AND available >= $1`, amount, nowNanos, accountID)
 	if err != nil {
 		return err
 	}
 	if err := oneRow(res); err != nil {
 		return outlast.Errorf(outlast.EINSUFFICIENT, "available balance is too low")
 	}
-	if err := insertJournal(ctx, tx, nowNanos, p.ID,
-		journalRow{p.AccountID, outlast.BucketAvailable, -p.Amount},
-		journalRow{p.AccountID, outlast.BucketHeld, p.Amount}); err != nil {
+	if err := insertJournalFor(ctx, tx, nowNanos, payoutID, exceptionKey, []journalRow{
+		{accountID, outlast.BucketAvailable, -amount}, {accountID, outlast.BucketHeld, amount}}); err != nil {
 		return err
 	}
-	if _, err := tx.ExecContext(ctx, `INSERT INTO outbox (payout_id, attempts, next_attempt_ns, created_ns)
-		VALUES ($1, 0, $2, $2)`, p.ID, nowNanos); err != nil {
-		return err
-	}
-	a, err := loadAccount(ctx, tx, p.AccountID, "")
+	a, err := loadAccount(ctx, tx, accountID, "")
 	if err != nil {
 		return err
 	}
