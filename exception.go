@@ -157,9 +157,7 @@ func ConflictException(p *Payout, n *Notification, source Source) *Exception {
 		PayoutID: p.ID, AccountID: p.AccountID, Channel: n.Channel, Currency: p.Currency,
 		FiledBy: string(source),
 		Evidence: []Evidence{
-			{Source: "ledger", Says: ledgerSays(p), At: p.UpdatedAt},
-			{Source: fmt.Sprintf("notification %s/%s", n.Channel, n.EventID),
-				Says: fmt.Sprintf("%s under partner ref %q%s", n.Status, n.PartnerRef, reasonSuffix(n.Reason)), At: n.OccurredAt},
+			LedgerEvidence(p), notificationEvidence(n),
 		},
 	}
 	otherRef := p.PartnerRef != "" && n.PartnerRef != "" && n.PartnerRef != p.PartnerRef
@@ -203,8 +201,7 @@ func OtherChannelException(p *Payout, n *Notification, source Source) *Exception
 		Currency: p.Currency, Claim: p.Amount, FiledBy: string(source),
 		Summary: fmt.Sprintf("%s reported payout %s paid, but it is routed to %s (%s there): two banks may have paid it",
 			n.Channel, p.ID, p.Channel, p.Status),
-		Evidence: []Evidence{LedgerEvidence(p), {Source: fmt.Sprintf("notification %s/%s", n.Channel, n.EventID),
-			Says: fmt.Sprintf("%s under partner ref %q", n.Status, n.PartnerRef), At: n.OccurredAt}},
+		Evidence: []Evidence{LedgerEvidence(p), notificationEvidence(n)},
 	}
 }
 
@@ -230,6 +227,12 @@ func ledgerSays(p *Payout) string {
 		s += fmt.Sprintf(" under partner ref %s", p.PartnerRef)
 	}
 	return s + reasonSuffix(p.FailureReason)
+}
+
+// notificationEvidence is what n said, as evidence.
+func notificationEvidence(n *Notification) Evidence {
+	return Evidence{Source: fmt.Sprintf("notification %s/%s", n.Channel, n.EventID),
+		Says: fmt.Sprintf("%s under partner ref %q%s", n.Status, n.PartnerRef, reasonSuffix(n.Reason)), At: n.OccurredAt}
 }
 
 // LedgerEvidence is the ledger's statement about p in an exception.
